@@ -1,0 +1,401 @@
+"""Architecture: a Hugging Face config.json read into layers and tensors.
+
+Owns the mapping from config fields (HF names, see docs/equations.md#architecture) to
+  * per-layer attention geometry: full, sliding-window, MLA, linear (Gated DeltaNet), shared KV;
+  * the list of weight tensors with shapes, roles (for quant recipes) and groups
+    (text / vision / mtp), from which parameter counts and weight bytes follow.
+
+Pure functions of a config dict; no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from planner.errors import PlannerError
+
+AttnKind = Literal["full", "sliding", "mla", "linear"]
+# Roles follow llama.cpp's quantization categories (src/llama-quant.cpp tensor_get_category).
+Role = Literal[
+    "token_embd", "output", "attn_q", "attn_k", "attn_v", "attn_output", "attn_qkv",
+    "ffn_up", "ffn_gate", "ffn_down", "other", "unquantized", "router", "conv",
+]
+Group = Literal["text", "vision", "audio", "mtp"]
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    name: str  # GGUF-style name, e.g. blk.3.attn_v.weight
+    role: Role
+    rows: int  # output features (ne[1] in ggml)
+    cols: int  # input features (ne[0]; block quants need cols % block == 0)
+    layer: int | None = None
+    n_experts: int = 1  # >1: a stacked expert tensor
+    group: Group = "text"
+
+    @property
+    def params(self) -> int:
+        return self.rows * self.cols * self.n_experts
+
+
+@dataclass(frozen=True, slots=True)
+class AttnLayer:
+    kind: AttnKind
+    n_heads: int = 0
+    n_kv_heads: int = 0
+    k_head_dim: int = 0
+    v_head_dim: int = 0
+    window_tokens: int | None = None  # sliding layers only
+    kv_shared: bool = False  # reuses another layer's cache: allocates none
+    mla_cache_dim: int = 0  # MLA: kv_lora_rank + qk_rope_head_dim values per token
+    indexer_cache_dim: int = 0  # DeepSeek sparse attention indexer key per token
+    ssm_state_elems: int = 0  # linear attention: recurrent state per sequence
+    conv_state_elems: int = 0
+
+    @property
+    def kv_elems_per_token(self) -> int:
+        """Cached values per token in this layer: K and V for each KV head, or the MLA latent."""
+        if self.kv_shared or self.kind == "linear":
+            return 0
+        if self.kind == "mla":
+            return self.mla_cache_dim + self.indexer_cache_dim
+        return self.n_kv_heads * (self.k_head_dim + self.v_head_dim)  # K and V
+
+
+@dataclass(frozen=True, slots=True)
+class Architecture:
+    model_type: str
+    hidden_size: int
+    vocab_size: int
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    layers: tuple[AttnLayer, ...]
+    moe_layers: tuple[bool, ...]
+    n_experts: int
+    n_experts_per_tok: int
+    tensors: tuple[Tensor, ...]
+    mtp_layers: int = 0
+    n_vision_params: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    def params(self, groups: tuple[Group, ...] = ("text",)) -> int:
+        return sum(t.params for t in self.tensors if t.group in groups)
+
+    @property
+    def n_heads(self) -> int:
+        return max((a.n_heads for a in self.layers), default=0)
+
+    @property
+    def gqa_ratio(self) -> int:
+        kv = [a.n_kv_heads for a in self.layers if a.kind in ("full", "sliding") and a.n_kv_heads]
+        return self.n_heads // max(kv) if kv else 1
+
+    def active_params(self) -> int:
+        """Text parameters touched per token: shared weights plus top-k of each expert stack."""
+        total = 0
+        for t in self.tensors:
+            if t.group != "text" or t.role == "token_embd":
+                continue
+            k = self.n_experts_per_tok if t.n_experts > 1 else 1
+            total += t.rows * t.cols * k
+        return total
+
+
+def _get(cfg: dict[str, Any], *names: str, default: Any = None) -> Any:
+    for n in names:
+        if cfg.get(n) is not None:
+            return cfg[n]
+    return default
+
+
+def _need(cfg: dict[str, Any], name: str, *alts: str) -> Any:
+    v = _get(cfg, name, *alts)
+    if v is None:
+        raise PlannerError(f"config has no {name!r} (needed to size the model)")
+    return v
+
+
+def text_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Multimodal checkpoints nest the language model under text_config / llm_config."""
+    for key in ("text_config", "llm_config", "language_config"):
+        sub = cfg.get(key)
+        if isinstance(sub, dict) and ("hidden_size" in sub or "num_hidden_layers" in sub):
+            merged = {k: v for k, v in cfg.items() if k not in (key, "vision_config", "audio_config")}
+            merged.update(sub)
+            return merged
+    return cfg
+
+
+def _layer_kinds(tc: dict[str, Any], n_layers: int) -> list[str]:
+    """Per-layer attention kind from the config's own description of it."""
+    lt = tc.get("layer_types")
+    if isinstance(lt, list) and lt:
+        if len(lt) < n_layers:
+            raise PlannerError(f"layer_types lists {len(lt)} layers but num_hidden_layers is {n_layers}")
+        table = {"full_attention": "full", "sliding_attention": "sliding", "linear_attention": "linear",
+                 "chunked_attention": "sliding"}
+        try:
+            return [table[x] for x in lt[:n_layers]]
+        except KeyError as e:
+            raise PlannerError(f"unknown layer type {e.args[0]!r} in layer_types") from None
+    if tc.get("kv_lora_rank"):
+        return ["mla"] * n_layers
+    if tc.get("full_attention_interval"):  # Qwen3-Next / Qwen3.5: every Nth layer is full attention
+        n = int(tc["full_attention_interval"])
+        return ["full" if (i + 1) % n == 0 else "linear" for i in range(n_layers)]
+    if tc.get("sliding_window_pattern") and tc.get("sliding_window"):  # Gemma 3: every Nth is global
+        n = int(tc["sliding_window_pattern"])
+        return ["full" if (i + 1) % n == 0 else "sliding" for i in range(n_layers)]
+    if tc.get("sliding_window") and tc.get("use_sliding_window", True) is True and tc.get("model_type") in (
+        "mistral", "gemma2"
+    ):
+        return ["sliding"] * n_layers
+    return ["full"] * n_layers
+
+
+def _moe_layers(tc: dict[str, Any], n_layers: int, n_experts: int) -> list[bool]:
+    if n_experts <= 1:
+        return [False] * n_layers
+    first_dense = int(_get(tc, "first_k_dense_replace", default=0))
+    only_mlp = set(tc.get("mlp_only_layers") or [])
+    step = int(_get(tc, "decoder_sparse_step", "moe_layer_freq", default=1) or 1)
+    if isinstance(tc.get("moe_layer_freq"), list):
+        return [bool(x) for x in tc["moe_layer_freq"][:n_layers]]
+    return [i >= first_dense and i not in only_mlp and (i + 1) % step == 0 for i in range(n_layers)]
+
+
+def _vision_params(vc: dict[str, Any] | None) -> int:
+    """ViT encoder size from vision_config: blocks of (4 h^2 attention + 2 h i MLP), patch
+    embedding and merger. An estimate (biases and norms omitted, <1% of the encoder)."""
+    if not vc:
+        return 0
+    h = _get(vc, "hidden_size", "width", "embed_dim")
+    depth = _get(vc, "depth", "num_hidden_layers", "num_layers")
+    inter = _get(vc, "intermediate_size", "mlp_dim", default=4 * (h or 0))
+    if not h or not depth:
+        return 0
+    patch = int(_get(vc, "patch_size", default=14))
+    temporal = int(_get(vc, "temporal_patch_size", default=1))
+    channels = int(_get(vc, "in_channels", "num_channels", default=3))
+    blocks = depth * (4 * h * h + 2 * h * inter)  # q,k,v,o + up,down
+    patch_embed = channels * patch * patch * temporal * h
+    merge = int(_get(vc, "spatial_merge_size", default=1))
+    out_h = _get(vc, "out_hidden_size", "projection_dim", default=None)
+    merger = 0
+    if out_h:
+        m = h * merge * merge
+        merger = m * m + m * out_h  # Qwen-VL style merger MLP: (h m^2)^2 + (h m^2) out
+    pos = int(_get(vc, "num_position_embeddings", default=0)) * h
+    return blocks + patch_embed + merger + pos
+
+
+def parse_config(cfg: dict[str, Any]) -> Architecture:
+    """Read a Hugging Face config.json (dict) into an Architecture."""
+    if not isinstance(cfg, dict):
+        raise PlannerError("config is not a JSON object")
+    tc = text_config(cfg)
+    h = int(_need(tc, "hidden_size", "d_model", "n_embd"))
+    n_layers = int(_need(tc, "num_hidden_layers", "n_layer", "num_layers"))
+    n_heads = int(_need(tc, "num_attention_heads", "n_head"))
+    n_kv = int(_get(tc, "num_key_value_heads", default=n_heads))
+    head_dim = int(_get(tc, "head_dim", default=h // n_heads))
+    vocab = int(_need(tc, "vocab_size"))
+    if min(h, n_layers, n_heads, n_kv, head_dim, vocab) <= 0:
+        raise PlannerError("config has a non-positive size (hidden_size, layers, heads, head_dim or vocab)")
+    max_pos = int(_get(tc, "max_position_embeddings", "max_sequence_length", "seq_length", default=4096))
+    tied = bool(_get(tc, "tie_word_embeddings", default=cfg.get("tie_word_embeddings", False)))
+    inter = int(_get(tc, "intermediate_size", "ffn_hidden_size", default=4 * h))
+    n_experts = int(_get(tc, "num_experts", "n_routed_experts", "num_local_experts", default=0) or 0)
+    if tc.get("enable_moe_block") is False:
+        n_experts = 0
+    top_k = int(_get(tc, "num_experts_per_tok", "top_k_experts", "moe_topk", default=0) or 0)
+    moe_inter = int(_get(tc, "moe_intermediate_size", default=inter))
+    n_shared = int(_get(tc, "n_shared_experts", "num_shared_experts", default=0) or 0)
+    shared_inter = int(_get(tc, "shared_expert_intermediate_size", default=0) or 0)
+    if shared_inter == 0 and n_shared:
+        shared_inter = n_shared * moe_inter
+    kinds = _layer_kinds(tc, n_layers)
+    moe = _moe_layers(tc, n_layers, n_experts)
+    window = _get(tc, "sliding_window", default=None)
+    n_shared_kv = int(_get(tc, "num_kv_shared_layers", default=0) or 0)
+    qkv_bias = bool(_get(tc, "attention_bias", "qkv_bias", default=tc.get("model_type") in ("qwen2", "qwen2_moe")))
+    out_gate = bool(tc.get("attn_output_gate", False))
+    notes: list[str] = []
+
+    layers: list[AttnLayer] = []
+    tensors: list[Tensor] = []
+
+    def add(name: str, role: Role, rows: int, cols: int, layer: int | None = None, n_experts: int = 1,
+            group: Group = "text") -> None:
+        if rows > 0 and cols > 0:
+            if layer is None and name.startswith("blk."):
+                layer = int(name.split(".")[1])
+            tensors.append(Tensor(name, role, rows, cols, layer, n_experts, group))
+
+    add("token_embd.weight", "token_embd", vocab, h)
+    if not tied:
+        add("output.weight", "output", vocab, h)
+    add("output_norm.weight", "unquantized", 1, h)
+
+    for i in range(n_layers):
+        kind = kinds[i]
+        p = f"blk.{i}."
+        shared = n_shared_kv > 0 and i >= n_layers - n_shared_kv
+        layer = _attention(tc, i, kind, h, n_heads, n_kv, head_dim, window, shared, add, p, qkv_bias, out_gate)
+        layers.append(layer)
+        _ffn(tc, i, moe[i], h, inter, moe_inter, n_experts, shared_inter, shared, add, p)
+        add(p + "attn_norm.weight", "unquantized", 1, h)
+        add(p + "ffn_norm.weight", "unquantized", 1, h)
+
+    _per_layer_embeddings(tc, n_layers, h, add)
+    mtp = int(_get(tc, "mtp_num_hidden_layers", "num_nextn_predict_layers", "num_mtp_layers", default=0) or 0)
+    for j in range(mtp):
+        # An MTP block is one more decoder layer (shaped like the last one) plus a projection
+        # of [embedding; hidden] (2h -> h). It shares the token embedding and output head.
+        i = n_layers + j
+        p = f"mtp.{j}."
+        before = len(tensors)
+        _attention(tc, n_layers - 1, kinds[-1] if kinds[-1] != "linear" else "full", h, n_heads, n_kv, head_dim,
+                   window, False, add, p, qkv_bias, out_gate)
+        _ffn(tc, n_layers - 1, moe[-1], h, inter, moe_inter, n_experts, shared_inter, False, add, p)
+        add(p + "eh_proj.weight", "other", h, 2 * h)
+        tensors[before:] = [Tensor(t.name, t.role, t.rows, t.cols, i, t.n_experts, "mtp") for t in tensors[before:]]
+
+    vision = _vision_params(cfg.get("vision_config"))
+    if vision:
+        add("v.encoder.weight", "other", vision, 1, group="vision")
+
+    return Architecture(
+        model_type=str(tc.get("model_type", cfg.get("model_type", "unknown"))),
+        hidden_size=h,
+        vocab_size=vocab,
+        max_position_embeddings=max_pos,
+        tie_word_embeddings=tied,
+        layers=tuple(layers),
+        moe_layers=tuple(moe),
+        n_experts=n_experts,
+        n_experts_per_tok=top_k,
+        tensors=tuple(tensors),
+        mtp_layers=mtp,
+        n_vision_params=vision,
+        notes=tuple(notes),
+    )
+
+
+def _attention(tc, i, kind, h, n_heads, n_kv, head_dim, window, shared, add, p, qkv_bias, out_gate) -> AttnLayer:
+    if kind == "linear":  # Gated DeltaNet (Qwen3-Next, Qwen3.5/3.6)
+        nk = int(_need(tc, "linear_num_key_heads"))
+        nv = int(_need(tc, "linear_num_value_heads"))
+        dk = int(_need(tc, "linear_key_head_dim"))
+        dv = int(_need(tc, "linear_value_head_dim"))
+        kernel = int(_get(tc, "linear_conv_kernel_dim", default=4))
+        conv_dim = 2 * nk * dk + nv * dv  # q, k and v go through the short convolution
+        add(p + "attn_qkv.weight", "attn_qkv", conv_dim, h)
+        add(p + "attn_gate.weight", "other", nv * dv, h)  # z gate
+        add(p + "ssm_beta.weight", "other", nv, h)
+        add(p + "ssm_alpha.weight", "other", nv, h)
+        add(p + "ssm_conv1d.weight", "conv", conv_dim, kernel)
+        add(p + "ssm_a", "unquantized", 1, nv)
+        add(p + "ssm_dt.bias", "unquantized", 1, nv)
+        add(p + "ssm_norm.weight", "unquantized", 1, dv)
+        add(p + "ssm_out.weight", "other", h, nv * dv)
+        return AttnLayer(
+            kind="linear", n_heads=nv,
+            ssm_state_elems=nv * dk * dv,  # one dk x dv state matrix per value head
+            conv_state_elems=(kernel - 1) * conv_dim,  # last kernel-1 inputs of the convolution
+        )
+    if kind == "mla":  # DeepSeek-V3 / Kimi / GLM-5 multi-head latent attention
+        q_rank = _get(tc, "q_lora_rank")
+        kv_rank = int(_need(tc, "kv_lora_rank"))
+        rope = int(_need(tc, "qk_rope_head_dim"))
+        nope = int(_need(tc, "qk_nope_head_dim"))
+        v_dim = int(_need(tc, "v_head_dim"))
+        if q_rank:
+            add(p + "attn_q_a.weight", "other", int(q_rank), h)
+            add(p + "attn_q_a_norm.weight", "unquantized", 1, int(q_rank))
+            add(p + "attn_q_b.weight", "attn_q", n_heads * (nope + rope), int(q_rank))
+        else:
+            add(p + "attn_q.weight", "attn_q", n_heads * (nope + rope), h)
+        add(p + "attn_kv_a_mqa.weight", "other", kv_rank + rope, h)
+        add(p + "attn_kv_a_norm.weight", "unquantized", 1, kv_rank)
+        add(p + "attn_kv_b.weight", "attn_v", n_heads * (nope + v_dim), kv_rank)
+        add(p + "attn_output.weight", "attn_output", h, n_heads * v_dim)
+        idx_dim = 0
+        if tc.get("index_n_heads"):  # DSA lightning indexer (GLM-5, DeepSeek-V3.2)
+            ih, idim = int(tc["index_n_heads"]), int(_need(tc, "index_head_dim"))
+            add(p + "indexer.q_proj.weight", "unquantized", ih * idim, int(q_rank or h))
+            add(p + "indexer.k_proj.weight", "unquantized", idim, h)
+            add(p + "indexer.weights_proj.weight", "unquantized", ih, h)
+            idx_dim = idim
+        return AttnLayer(kind="mla", n_heads=n_heads, n_kv_heads=1, k_head_dim=nope + rope, v_head_dim=v_dim,
+                         mla_cache_dim=kv_rank + rope, indexer_cache_dim=idx_dim)
+
+    # full or sliding softmax attention, with per-layer geometry where the config has it
+    kv, k_dim, v_dim, win = n_kv, head_dim, head_dim, None
+    if kind == "sliding":
+        if not window:
+            raise PlannerError("config has sliding layers but no sliding_window")
+        win = int(window)
+        kv = int(_get(tc, "swa_num_key_value_heads", default=kv))
+        k_dim = int(_get(tc, "swa_head_dim", default=k_dim))
+        v_dim = int(_get(tc, "swa_v_head_dim", default=_get(tc, "v_head_dim", default=k_dim)))
+    else:
+        kv = int(_get(tc, "num_global_key_value_heads", default=kv))
+        k_dim = int(_get(tc, "global_head_dim", default=k_dim))
+        v_dim = int(_get(tc, "v_head_dim", default=k_dim)) if not tc.get("global_head_dim") else k_dim
+    q_out = n_heads * k_dim * (2 if out_gate else 1)  # gated attention: q_proj also emits the gate
+    add(p + "attn_q.weight", "attn_q", q_out, h)
+    add(p + "attn_k.weight", "attn_k", kv * k_dim, h)
+    k_eq_v = bool(tc.get("attention_k_eq_v")) and kind == "full"
+    if not k_eq_v:  # Gemma 4 global layers reuse the K projection as V
+        add(p + "attn_v.weight", "attn_v", kv * v_dim, h)
+    add(p + "attn_output.weight", "attn_output", h, n_heads * v_dim)
+    if qkv_bias:
+        add(p + "attn_qkv.bias", "unquantized", 1, q_out + kv * k_dim + kv * v_dim)
+    if tc.get("model_type", "").startswith(("qwen3", "gemma")):
+        add(p + "attn_q_norm.weight", "unquantized", 1, k_dim)
+        add(p + "attn_k_norm.weight", "unquantized", 1, k_dim)
+    return AttnLayer(kind=kind, n_heads=n_heads, n_kv_heads=kv, k_head_dim=k_dim, v_head_dim=v_dim,
+                     window_tokens=win, kv_shared=shared)
+
+
+def _ffn(tc, i, is_moe, h, inter, moe_inter, n_experts, shared_inter, kv_shared, add, p) -> None:
+    dense_inter = inter
+    if kv_shared and tc.get("use_double_wide_mlp"):  # Gemma 4 E2B: double-wide MLP on shared-KV layers
+        dense_inter = 2 * inter
+    has_dense = not is_moe or tc.get("enable_moe_block")  # Gemma 4 26B: dense MLP beside the experts
+    if has_dense:
+        add(p + "ffn_gate.weight", "ffn_gate", dense_inter, h)
+        add(p + "ffn_up.weight", "ffn_up", dense_inter, h)
+        add(p + "ffn_down.weight", "ffn_down", h, dense_inter)
+    if is_moe:
+        add(p + "ffn_gate_inp.weight", "router", n_experts, h)
+        add(p + "ffn_gate_exps.weight", "ffn_gate", moe_inter, h, n_experts=n_experts)
+        add(p + "ffn_up_exps.weight", "ffn_up", moe_inter, h, n_experts=n_experts)
+        add(p + "ffn_down_exps.weight", "ffn_down", h, moe_inter, n_experts=n_experts)
+        if tc.get("model_type") == "gpt_oss":  # expert biases (gate/up and down)
+            add(p + "ffn_exps.bias", "unquantized", n_experts, 2 * moe_inter + h)
+        if shared_inter:
+            add(p + "ffn_gate_shexp.weight", "ffn_gate", shared_inter, h)
+            add(p + "ffn_up_shexp.weight", "ffn_up", shared_inter, h)
+            add(p + "ffn_down_shexp.weight", "ffn_down", h, shared_inter)
+            if tc.get("model_type", "").startswith(("qwen3_next", "qwen3_5", "qwen2_moe")):
+                add(p + "ffn_gate_inp_shexp.weight", "router", 1, h)
+
+
+def _per_layer_embeddings(tc, n_layers, h, add) -> None:
+    """Gemma 3n/4 'E' models: a per-layer embedding table looked up per token (PLE)."""
+    ple = tc.get("hidden_size_per_layer_input")
+    if not ple:
+        return
+    vocab_ple = int(_get(tc, "vocab_size_per_layer_input", "vocab_size"))
+    add("per_layer_token_embd.weight", "token_embd", vocab_ple, n_layers * int(ple))
+    add("per_layer_model_proj.weight", "unquantized", n_layers * int(ple), h)
+    for i in range(n_layers):
+        add(f"blk.{i}.inp_gate.weight", "other", int(ple), h)
+        add(f"blk.{i}.proj.weight", "other", h, int(ple))

@@ -1,0 +1,156 @@
+"""The catalog: loads hwdb/ and models_db/ (the only module that reads data files).
+
+Each entity is one TOML file whose stem is its id. A validation error names the file, the
+key and the value. Ids are matched case-insensitively, with aliases; an unknown id gets
+"did you mean" suggestions.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, Field, ValidationError
+
+from planner.arch import Architecture, parse_config
+from planner.errors import PlannerError, did_you_mean
+from planner.hardware import Engine, Gpu, HostMemory
+from planner.quant import FormatTable, KvTypeTable, RecipeTable, check_recipe
+from planner.schema import Quantity, Sourced, Strict
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class PublishedFile(Strict):
+    """A real file of this model whose size we can check our weight arithmetic against."""
+
+    quant: str
+    size: Quantity
+    what: str = ""
+
+
+class ModelCard(Sourced):
+    id: str = ""
+    name: str
+    hf_repo: str
+    aliases: tuple[str, ...] = ()
+    notes: str = ""
+    config_source: str
+    config: dict[str, Any]
+    published: dict[str, Quantity] = Field(default_factory=dict)
+    files: tuple[PublishedFile, ...] = ()
+
+    @cached_property
+    def arch(self) -> Architecture:
+        return parse_config(self.config)
+
+
+def default_data_dir() -> Path:
+    """PLANNER_DATA_DIR, else the source tree beside the package, else the installed share/."""
+    env = os.environ.get("PLANNER_DATA_DIR")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent.parent
+    if (here / "hwdb").is_dir():
+        return here
+    return Path(sys.prefix) / "share" / "planner"
+
+
+def _fmt_loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(x) for x in loc if not isinstance(x, int) or True)
+
+
+def load_toml(path: Path, model: type[T], **extra: Any) -> T:
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise PlannerError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise PlannerError(f"{path}: cannot read: {e.strerror}") from None
+    raw.update(extra)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = _fmt_loc(err["loc"]) or "(top level)"
+        value = err.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        raise PlannerError(f"{path}: key {loc}: {err['msg']} (value {shown})") from None
+
+
+class Catalog:
+    """Everything in the databases, validated. Construct once; lookups are dict hits."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root else default_data_dir()
+        if not (self.root / "hwdb").is_dir() or not (self.root / "models_db").is_dir():
+            raise PlannerError(
+                f"no planner databases under {self.root} (expected hwdb/ and models_db/); "
+                "set PLANNER_DATA_DIR or reinstall"
+            )
+        self.gpus = self._load_dir("hwdb/gpus", Gpu)
+        self.hosts = self._load_dir("hwdb/hosts", HostMemory)
+        self.engines = self._load_dir("hwdb/engines", Engine)
+        self.models = self._load_dir("models_db/models", ModelCard)
+        q = self.root / "models_db" / "quant"
+        self.formats = load_toml(q / "formats.toml", FormatTable)
+        self.recipes = load_toml(q / "recipes.toml", RecipeTable)
+        self.kv_types = load_toml(q / "kv_types.toml", KvTypeTable)
+        for name, r in self.recipes.recipes.items():
+            check_recipe(name, r, self.formats.types)
+        for e in self.engines.values():
+            for kv in e.kv_types:
+                if kv not in self.kv_types.types:
+                    raise PlannerError(f"hwdb/engines/{e.id}.toml: unknown kv type {kv!r}")
+        for m in self.models.values():
+            if m.config_source not in m.sources:
+                raise PlannerError(f"models_db/models/{m.id}.toml: config_source {m.config_source!r} not in [sources]")
+
+    def _load_dir(self, rel: str, model: type[T]) -> dict[str, T]:
+        d = self.root / rel
+        out: dict[str, T] = {}
+        for path in sorted(d.glob("*.toml")):
+            out[path.stem] = load_toml(path, model, id=path.stem)
+        return out
+
+    # --- lookups -------------------------------------------------------------------------
+
+    @staticmethod
+    def _find(table: dict[str, T], name: str, what: str) -> T:
+        key = name.strip().lower()
+        for k, v in table.items():
+            if k.lower() == key or key in (a.lower() for a in getattr(v, "aliases", ())):
+                return v
+        names = list(table) + [a for v in table.values() for a in getattr(v, "aliases", ())]
+        raise did_you_mean(name, names, what)
+
+    def gpu(self, name: str) -> Gpu:
+        return self._find(self.gpus, name, "gpu")
+
+    def model(self, name: str) -> ModelCard:
+        return self._find(self.models, name, "model")
+
+    def engine(self, name: str) -> Engine:
+        return self._find(self.engines, name, "engine")
+
+    def host(self, name: str) -> HostMemory:
+        return self._find(self.hosts, name, "host")
+
+    def recipe(self, name: str):
+        for k, r in self.recipes.recipes.items():
+            if k.lower() == name.strip().lower():
+                return k, r
+        raise did_you_mean(name, list(self.recipes.recipes), "quant")
+
+    def kv_type(self, name: str):
+        key = name.strip().lower()
+        if key in self.kv_types.types:
+            return key, self.kv_types.types[key]
+        raise did_you_mean(name, list(self.kv_types.types), "kv type")

@@ -1,0 +1,168 @@
+"""Deployment: the user's intent, resolved against the catalog into frozen inputs of the
+memory model. Resolution (names -> catalog objects, engine defaults, checks of unsupported
+combinations) happens here; the physics in planner.memory never sees a name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field
+
+from planner.arch import Architecture, Tensor
+from planner.catalog import Catalog, ModelCard
+from planner.errors import PlannerError
+from planner.hardware import Engine, Gpu, HostMemory
+from planner.quant import assign_types, tensor_bytes
+from planner.schema import Strict
+
+Split = Literal["layer", "tensor"]
+
+
+class Deployment(Strict):
+    """What the user asked for. Names are catalog ids (or paths for the model)."""
+
+    model: str
+    gpus: tuple[str, ...]
+    engine: str | None = None
+    quant: str | None = None
+    kv_quant: str | None = None
+    ctx_tokens: int | None = Field(default=None, ge=0)
+    batch: int = Field(default=1, ge=1, le=65536)
+    split: Split | None = None
+    ubatch_tokens: int | None = Field(default=None, ge=1, le=65536)
+    gpu_layers: int | None = Field(default=None, ge=0)  # llama.cpp -ngl: layers on GPUs (rest in host RAM)
+    cpu_moe_layers: int = Field(default=0, ge=0)  # llama.cpp --n-cpu-moe: expert tensors of the first N layers in host RAM
+    host: str | None = None
+    host_ram_bytes: int | None = Field(default=None, gt=0)
+    tensor_split: tuple[float, ...] | None = None
+
+
+_GPU_TERM = re.compile(r"^\s*(?:(\d+)\s*[x*]\s*)?([A-Za-z0-9_.:\-]+)\s*$")
+
+
+def parse_gpus(text: str) -> tuple[str, ...]:
+    """'rtx5090' -> (rtx5090,); '2xrtx3090' -> (rtx3090, rtx3090); 'rtx5090,rtx3090ti' -> both."""
+    out: list[str] = []
+    for term in text.split(","):
+        if not term.strip():
+            raise PlannerError(f"empty GPU name in {text!r}; write e.g. rtx5090,rtx3090ti or 2xrtx3090")
+        m = _GPU_TERM.match(term)
+        if not m:
+            raise PlannerError(f"cannot read GPU {term!r}; write e.g. rtx5090, 2xrtx3090")
+        n = int(m.group(1) or 1)
+        if not 1 <= n <= 64:
+            raise PlannerError(f"GPU count {n} in {term!r} is out of range (1-64)")
+        out += [m.group(2)] * n
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class WeightTensor:
+    tensor: Tensor
+    storage: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Everything the memory model needs, as catalog objects and numbers."""
+
+    model_id: str
+    model_name: str
+    arch: Architecture
+    weights: tuple[WeightTensor, ...]
+    gpus: tuple[Gpu, ...]
+    engine: Engine
+    quant: str
+    kv_quant: str
+    kv_bytes_per_value: float
+    ctx_tokens: int | None
+    batch: int
+    split: Split
+    ubatch_tokens: int
+    gpu_layers: int
+    cpu_moe_layers: int
+    host: HostMemory | None
+    host_ram_bytes: int | None
+    tensor_split: tuple[float, ...] | None
+    exact_weights: bool  # weights read from a GGUF file rather than computed from a recipe
+
+
+def pick_engine(catalog: Catalog, gpus: tuple[Gpu, ...], name: str | None, model_is_gguf: bool) -> Engine:
+    if name:
+        return catalog.engine(name)
+    vendors = {g.vendor for g in gpus}
+    if len(vendors) > 1:
+        return catalog.engine("llama.cpp-vulkan")  # the one backend that drives mixed vendors
+    vendor = vendors.pop()
+    backend = {"nvidia": "llama.cpp-cuda", "amd": "llama.cpp-rocm", "apple": "llama.cpp-metal", "intel": "llama.cpp-vulkan"}
+    return catalog.engine(backend[vendor])
+
+
+def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, file_weights=None) -> Resolved:
+    """Names to objects, engine defaults filled in, unsupported combinations refused."""
+    card = card or catalog.model(dep.model)
+    arch = card.arch
+    if not dep.gpus:
+        raise PlannerError("no GPU given; use --gpu, e.g. --gpu rtx5090")
+    gpus = tuple(catalog.gpu(g) for g in dep.gpus)
+    engine = pick_engine(catalog, gpus, dep.engine, file_weights is not None)
+    for g in gpus:
+        if g.vendor not in engine.vendors:
+            raise PlannerError(f"engine {engine.id} does not run on {g.id} ({g.vendor}); try one of "
+                               + ", ".join(e.id for e in catalog.engines.values() if g.vendor in e.vendors))
+    if len({g.memory_kind for g in gpus}) > 1 or (len(gpus) > 1 and gpus[0].memory_kind == "unified"):
+        raise PlannerError("unified-memory machines cannot be combined with other GPUs in one deployment")
+
+    # weights: exact from a GGUF file, or computed from a recipe
+    if file_weights is not None:
+        quant = dep.quant or "as-file"
+        weights = tuple(file_weights)
+        exact = True
+    else:
+        quant, recipe = catalog.recipe(dep.quant or engine.default_quant)
+        fmt = "gguf" if engine.family == "llama.cpp" else "safetensors"
+        if recipe.format != fmt:
+            options = [k for k, r in catalog.recipes.recipes.items() if r.format == fmt]
+            raise PlannerError(f"{engine.id} does not load {quant} ({recipe.format}) weights; use one of: {', '.join(options)}")
+        types = catalog.formats.types
+        weights = tuple(WeightTensor(t, s, tensor_bytes(t, types[s])) for t, s in assign_types(arch, recipe, types))
+        exact = False
+
+    kv_name = (dep.kv_quant or engine.default_kv_type).lower()
+    if kv_name == "auto":
+        kv_name = engine.default_kv_type
+    kv_name, kv = catalog.kv_type(kv_name)
+    if kv_name not in engine.kv_types:
+        raise PlannerError(f"{engine.id} has no {kv_name} KV cache; it offers: {', '.join(engine.kv_types)}")
+
+    split = dep.split or engine.default_split
+    if split not in engine.split_modes:
+        raise PlannerError(f"{engine.id} has no {split} split; it offers: {', '.join(engine.split_modes)}")
+    if split == "tensor" and engine.family != "llama.cpp" and len({g.id for g in gpus}) > 1:
+        raise PlannerError(f"{engine.id} tensor parallelism needs identical GPUs; use --split layer or --engine llama.cpp-*")
+    if dep.tensor_split is not None:
+        if len(dep.tensor_split) != len(gpus) or any(x < 0 for x in dep.tensor_split) or sum(dep.tensor_split) <= 0:
+            raise PlannerError(f"--tensor-split needs {len(gpus)} non-negative numbers, one per GPU")
+    if engine.family != "llama.cpp" and (dep.gpu_layers is not None or dep.cpu_moe_layers):
+        raise PlannerError(f"{engine.id} plans no layer offload to host RAM here; use a llama.cpp engine for -ngl / --n-cpu-moe")
+    if dep.gpu_layers is not None and dep.gpu_layers > arch.n_layers:
+        raise PlannerError(f"--gpu-layers {dep.gpu_layers} is more than the model's {arch.n_layers} layers")
+    if dep.cpu_moe_layers > arch.n_layers:
+        raise PlannerError(f"--cpu-moe {dep.cpu_moe_layers} is more than the model's {arch.n_layers} layers")
+    if dep.cpu_moe_layers and arch.n_experts <= 1:
+        raise PlannerError(f"{card.id} is not a mixture-of-experts model: --cpu-moe does not apply")
+    host = catalog.host(dep.host) if dep.host else None
+
+    return Resolved(
+        model_id=card.id, model_name=card.name, arch=arch, weights=weights, gpus=gpus, engine=engine,
+        quant=quant, kv_quant=kv_name, kv_bytes_per_value=kv.bytes_per_value, ctx_tokens=dep.ctx_tokens,
+        batch=dep.batch, split=split,
+        ubatch_tokens=dep.ubatch_tokens or engine.memory.default_ubatch_tokens,
+        gpu_layers=arch.n_layers if dep.gpu_layers is None else dep.gpu_layers,
+        cpu_moe_layers=dep.cpu_moe_layers, host=host, host_ram_bytes=dep.host_ram_bytes,
+        tensor_split=dep.tensor_split, exact_weights=exact,
+    )

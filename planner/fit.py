@@ -1,0 +1,197 @@
+"""`fit`: does a deployment fit, how long a context, and what to change when it does not.
+
+The library call behind `planner fit`. Builds on planner.memory; ranks alternatives by
+re-planning them (never by rules of thumb).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from planner.catalog import Catalog
+from planner.deployment import Resolved
+from planner.memory import MemoryPlan, max_context, plan_memory, with_
+from planner.schema import Strict
+from planner.units import GiB, fmt_tokens
+
+MIN_USEFUL_CTX = 4096  # a context shorter than this is not offered as a fix
+
+
+class Suggestion(Strict):
+    change: str  # what to do, as a flag or plain words
+    fits: bool
+    max_ctx_tokens: int
+    effect: str  # what it buys
+
+
+class FitResult(Strict):
+    model: str
+    fits: bool
+    ctx_tokens: int
+    max_ctx_tokens: int
+    memory: MemoryPlan
+    perf: dict[str, Any] | None = None
+    assumptions: dict[str, Any]
+    warnings: tuple[str, ...]
+    suggestions: tuple[Suggestion, ...]
+
+    def contract(self) -> dict[str, Any]:
+        """The stable `fit --json` object (DESIGN.md): byte fields are integers."""
+        mem = self.memory
+        return {
+            "model": self.model,
+            "fits": self.fits,
+            "ctx_tokens": self.ctx_tokens,
+            "max_ctx_tokens": self.max_ctx_tokens,
+            "memory": {
+                "devices": [d.model_dump() for d in mem.devices],
+                "host_bytes": mem.host_bytes,
+                "kv_cells": mem.kv_cells,
+            },
+            "perf": self.perf,
+            "assumptions": self.assumptions,
+            "warnings": list(self.warnings),
+            "suggestions": [s.model_dump() for s in self.suggestions],
+        }
+
+
+def _target_ctx(r: Resolved) -> int:
+    """The context asked for, or the model's native maximum."""
+    return r.ctx_tokens if r.ctx_tokens is not None else r.arch.max_position_embeddings
+
+
+def fit(catalog: Catalog, r: Resolved) -> FitResult:
+    ctx = _target_ctx(r)
+    plan = plan_memory(r, ctx)
+    best = max_context(r)
+    warnings = _warnings(r, ctx, plan)
+    suggestions = () if plan.fits else tuple(_suggest(catalog, r, ctx, best))
+    return FitResult(
+        model=r.model_id, fits=plan.fits, ctx_tokens=ctx, max_ctx_tokens=best, memory=plan,
+        assumptions=_assumptions(r), warnings=tuple(warnings), suggestions=suggestions)
+
+
+def _assumptions(r: Resolved) -> dict[str, Any]:
+    m = r.engine.memory
+    a: dict[str, Any] = {
+        "engine": r.engine.id,
+        "engine_name": r.engine.name,
+        "quant": r.quant,
+        "kv_quant": r.kv_quant,
+        "split": r.split if len(r.gpus) > 1 else "none",
+        "batch": r.batch,
+        "ubatch_tokens": r.ubatch_tokens,
+        "flash_attention": r.engine.flash_attention_default,
+        "ctx_padding_tokens": m.ctx_padding_tokens,
+        "gpu_layers": r.gpu_layers,
+        "cpu_moe_layers": r.cpu_moe_layers,
+        "token_embedding_on_host": m.token_embedding_on_host,
+        "recurrent_state_dtype": m.recurrent_state_dtype,
+        "vision_encoder_loaded": bool(m.loads_vision_encoder and r.arch.n_vision_params),
+        "mtp_layers_loaded": False,
+        "weights_source": "gguf file (exact)" if r.exact_weights else "computed from the recipe",
+        "calibration": "none (memory model: engine rules, no fitted factors)",
+        "native_max_ctx_tokens": r.arch.max_position_embeddings,
+    }
+    if m.gpu_memory_utilization:
+        a["gpu_memory_utilization"] = m.gpu_memory_utilization.value
+    return a
+
+
+def _warnings(r: Resolved, ctx: int, plan: MemoryPlan) -> list[str]:
+    w = []
+    if ctx > r.arch.max_position_embeddings:
+        w.append(f"context {ctx:,} is beyond the model's native {r.arch.max_position_embeddings:,} tokens "
+                 "(needs RoPE scaling such as YaRN; quality may drop)")
+    for g in r.gpus:
+        if g.status == "unreleased":
+            w.append(f"{g.id} is unreleased: its figures include estimates (see `planner show {g.id}`)")
+        if g.specs.gpu_allocatable is not None:
+            w.append(f"{g.id}: the GPU may use {g.memory_bytes / GiB:.1f} GiB of {g.specs.memory.si / GiB:.0f} GiB unified "
+                     "memory by default")
+    if r.engine.family == "llama.cpp" and r.kv_quant not in ("f16", "bf16", "f32"):
+        w.append("a quantized V cache needs flash attention (on by default); on CUDA, K/V type pairs other than "
+                 "q8_0/q8_0 and q4_0/q4_0 need a GGML_CUDA_FA_ALL_QUANTS build")
+    if r.engine.family != "llama.cpp":
+        w.append(f"{r.engine.id} preallocates the KV cache: it takes all memory under gpu_memory_utilization, "
+                 "whatever the context asked for")
+    if plan.host_bytes and r.host_ram_bytes is None and (r.gpu_layers < r.arch.n_layers or r.cpu_moe_layers):
+        w.append("host RAM size not given (--host-ram): not checked")
+    if r.arch.mtp_layers:
+        w.append(f"{r.arch.mtp_layers} MTP layer(s) in the checkpoint are not loaded (no speculative decoding)")
+    return w
+
+
+def _try(r: Resolved, ctx: int) -> tuple[bool, int]:
+    return plan_memory(r, ctx).fits, max_context(r)
+
+
+def _suggest(catalog: Catalog, r: Resolved, ctx: int, best: int) -> list[Suggestion]:
+    """Alternatives that fit, each re-planned: the cheapest change first."""
+    out: list[Suggestion] = []
+    if best >= MIN_USEFUL_CTX:
+        out.append(Suggestion(change=f"--ctx {best}", fits=True, max_ctx_tokens=best,
+                              effect=f"the longest context that fits as configured: {fmt_tokens(best)} tokens"))
+    # quantized KV cache
+    kv_order = ["q8_0", "q5_1", "q5_0", "q4_0"] if r.engine.family == "llama.cpp" else ["fp8"]
+    base_kv = plan_memory(r, ctx).devices
+    for kv in kv_order:
+        if kv not in r.engine.kv_types or kv == r.kv_quant:
+            continue
+        alt = with_(r, kv_quant=kv, kv_bytes_per_value=catalog.kv_types.types[kv].bytes_per_value)
+        ok, m = _try(alt, ctx)
+        if ok or m > best:
+            saved = sum(d.kv_cache_bytes for d in base_kv) - sum(d.kv_cache_bytes for d in plan_memory(alt, ctx).devices)
+            out.append(Suggestion(change=f"--kv-quant {kv}", fits=ok, max_ctx_tokens=m,
+                                  effect=f"KV cache {saved / GiB:.1f} GiB smaller; max context {fmt_tokens(m)}"))
+            if ok:
+                break
+    # smaller weights (same format, in order of size)
+    if not r.exact_weights:
+        from planner.deployment import WeightTensor
+        from planner.quant import assign_types, tensor_bytes
+
+        fmt = "gguf" if r.engine.family == "llama.cpp" else "safetensors"
+        types = catalog.formats.types
+        cur = sum(w.bytes for w in r.weights)
+        options = []
+        for name, rec in catalog.recipes.recipes.items():
+            if rec.format != fmt or name == r.quant:
+                continue
+            ws = tuple(WeightTensor(t, s, tensor_bytes(t, types[s])) for t, s in assign_types(r.arch, rec, types))
+            total = sum(w.bytes for w in ws)
+            if total < cur:
+                options.append((total, name, ws))
+        for total, name, ws in sorted(options, reverse=True):  # the largest (best quality) that fits
+            alt = with_(r, quant=name, weights=ws)
+            ok, m = _try(alt, ctx)
+            if ok:
+                out.append(Suggestion(change=f"--quant {name}", fits=True, max_ctx_tokens=m,
+                                      effect=f"weights {(cur - total) / GiB:.1f} GiB smaller; max context {fmt_tokens(m)}"))
+                break
+    # host-RAM offload (llama.cpp)
+    if r.engine.family == "llama.cpp" and r.gpus[0].memory_kind == "dedicated":
+        if r.arch.n_experts > 1:
+            for k in range(1, r.arch.n_layers + 1):
+                alt = with_(r, cpu_moe_layers=k)
+                if plan_memory(alt, ctx).fits:
+                    p = plan_memory(alt, ctx)
+                    out.append(Suggestion(change=f"--n-cpu-moe {k}", fits=True, max_ctx_tokens=max_context(alt),
+                                          effect=f"experts of the first {k} layers in host RAM ({p.host_bytes / GiB:.1f} GiB on the host)"))
+                    break
+        for ngl in range(r.gpu_layers - 1, -1, -1):
+            alt = with_(r, gpu_layers=ngl)
+            p = plan_memory(alt, ctx)
+            if p.fits:
+                out.append(Suggestion(change=f"-ngl {ngl}", fits=True, max_ctx_tokens=max_context(alt),
+                                      effect=f"{r.arch.n_layers - ngl} of {r.arch.n_layers} layers in host RAM "
+                                             f"({p.host_bytes / GiB:.1f} GiB on the host); decode slows to host-memory speed"))
+                break
+    # one more GPU of the same kind
+    if len(r.gpus) < 8 and r.gpus[0].memory_kind == "dedicated":
+        alt = with_(r, gpus=r.gpus + (r.gpus[-1],), tensor_split=None)
+        ok, m = _try(alt, ctx)
+        if ok:
+            out.append(Suggestion(change=f"--gpu {','.join(g.id for g in alt.gpus)}", fits=True, max_ctx_tokens=m,
+                                  effect=f"a second {r.gpus[-1].id} ({r.split} split); max context {fmt_tokens(m)}"))
+    return out

@@ -1,0 +1,148 @@
+"""Schemas of hwdb/: GPUs, host-memory profiles and engine profiles.
+
+One TOML file per entity; the file stem is its id. Vendor facts live here; fitted
+efficiencies (calibration profiles) never share a file with them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from planner.schema import Quantity, Sourced, Strict
+
+
+class GpuSpecs(Strict):
+    memory: Quantity
+    memory_bandwidth: Quantity | None = None
+    # Dense tensor peaks. `fp16_tensor` is the FP16-accumulate rate; GeForce cards run
+    # FP32-accumulate (what BF16 and most inference kernels use) at half of it.
+    fp16_tensor: Quantity | None = None
+    fp16_tensor_fp32acc: Quantity | None = None
+    fp8_tensor: Quantity | None = None
+    fp8_tensor_fp32acc: Quantity | None = None
+    fp4_tensor: Quantity | None = None
+    int8_tensor: Quantity | None = None
+    fp32_vector: Quantity | None = None
+    fp16_vector: Quantity | None = None  # packed-math FP16 on cards without matrix units (MI50/MI60)
+    int8_dot: Quantity | None = None  # dot4 INT8 on cards without matrix units
+    l2_cache: Quantity | None = None
+    tdp: Quantity | None = None
+    boost_clock: Quantity | None = None
+    sm_count: Quantity | None = None
+    bus_width_bits: Quantity | None = None
+    # Unified-memory machines: how much of `memory` the GPU may use by default.
+    gpu_allocatable: Quantity | None = None
+
+
+class Interconnect(Strict):
+    pcie_gen: int | None = None
+    pcie_lanes: int | None = None
+    multi_gpu_link: str = ""
+    link_bandwidth: Quantity | None = None
+
+
+class Price(Strict):
+    kind: Literal["launch", "street", "used"]
+    date: str | None = None
+    usd: Quantity
+
+
+class Gpu(Sourced):
+    id: str = ""
+    name: str
+    vendor: Literal["nvidia", "amd", "intel", "apple"]
+    architecture: str
+    compute_capability: str
+    memory_type: str
+    memory_kind: Literal["dedicated", "unified"]
+    status: Literal["released", "unreleased"]
+    aliases: tuple[str, ...] = ()
+    notes: str = ""
+    specs: GpuSpecs
+    interconnect: Interconnect = Interconnect()
+    prices: tuple[Price, ...] = ()
+
+    @model_validator(mode="after")
+    def _unified_has_allocatable(self) -> "Gpu":
+        if self.memory_kind == "unified" and self.specs.gpu_allocatable is None:
+            raise ValueError("a unified-memory entry needs specs.gpu_allocatable (what the GPU may use)")
+        return self
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes the GPU can allocate: the card's memory, or the GPU's default share of a
+        unified-memory machine."""
+        if self.specs.gpu_allocatable is not None:
+            return int(self.specs.gpu_allocatable.si)
+        return int(self.specs.memory.si)
+
+    @property
+    def bandwidth_bytes_per_s(self) -> float | None:
+        q = self.specs.memory_bandwidth
+        return q.si if q else None
+
+    def price_usd(self) -> tuple[float, str] | None:
+        """Street price where known, else launch price: (usd, 'street 2026-06-22')."""
+        for kind in ("street", "used", "launch"):
+            for p in self.prices:
+                if p.kind == kind:
+                    return p.usd.value, f"{kind} {p.date or ''}".strip()
+        return None
+
+
+class HostMemory(Sourced):
+    """Host RAM for offloaded layers/experts: DDR channels, or a unified-memory machine."""
+
+    id: str = ""
+    name: str
+    memory_type: str
+    channels: int = Field(ge=1)
+    transfer_rate: Quantity  # MT/s
+    bus_width_bits_per_channel: int = 64
+    notes: str = ""
+
+    @property
+    def bandwidth_bytes_per_s(self) -> float:
+        # peak = channels x bus width (bytes) x transfers/s; JEDEC DDR channels are 64 bit wide
+        return self.channels * (self.bus_width_bits_per_channel / 8) * self.transfer_rate.si
+
+
+ComputeBufferRule = Literal["llamacpp", "vllm"]
+
+
+class EngineMemoryRules(Strict):
+    """How an engine spends device memory beyond weights and KV cache."""
+
+    runtime_overhead: Quantity  # per device: driver context, library handles, allocator slack
+    compute_buffer_rule: ComputeBufferRule
+    default_ubatch_tokens: int = 512
+    default_batch_tokens: int = 2048
+    ctx_padding_tokens: int = 1
+    token_embedding_on_host: bool = False
+    # vLLM: fraction of each GPU's memory the engine may take in all
+    gpu_memory_utilization: Quantity | None = None
+    cuda_graph_memory: Quantity | None = None
+    # Sliding-window layers keep window x sequences (+ one ubatch) unless the engine keeps full cache
+    swa_extra_ubatch: bool = True
+    recurrent_state_dtype: str = "f32"
+    # vLLM loads a multimodal checkpoint's encoders; llama.cpp needs a separate --mmproj file
+    loads_vision_encoder: bool = False
+
+
+class Engine(Sourced):
+    id: str = ""
+    name: str
+    family: Literal["llama.cpp", "vllm", "sglang"]
+    backend: Literal["cuda", "rocm", "vulkan", "metal", "sycl"]
+    vendors: tuple[str, ...]
+    weight_formats: tuple[str, ...]
+    kv_types: tuple[str, ...]
+    default_kv_type: str
+    default_quant: str
+    split_modes: tuple[Literal["layer", "tensor"], ...] = ("layer",)
+    default_split: Literal["layer", "tensor"] = "layer"
+    flash_attention_default: bool = True
+    memory: EngineMemoryRules
+    notes: str = ""

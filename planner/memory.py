@@ -1,0 +1,252 @@
+"""MemoryPlan: bytes per device (weights, KV cache, recurrent state, compute buffers,
+runtime overhead) for a resolved deployment, the longest context that fits, and placement
+across devices. Pure functions; every equation is explained in docs/equations.md#memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from planner.deployment import Resolved
+from planner.schema import Strict
+
+F32_BYTES = 4  # llama.cpp keeps activations, logits and recurrent state in f32
+
+
+class DeviceMemory(Strict):
+    device: str
+    capacity_bytes: int
+    usable_bytes: int  # what the engine may use: capacity, or capacity x gpu_memory_utilization
+    weights_bytes: int
+    kv_cache_bytes: int
+    recurrent_state_bytes: int
+    compute_buffer_bytes: int
+    runtime_overhead_bytes: int
+    total_bytes: int
+    layers: int  # transformer layers placed here (layer split) or sharing every layer (tensor split)
+
+    @property
+    def fits(self) -> bool:
+        return self.total_bytes <= self.usable_bytes
+
+
+class MemoryPlan(Strict):
+    ctx_tokens: int  # per sequence
+    kv_cells: int  # cache slots allocated (all sequences, padded)
+    batch: int
+    devices: tuple[DeviceMemory, ...]
+    host_bytes: int
+    host_kv_bytes: int
+    fits: bool
+    host_fits: bool | None
+
+
+@dataclass(frozen=True)
+class _LayerBytes:
+    weights: list[int]  # per layer, on the layer's device
+    experts: list[int]  # per layer, the expert part of weights
+    input_bytes: int  # token embeddings (and per-layer embedding tables)
+    output_bytes: int  # output head + final norm
+    mtp_bytes: int
+    vision_bytes: int
+
+
+def _layer_bytes(r: Resolved) -> _LayerBytes:
+    n = r.arch.n_layers
+    weights, experts = [0] * n, [0] * n
+    inp = out = mtp = vis = 0
+    for w in r.weights:
+        t = w.tensor
+        if t.group == "vision":
+            vis += w.bytes
+        elif t.group == "mtp":
+            mtp += w.bytes
+        elif t.layer is not None and t.layer < n:
+            weights[t.layer] += w.bytes
+            if t.n_experts > 1:
+                experts[t.layer] += w.bytes
+        elif t.role == "token_embd":
+            inp += w.bytes
+        else:
+            out += w.bytes
+    if r.arch.tie_word_embeddings:
+        # the output head reads the (tied) token embedding; an engine that keeps the input
+        # layer in host RAM loads a second copy next to the output (llama.cpp TENSOR_DUPLICATED)
+        out += next(w.bytes for w in r.weights if w.tensor.name == "token_embd.weight")
+    return _LayerBytes(weights, experts, inp, out, mtp, vis)
+
+
+def kv_cells(r: Resolved, ctx: int) -> int:
+    """Cache slots for `batch` sequences of `ctx` tokens, padded as the engine pads them."""
+    pad = r.engine.memory.ctx_padding_tokens
+    if r.engine.family == "llama.cpp":  # one unified cache of n_ctx = batch x ctx cells
+        return -(-r.batch * ctx // pad) * pad
+    return r.batch * (-(-ctx // pad) * pad)  # paged: whole blocks per sequence
+
+
+def layer_kv_bytes(r: Resolved, ctx: int) -> list[int]:
+    """KV bytes per layer for the whole batch (see docs/equations.md#kv-cache)."""
+    cells = kv_cells(r, ctx)
+    out = []
+    for a in r.arch.layers:
+        per_cell = a.kv_elems_per_token * r.kv_bytes_per_value
+        if a.kind == "sliding" and a.window_tokens:
+            # a sliding layer keeps `window` tokens per sequence (+ one ubatch in llama.cpp)
+            extra = r.ubatch_tokens if r.engine.memory.swa_extra_ubatch else 0
+            swa = r.batch * a.window_tokens + extra
+            pad = r.engine.memory.ctx_padding_tokens
+            out.append(int(min(cells, -(-swa // pad) * pad) * per_cell))
+        else:
+            out.append(int(cells * per_cell))
+    return out
+
+
+def layer_state_bytes(r: Resolved) -> list[int]:
+    """Recurrent (Gated DeltaNet) state per layer: constant per sequence, kept in f32."""
+    dtype_bytes = 4 if r.engine.memory.recurrent_state_dtype == "f32" else 2
+    return [(a.ssm_state_elems + a.conv_state_elems) * dtype_bytes * r.batch for a in r.arch.layers]
+
+
+def compute_buffer_bytes(r: Resolved, ctx: int, holds_output: bool) -> int:
+    """Activation scratch of one device (an estimate: docs/equations.md#compute-buffers)."""
+    a = r.arch
+    inter = max([t.rows for t in (w.tensor for w in r.weights) if t.role == "ffn_up" and t.n_experts == 1] + [0])
+    moe = max([t.rows for t in (w.tensor for w in r.weights) if t.role == "ffn_up" and t.n_experts > 1] + [0])
+    ffn = max(inter, moe * max(a.n_experts_per_tok, 1))
+    if r.engine.memory.compute_buffer_rule == "llamacpp":
+        ub = min(r.ubatch_tokens, max(r.batch * ctx, 1))
+        # the graph allocator reuses buffers: peak = the larger of the FFN stage and the
+        # logits (ubatch x vocab f32, only on the device holding the output), plus the residual
+        ffn_stage = ub * F32_BYTES * (2 * a.hidden_size + 2 * ffn)
+        logits = ub * F32_BYTES * a.vocab_size if holds_output else 0
+        return max(ffn_stage, logits) + ub * F32_BYTES * a.hidden_size
+    # vllm: profiled peak of a dummy forward over max_num_batched_tokens (bf16 activations)
+    # plus logits of the running sequences in f32
+    tokens = r.ubatch_tokens
+    act = tokens * 2 * (2 * ffn + 4 * a.hidden_size)
+    logits = min(r.batch, 256) * F32_BYTES * a.vocab_size if holds_output else 0
+    graphs = int(r.engine.memory.cuda_graph_memory.si) if r.engine.memory.cuda_graph_memory else 0
+    return act + logits + graphs
+
+
+def _shares(r: Resolved) -> list[float]:
+    """Fraction of the model each GPU takes: --tensor-split, else proportional to memory
+    (llama.cpp's default) or equal (vLLM/SGLang tensor and pipeline parallelism)."""
+    if r.tensor_split:
+        s = sum(r.tensor_split)
+        return [x / s for x in r.tensor_split]
+    if r.engine.family == "llama.cpp":
+        total = sum(g.memory_bytes for g in r.gpus)
+        return [g.memory_bytes / total for g in r.gpus]
+    return [1 / len(r.gpus)] * len(r.gpus)
+
+
+def _assign_layers(n_gpu_layers: int, shares: list[float]) -> list[int]:
+    """Contiguous layer counts per GPU by cumulative share (llama.cpp -ts semantics)."""
+    counts, done, acc = [], 0, 0.0
+    for s in shares:
+        acc += s
+        upto = round(acc * n_gpu_layers)
+        counts.append(upto - done)
+        done = upto
+    counts[-1] += n_gpu_layers - done
+    return counts
+
+
+def plan_memory(r: Resolved, ctx: int) -> MemoryPlan:
+    """Bytes on every device and in host RAM at `ctx` tokens per sequence."""
+    lb = _layer_bytes(r)
+    kv = layer_kv_bytes(r, ctx)
+    st = layer_state_bytes(r)
+    n = r.arch.n_layers
+    n_host = n - r.gpu_layers  # llama.cpp keeps the first n - ngl layers on the CPU
+    host_layers = range(n_host)
+    gpu_layer_ids = list(range(n_host, n))
+    m = r.engine.memory
+
+    host = sum(lb.weights[i] + kv[i] + st[i] for i in host_layers)
+    host_kv = sum(kv[i] for i in host_layers)
+    host += sum(lb.experts[i] for i in gpu_layer_ids if i < r.cpu_moe_layers)  # --n-cpu-moe
+    input_on_host = m.token_embedding_on_host or r.gpu_layers < n
+    if input_on_host:
+        host += lb.input_bytes
+    vision = lb.vision_bytes if m.loads_vision_encoder else 0
+
+    shares = _shares(r)
+    g = len(r.gpus)
+    per = [dict(w=0, kv=0, st=0, layers=0) for _ in range(g)]
+    if r.split == "layer":
+        counts = _assign_layers(len(gpu_layer_ids), shares)
+        it = iter(gpu_layer_ids)
+        for d, c in enumerate(counts):
+            for _ in range(c):
+                i = next(it)
+                expert_off = lb.experts[i] if i < r.cpu_moe_layers else 0
+                per[d]["w"] += lb.weights[i] - expert_off
+                per[d]["kv"] += kv[i]
+                per[d]["st"] += st[i]
+                per[d]["layers"] += 1
+    else:  # tensor split: every layer's weights, heads and state shared out
+        gpu_w = sum(lb.weights[i] - (lb.experts[i] if i < r.cpu_moe_layers else 0) for i in gpu_layer_ids)
+        gpu_kv = sum(kv[i] for i in gpu_layer_ids)
+        gpu_st = sum(st[i] for i in gpu_layer_ids)
+        for d in range(g):
+            per[d].update(w=int(gpu_w * shares[d]), kv=int(gpu_kv * shares[d]), st=int(gpu_st * shares[d]),
+                          layers=len(gpu_layer_ids))
+    out_dev = g - 1
+    if r.split == "tensor" and r.engine.family != "llama.cpp":
+        for d in range(g):  # vocab-parallel embedding and head
+            per[d]["w"] += int((lb.output_bytes + (0 if input_on_host else lb.input_bytes) + vision) * shares[d])
+    else:
+        per[out_dev]["w"] += lb.output_bytes
+        if not input_on_host:
+            per[0]["w"] += lb.input_bytes
+        per[0]["w"] += vision
+
+    devices = []
+    for d, gpu in enumerate(r.gpus):
+        holds_output = d == out_dev or (r.split == "tensor" and r.engine.family != "llama.cpp")
+        cb = compute_buffer_bytes(r, ctx, holds_output)
+        oh = int(m.runtime_overhead.si)
+        cap = gpu.memory_bytes
+        usable = int(cap * m.gpu_memory_utilization.value) if m.gpu_memory_utilization else cap
+        total = per[d]["w"] + per[d]["kv"] + per[d]["st"] + cb + oh
+        devices.append(DeviceMemory(
+            device=gpu.id, capacity_bytes=cap, usable_bytes=usable, weights_bytes=per[d]["w"],
+            kv_cache_bytes=per[d]["kv"], recurrent_state_bytes=per[d]["st"], compute_buffer_bytes=cb,
+            runtime_overhead_bytes=oh, total_bytes=total, layers=per[d]["layers"]))
+    host_fits = None if r.host_ram_bytes is None else host <= r.host_ram_bytes
+    fits = all(dv.fits for dv in devices) and host_fits is not False
+    return MemoryPlan(ctx_tokens=ctx, kv_cells=kv_cells(r, ctx), batch=r.batch, devices=tuple(devices),
+                      host_bytes=host, host_kv_bytes=host_kv, fits=fits, host_fits=host_fits)
+
+
+def ctx_step(r: Resolved) -> int:
+    """Granularity of context sizes: the engine's padding per sequence."""
+    return r.engine.memory.ctx_padding_tokens
+
+
+def max_context(r: Resolved, limit: int | None = None) -> int:
+    """Longest per-sequence context (a multiple of the padding step, at most `limit`, the
+    model's native maximum by default) that fits; 0 if none does. Memory grows with context,
+    so a binary search over padding steps finds it."""
+    step = ctx_step(r)
+    limit = limit or r.arch.max_position_embeddings
+    hi = limit // step
+    if hi == 0 or not plan_memory(r, step).fits:
+        return 0
+    if plan_memory(r, hi * step).fits:
+        return hi * step
+    lo = 1  # fits
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if plan_memory(r, mid * step).fits:
+            lo = mid
+        else:
+            hi = mid
+    return lo * step
+
+
+def with_(r: Resolved, **changes) -> Resolved:
+    return replace(r, **changes)
+

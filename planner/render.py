@@ -1,0 +1,188 @@
+"""Text rendering of results and catalog listings. Consumes results; derives no physics."""
+
+from __future__ import annotations
+
+from planner.catalog import Catalog
+from planner.deployment import Resolved
+from planner.errors import did_you_mean
+from planner.fit import FitResult
+from planner.schema import Quantity
+from planner.units import GiB, fmt_params, fmt_tokens
+
+
+def _g(n: float) -> str:
+    return f"{n / GiB:6.2f}"
+
+
+def fit_text(res: FitResult, r: Resolved) -> str:
+    a = res.assumptions
+    gpus = " + ".join(d.device for d in res.memory.devices)
+    lines = [
+        f"{r.model_name} on {gpus}  [{a['engine_name']}, weights {a['quant']}, KV {a['kv_quant']}, batch {a['batch']}]",
+        f"context {fmt_tokens(res.ctx_tokens)} tokens per sequence: "
+        + ("FITS" if res.fits else "DOES NOT FIT"),
+        "",
+        f"{'device':<24}{'weights':>9}{'KV':>9}{'state':>9}{'compute':>9}{'runtime':>9}{'total':>9}{'usable':>9}  GiB",
+    ]
+    for d in res.memory.devices:
+        mark = "" if d.fits else "  over by " + f"{(d.total_bytes - d.usable_bytes) / GiB:.2f} GiB"
+        lines.append(f"{d.device:<24}{_g(d.weights_bytes):>9}{_g(d.kv_cache_bytes):>9}{_g(d.recurrent_state_bytes):>9}"
+                     f"{_g(d.compute_buffer_bytes):>9}{_g(d.runtime_overhead_bytes):>9}{_g(d.total_bytes):>9}"
+                     f"{_g(d.usable_bytes):>9}{mark}")
+    if res.memory.host_bytes:
+        lines.append(f"{'host RAM':<24}{_g(res.memory.host_bytes):>9}   (token embeddings and offloaded layers"
+                     + ("" if res.memory.host_fits is None else ", fits" if res.memory.host_fits else ", DOES NOT FIT") + ")")
+    lines.append("")
+    if res.max_ctx_tokens:
+        native = a["native_max_ctx_tokens"]
+        tail = " (the model's native maximum)" if res.max_ctx_tokens >= native else ""
+        lines.append(f"longest context that fits at batch {a['batch']}: {fmt_tokens(res.max_ctx_tokens)} tokens{tail}")
+    else:
+        lines.append("no context fits as configured")
+    if res.suggestions:
+        lines.append("")
+        lines.append("to make it fit (each re-planned):")
+        for s in res.suggestions:
+            lines.append(f"  {s.change:<34} {s.effect}")
+    if res.warnings:
+        lines.append("")
+        lines += [f"note: {w}" for w in res.warnings]
+    lines.append("")
+    lines.append(f"assumptions: {a['engine']} defaults (ubatch {a['ubatch_tokens']}, context padded to "
+                 f"{a['ctx_padding_tokens']}, flash attention {'on' if a['flash_attention'] else 'off'}"
+                 + (", token embeddings in host RAM" if a["token_embedding_on_host"] else "")
+                 + f"); weights {a['weights_source']}; speed: not modelled yet")
+    return "\n".join(lines)
+
+
+def gpu_table(c: Catalog) -> str:
+    rows = [f"{'id':<24}{'memory':>10}{'GB/s':>8}{'FP16 TF':>9}{'TDP W':>7}{'price USD':>11}  name"]
+    for gid, g in sorted(c.gpus.items()):
+        s = g.specs
+        bw = f"{s.memory_bandwidth.value:.0f}" if s.memory_bandwidth else "?"
+        bw += "*" if s.memory_bandwidth and s.memory_bandwidth.is_estimate else ""
+        fp16 = s.fp16_tensor_fp32acc or s.fp16_tensor or s.fp16_vector
+        price = g.price_usd()
+        rows.append(f"{gid:<24}{s.memory.value:>7.0f}GiB{bw:>8}{(f'{fp16.value:.0f}' if fp16 else '-'):>9}"
+                    f"{(f'{s.tdp.value:.0f}' if s.tdp else '-'):>7}{(f'{price[0]:.0f}' if price else '-'):>11}  {g.name}")
+    rows.append("* estimate. FP16 TF: dense tensor peak at FP32 accumulate where the card halves it. `planner show ID` for sources.")
+    return "\n".join(rows)
+
+
+def model_table(c: Catalog) -> str:
+    rows = [f"{'id':<22}{'params':>9}{'active':>9}{'layers':>7}{'KV layers':>10}{'native ctx':>12}  attention"]
+    for mid, m in sorted(c.models.items()):
+        a = m.arch
+        kinds = sorted({x.kind for x in a.layers})
+        kv_layers = sum(1 for x in a.layers if x.kv_elems_per_token)
+        active = fmt_params(a.active_params()) if a.n_experts > 1 else "-"
+        rows.append(f"{mid:<22}{fmt_params(a.params()):>9}{active:>9}{a.n_layers:>7}{kv_layers:>10}"
+                    f"{a.max_position_embeddings:>12,}  {'+'.join(kinds)}{' MoE' if a.n_experts > 1 else ''}")
+    rows.append("params: text model as computed from the config (`planner show ID` compares with the published count).")
+    return "\n".join(rows)
+
+
+def engine_table(c: Catalog) -> str:
+    rows = [f"{'id':<18}{'formats':<13}{'default quant':<15}{'KV types'}"]
+    for eid, e in sorted(c.engines.items()):
+        rows.append(f"{eid:<18}{','.join(e.weight_formats):<13}{e.default_quant:<15}{', '.join(e.kv_types)}")
+    return "\n".join(rows)
+
+
+def host_table(c: Catalog) -> str:
+    rows = [f"{'id':<16}{'peak GB/s':>10}  name"]
+    for hid, h in sorted(c.hosts.items()):
+        rows.append(f"{hid:<16}{h.bandwidth_bytes_per_s / 1e9:>10.1f}  {h.name}")
+    return "\n".join(rows)
+
+
+def quant_table(c: Catalog) -> str:
+    rows = ["weight recipes (bits/weight of the base type; mixes raise some tensors):"]
+    for name, r in c.recipes.recipes.items():
+        st = c.formats.types[r.base]
+        rows.append(f"  {name:<11}{r.format:<12}{st.bits_per_weight:6.3f}  {r.description}")
+    rows.append("KV-cache types (bytes per cached value):")
+    for name, k in c.kv_types.types.items():
+        engines = [e for e, eng in c.engines.items() if name in eng.kv_types]
+        rows.append(f"  {name:<10}{k.bytes_per_value:7.4f}  {', '.join(engines)}")
+    return "\n".join(rows)
+
+
+def _q(name: str, q: Quantity | None, sources) -> str | None:
+    if q is None:
+        return None
+    return f"  {name:<22}{q.value:>10g} {q.unit:<8} {q.provenance(sources)}"
+
+
+def show(c: Catalog, ident: str) -> str:
+    key = ident.strip().lower()
+    for table, kind in ((c.gpus, "gpu"), (c.models, "model"), (c.engines, "engine"), (c.hosts, "host")):
+        for k, v in table.items():
+            if k == key or key in (a.lower() for a in getattr(v, "aliases", ())):
+                return {"gpu": _show_gpu, "model": _show_model, "engine": _show_engine, "host": _show_host}[kind](c, v)
+    names = [*c.gpus, *c.models, *c.engines, *c.hosts]
+    raise did_you_mean(ident, names, "id")
+
+
+def _show_gpu(c: Catalog, g) -> str:
+    out = [f"{g.id}: {g.name} ({g.vendor}, {g.architecture}, {g.memory_type}, {g.status})"]
+    for name in type(g.specs).model_fields:
+        line = _q(name, getattr(g.specs, name), g.sources)
+        if line:
+            out.append(line)
+    ic = g.interconnect
+    out.append(f"  interconnect: PCIe {ic.pcie_gen or '?'}.0 x{ic.pcie_lanes or '?'}; {ic.multi_gpu_link or 'none'}")
+    for p in g.prices:
+        out.append(f"  price ({p.kind}{' ' + p.date if p.date else ''}): {p.usd.value:.0f} USD  {p.usd.provenance(g.sources)}")
+    if g.notes:
+        out.append(f"  notes: {g.notes}")
+    return "\n".join(out)
+
+
+def _show_model(c: Catalog, m) -> str:
+    a = m.arch
+    out = [f"{m.id}: {m.name} ({m.hf_repo}), config from {m.sources[m.config_source].url}"]
+    out.append(f"  {a.n_layers} layers, hidden {a.hidden_size}, vocab {a.vocab_size:,}, native context {a.max_position_embeddings:,}"
+               f", {'tied' if a.tie_word_embeddings else 'untied'} embeddings")
+    groups = {}
+    for layer in a.layers:
+        key = (layer.kind, layer.n_kv_heads, layer.k_head_dim, layer.v_head_dim, layer.window_tokens, layer.kv_shared)
+        groups[key] = groups.get(key, 0) + 1
+    for (kind, kv, kd, vd, win, shared), n in groups.items():
+        desc = {"linear": "Gated DeltaNet (recurrent state, no KV)", "mla": "MLA latent cache"}.get(kind, f"{kind} attention")
+        extra = f", window {win}" if win else ""
+        extra += ", reuses earlier KV" if shared else ""
+        out.append(f"  {n:3d} x {desc}: {kv} KV heads x {kd}/{vd}{extra}")
+    kv_tok = sum(x.kv_elems_per_token for x in a.layers if x.kind in ("full", "mla") and not x.kv_shared) * 2
+    out.append(f"  KV per token (16-bit, growing layers): {kv_tok:,} bytes; recurrent state per sequence (f32): "
+               f"{sum((x.ssm_state_elems + x.conv_state_elems) * 4 for x in a.layers) / 2**20:.1f} MiB")
+    if a.n_experts > 1:
+        out.append(f"  MoE: {a.n_experts} experts, {a.n_experts_per_tok} per token, {sum(a.moe_layers)} MoE layers")
+    out.append(f"  params: text {fmt_params(a.params())}, + MTP {fmt_params(a.params(('mtp',)))}, + vision "
+               f"{fmt_params(a.params(('vision',)))} (estimate from vision_config); active {fmt_params(a.active_params())}")
+    for k, q in m.published.items():
+        out.append(_q(f"published {k}", q, m.sources))
+    for f in m.files:
+        out.append(f"  file {f.quant}: {f.size.value:g} {f.size.unit} {f.what}  ({f.size.provenance(m.sources)})")
+    if m.notes:
+        out.append(f"  notes: {m.notes}")
+    return "\n".join(out)
+
+
+def _show_engine(c: Catalog, e) -> str:
+    mm = e.memory
+    out = [f"{e.id}: {e.name}; weights {', '.join(e.weight_formats)} (default {e.default_quant}); "
+           f"KV {', '.join(e.kv_types)} (default {e.default_kv_type}); splits {', '.join(e.split_modes)}"]
+    for name in ("runtime_overhead", "gpu_memory_utilization", "cuda_graph_memory"):
+        line = _q(name, getattr(mm, name), e.sources)
+        if line:
+            out.append(line)
+    out.append(f"  ubatch {mm.default_ubatch_tokens}, context padding {mm.ctx_padding_tokens}, token embedding on host: "
+               f"{mm.token_embedding_on_host}, recurrent state {mm.recurrent_state_dtype}")
+    out.append(f"  notes: {e.notes}")
+    return "\n".join(out)
+
+
+def _show_host(c: Catalog, h) -> str:
+    return "\n".join([f"{h.id}: {h.name}, peak {h.bandwidth_bytes_per_s / 1e9:.1f} GB/s",
+                      _q("transfer_rate", h.transfer_rate, h.sources) or "", f"  notes: {h.notes}"])

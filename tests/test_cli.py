@@ -1,0 +1,135 @@
+"""The CLI: the JSON contract, exit codes, one-line errors, docs in line with --help."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from planner.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_fit_json_contract():
+    r = run("fit", "qwen3.6-27b", "--gpu", "rtx5090", "--ctx", "200k", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["fits"] is True and isinstance(d["max_ctx_tokens"], int)
+    dev = d["memory"]["devices"][0]
+    for k in ("device", "capacity_bytes", "weights_bytes", "kv_cache_bytes", "recurrent_state_bytes",
+              "compute_buffer_bytes", "runtime_overhead_bytes", "total_bytes"):
+        assert k in dev
+    for k, v in dev.items():
+        if k.endswith("_bytes"):
+            assert isinstance(v, int), k
+    assert isinstance(d["memory"]["host_bytes"], int)
+    assert {"engine", "quant", "kv_quant", "calibration"} <= set(d["assumptions"])
+    assert isinstance(d["warnings"], list)
+
+
+def test_fit_json_is_pinned():
+    """Pinned output for one deployment; regenerate on purpose with
+    `planner fit llama-3.1-8b --gpu rtx4090 --ctx 32k --json > tests/pinned/fit_llama31_8b_rtx4090.json`."""
+    r = run("fit", "llama-3.1-8b", "--gpu", "rtx4090", "--ctx", "32k", "--json")
+    pinned = json.loads((ROOT / "tests/pinned/fit_llama31_8b_rtx4090.json").read_text())
+    assert json.loads(r.output) == pinned
+
+
+def test_does_not_fit_exit_1_with_suggestions():
+    r = run("fit", "qwen3.6-27b", "--gpu", "rtx3070ti", "--ctx", "32k")
+    assert r.exit_code == 1
+    assert "DOES NOT FIT" in r.output and "--quant" in r.output or "-ngl" in r.output
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["fit", "qwen3.6-27bb", "--gpu", "rtx5090"], "did you mean qwen3.6-27b"),
+    (["fit", "qwen3.6-27b", "--gpu", "rtx5900"], "did you mean"),
+    (["fit", "qwen3.6-27b", "--gpu", "rtx5090", "--ctx", "-5"], "--ctx"),
+    (["fit", "qwen3.6-27b", "--gpu", "rtx5090", "--ctx", "99999999999"], "absurdly large"),
+    (["fit", "qwen3.6-27b", "--gpu", "rtx5090", "--kv-quant", "fp8"], "has no fp8 KV cache"),
+    (["fit", "qwen3.6-27b", "--gpu", "rtx5090", "--engine", "vllm-cuda", "--quant", "Q4_K_M"], "does not load"),
+    (["fit", "qwen3.6-27b", "--gpu", "rtx5090", "--engine", "llama.cpp-metal"], "does not run on"),
+    (["fit", "/nonexistent/config.json", "--gpu", "rtx5090"], "no such file"),
+])
+def test_bad_input_is_one_line_and_nonzero(args, msg):
+    r = run(*args)
+    assert r.exit_code == 2
+    assert msg in r.output
+    assert "Traceback" not in r.output
+
+
+def test_malformed_config_and_gguf(tmp_path):
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    r = run("fit", str(bad), "--gpu", "rtx5090")
+    assert r.exit_code == 2 and "not a JSON config" in r.output
+    bad.write_text('{"model_type": "llama"}')
+    r = run("fit", str(bad), "--gpu", "rtx5090")
+    assert r.exit_code == 2 and "hidden_size" in r.output
+    g = tmp_path / "x.gguf"
+    g.write_bytes(b"GGUF\x03\x00\x00\x00garbage")
+    r = run("fit", str(g), "--gpu", "rtx5090")
+    assert r.exit_code == 2 and "GGUF" in r.output
+
+
+def test_local_config_json(tmp_path, catalog):
+    cfg = dict(catalog.model("qwen3-8b").config)
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(cfg))
+    a = json.loads(run("fit", str(p), "--gpu", "rtx4090", "--ctx", "8k", "--json").output)
+    b = json.loads(run("fit", "qwen3-8b", "--gpu", "rtx4090", "--ctx", "8k", "--json").output)
+    assert a["memory"]["devices"] == b["memory"]["devices"]
+
+
+def test_gguf_file_exact_sizes(tmp_path):
+    """Write a tiny real GGUF with the gguf package and read it back."""
+    import gguf
+    import numpy as np
+    p = tmp_path / "tiny.gguf"
+    w = gguf.GGUFWriter(str(p), "llama")
+    w.add_block_count(2)
+    w.add_embedding_length(64)
+    w.add_feed_forward_length(128)
+    w.add_head_count(4)
+    w.add_head_count_kv(2)
+    w.add_context_length(1024)
+    rng = np.random.default_rng(0)
+    w.add_tensor("token_embd.weight", rng.standard_normal((100, 64), dtype=np.float32))
+    w.add_tensor("output.weight", rng.standard_normal((100, 64), dtype=np.float32).astype(np.float16))
+    for i in range(2):
+        for n, shape in (("attn_q", (64, 64)), ("attn_k", (32, 64)), ("attn_v", (32, 64)), ("attn_output", (64, 64)),
+                         ("ffn_gate", (128, 64)), ("ffn_up", (128, 64)), ("ffn_down", (64, 128))):
+            w.add_tensor(f"blk.{i}.{n}.weight", rng.standard_normal(shape, dtype=np.float32).astype(np.float16))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    d = json.loads(run("fit", str(p), "--gpu", "rtx4090", "--ctx", "1024", "--json").output)
+    dev = d["memory"]["devices"][0]
+    # GPU weights: output 100x64 f16 + 2 layers x (64*64*2 + 32*64*2 + 128*64*3) f16
+    assert dev["weights_bytes"] == 100 * 64 * 2 + 2 * (4096 * 2 + 2048 * 2 + 8192 * 3) * 2
+    assert d["memory"]["host_bytes"] == 100 * 64 * 4  # token embedding (f32) in host RAM
+    # KV: 1024 cells x 2 layers x 2 heads x (16+16) x 2 bytes
+    assert dev["kv_cache_bytes"] == 1024 * 2 * 2 * 32 * 2
+
+
+def test_listing_commands():
+    for cmd in ("gpus", "models", "engines", "hosts", "quants"):
+        r = run(cmd)
+        assert r.exit_code == 0 and len(r.output.splitlines()) > 3
+    r = run("show", "rtx5090")
+    assert "memory_bandwidth" in r.output and "http" in r.output
+    r = run("show", "crescent-island-160gb")
+    assert "ESTIMATE" in r.output
+    assert run("show", "rtx509").exit_code == 2
+
+
+def test_docs_list_every_fit_option():
+    doc = (ROOT / "docs/cli.md").read_text()
+    help_text = run("fit", "--help").output
+    for opt in re.findall(r"(--[a-z][a-z-]+)", help_text):
+        if opt != "--help":
+            assert opt in doc, f"docs/cli.md does not mention {opt}"
