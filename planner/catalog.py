@@ -61,7 +61,7 @@ def default_data_dir() -> Path:
 
 
 def _fmt_loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(x) for x in loc if not isinstance(x, int) or True)
+    return ".".join(str(x) for x in loc)
 
 
 def load_toml(path: Path, model: type[T], **extra: Any) -> T:

@@ -124,6 +124,7 @@ class EngineMemoryRules(Strict):
     # vLLM: fraction of each GPU's memory the engine may take in all
     gpu_memory_utilization: Quantity | None = None
     cuda_graph_memory: Quantity | None = None
+    max_num_seqs: int = 256  # vLLM/SGLang: running sequences whose logits the profiler sizes
     # Sliding-window layers keep window x sequences (+ one ubatch) unless the engine keeps full cache
     swa_extra_ubatch: bool = True
     recurrent_state_dtype: str = "f32"

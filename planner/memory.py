@@ -124,7 +124,7 @@ def compute_buffer_bytes(r: Resolved, ctx: int, holds_output: bool) -> int:
     # plus logits of the running sequences in f32
     tokens = r.ubatch_tokens
     act = tokens * 2 * (2 * ffn + 4 * a.hidden_size)
-    logits = min(r.batch, 256) * F32_BYTES * a.vocab_size if holds_output else 0
+    logits = min(r.batch, r.engine.memory.max_num_seqs) * F32_BYTES * a.vocab_size if holds_output else 0
     graphs = int(r.engine.memory.cuda_graph_memory.si) if r.engine.memory.cuda_graph_memory else 0
     return act + logits + graphs
 

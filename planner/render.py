@@ -7,7 +7,7 @@ from planner.deployment import Resolved
 from planner.errors import did_you_mean
 from planner.fit import FitResult
 from planner.schema import Quantity
-from planner.units import GiB, fmt_params, fmt_tokens
+from planner.units import GB, GiB, fmt_params, fmt_tokens
 
 
 def _g(n: float) -> str:
@@ -92,7 +92,7 @@ def engine_table(c: Catalog) -> str:
 def host_table(c: Catalog) -> str:
     rows = [f"{'id':<16}{'peak GB/s':>10}  name"]
     for hid, h in sorted(c.hosts.items()):
-        rows.append(f"{hid:<16}{h.bandwidth_bytes_per_s / 1e9:>10.1f}  {h.name}")
+        rows.append(f"{hid:<16}{h.bandwidth_bytes_per_s / GB:>10.1f}  {h.name}")
     return "\n".join(rows)
 
 
@@ -184,5 +184,5 @@ def _show_engine(c: Catalog, e) -> str:
 
 
 def _show_host(c: Catalog, h) -> str:
-    return "\n".join([f"{h.id}: {h.name}, peak {h.bandwidth_bytes_per_s / 1e9:.1f} GB/s",
+    return "\n".join([f"{h.id}: {h.name}, peak {h.bandwidth_bytes_per_s / GB:.1f} GB/s",
                       _q("transfer_rate", h.transfer_rate, h.sources) or "", f"  notes: {h.notes}"])
