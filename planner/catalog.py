@@ -18,11 +18,13 @@ from pydantic import BaseModel, Field, ValidationError
 
 from planner.arch import Architecture, parse_config
 from planner.errors import PlannerError, did_you_mean
-from planner.hardware import Engine, Gpu, HostMemory
+from planner.calibration import Calibration
+from planner.hardware import Engine, Gpu, HostMemory, LinkTable
 from planner.quant import FormatTable, KvTypeTable, RecipeTable, check_recipe
 from planner.schema import Quantity, Sourced, Strict
 
 T = TypeVar("T", bound=BaseModel)
+DEFAULT_CALIBRATION = "reference-fit"  # fitted on hwdb/runs/published.csv (docs/validation.md)
 
 
 class PublishedFile(Strict):
@@ -99,6 +101,10 @@ class Catalog:
         self.hosts = self._load_dir("hwdb/hosts", HostMemory)
         self.engines = self._load_dir("hwdb/engines", Engine)
         self.models = self._load_dir("models_db/models", ModelCard)
+        self.links = load_toml(self.root / "hwdb" / "links.toml", LinkTable)
+        self.calibrations = self._load_dir("hwdb/calibrations", Calibration)
+        if DEFAULT_CALIBRATION not in self.calibrations or "priors" not in self.calibrations:
+            raise PlannerError(f"hwdb/calibrations needs {DEFAULT_CALIBRATION}.toml and priors.toml")
         q = self.root / "models_db" / "quant"
         self.formats = load_toml(q / "formats.toml", FormatTable)
         self.recipes = load_toml(q / "recipes.toml", RecipeTable)
@@ -142,6 +148,14 @@ class Catalog:
 
     def host(self, name: str) -> HostMemory:
         return self._find(self.hosts, name, "host")
+
+    def calibration(self, name: str | None) -> Calibration:
+        """A calibration profile by id; None = the shipped default; 'none' = the priors alone."""
+        if name is None:
+            return self.calibrations[DEFAULT_CALIBRATION]
+        if name.strip().lower() == "none":
+            return self.calibrations["priors"]
+        return self._find(self.calibrations, name, "calibration")
 
     def recipe(self, name: str):
         for k, r in self.recipes.recipes.items():

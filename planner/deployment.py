@@ -6,7 +6,7 @@ combinations) happens here; the physics in planner.memory never sees a name.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import Field
@@ -38,6 +38,8 @@ class Deployment(Strict):
     host: str | None = None
     host_ram_bytes: int | None = Field(default=None, gt=0)
     tensor_split: tuple[float, ...] | None = None
+    balance: Literal["memory", "speed"] | None = None  # shares by memory or by bandwidth when no tensor_split
+    flash_attention: bool | None = None  # default: the engine's
 
 
 _GPU_TERM = re.compile(r"^\s*(?:(\d+)\s*[x*]\s*)?([A-Za-z0-9_.:\-]+)\s*$")
@@ -89,6 +91,8 @@ class Resolved:
     host_ram_bytes: int | None
     tensor_split: tuple[float, ...] | None
     exact_weights: bool  # weights read from a GGUF file rather than computed from a recipe
+    flash_attention: bool = True
+    kernel_of: dict[str, str] = field(default_factory=dict)  # storage type -> matmul kernel class
 
 
 def pick_engine(catalog: Catalog, gpus: tuple[Gpu, ...], name: str | None, model_is_gguf: bool) -> Engine:
@@ -144,9 +148,15 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         raise PlannerError(f"{engine.id} has no {split} split; it offers: {', '.join(engine.split_modes)}")
     if split == "tensor" and engine.family != "llama.cpp" and len({g.id for g in gpus}) > 1:
         raise PlannerError(f"{engine.id} tensor parallelism needs identical GPUs; use --split layer or --engine llama.cpp-*")
-    if dep.tensor_split is not None:
-        if len(dep.tensor_split) != len(gpus) or any(x < 0 for x in dep.tensor_split) or sum(dep.tensor_split) <= 0:
+    tensor_split = dep.tensor_split
+    if tensor_split is not None:
+        if len(tensor_split) != len(gpus) or any(x < 0 for x in tensor_split) or sum(tensor_split) <= 0:
             raise PlannerError(f"--tensor-split needs {len(gpus)} non-negative numbers, one per GPU")
+    elif dep.balance == "speed" and len(gpus) > 1:
+        tensor_split = tuple(g.bandwidth_bytes_per_s or 0.0 for g in gpus)  # decode speed follows bandwidth
+    elif dep.balance == "memory" and len(gpus) > 1:
+        tensor_split = tuple(float(g.memory_bytes) for g in gpus)
+    fa = engine.flash_attention_default if dep.flash_attention is None else dep.flash_attention
     if engine.family != "llama.cpp" and (dep.gpu_layers is not None or dep.cpu_moe_layers):
         raise PlannerError(f"{engine.id} plans no layer offload to host RAM here; use a llama.cpp engine for -ngl / --n-cpu-moe")
     if dep.gpu_layers is not None and dep.gpu_layers > arch.n_layers:
@@ -155,6 +165,17 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         raise PlannerError(f"--cpu-moe {dep.cpu_moe_layers} is more than the model's {arch.n_layers} layers")
     if dep.cpu_moe_layers and arch.n_experts <= 1:
         raise PlannerError(f"{card.id} is not a mixture-of-experts model: --cpu-moe does not apply")
+    if engine.family == "llama.cpp" and split == "tensor" and len(gpus) > 1:
+        # docs/multi-gpu.md: hard errors at startup
+        if not fa:
+            raise PlannerError("llama.cpp --split-mode tensor requires flash attention; drop --no-flash-attn or use --split layer")
+        if kv_name not in ("f32", "f16", "bf16"):
+            raise PlannerError(f"llama.cpp --split-mode tensor does not support a quantized KV cache ({kv_name}); "
+                               "use --kv-quant f16 or --split layer")
+        if arch.model_type in engine.kernels.tensor_split_excluded:
+            raise PlannerError(f"llama.cpp --split-mode tensor is not implemented for {arch.model_type}; use --split layer")
+    if engine.family == "llama.cpp" and kv_name not in ("f32", "f16", "bf16") and not fa:
+        raise PlannerError(f"a quantized V cache ({kv_name}) needs flash attention in llama.cpp; drop --no-flash-attn")
     host = catalog.host(dep.host) if dep.host else None
 
     return Resolved(
@@ -164,5 +185,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         ubatch_tokens=dep.ubatch_tokens or engine.memory.default_ubatch_tokens,
         gpu_layers=arch.n_layers if dep.gpu_layers is None else dep.gpu_layers,
         cpu_moe_layers=dep.cpu_moe_layers, host=host, host_ram_bytes=dep.host_ram_bytes,
-        tensor_split=dep.tensor_split, exact_weights=exact,
+        tensor_split=tensor_split, exact_weights=exact, flash_attention=fa,
+        kernel_of={k: t.kernel for k, t in catalog.formats.types.items()},
     )
+

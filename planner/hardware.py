@@ -36,6 +36,16 @@ class GpuSpecs(Strict):
     gpu_allocatable: Quantity | None = None
 
 
+class PcieGen(Strict):
+    lane_bandwidth: Quantity  # per lane, per direction, after line encoding
+
+
+class LinkTable(Sourced):
+    """hwdb/links.toml: PCIe generations (PCI-SIG figures)."""
+
+    pcie: dict[str, PcieGen]
+
+
 class Interconnect(Strict):
     pcie_gen: int | None = None
     pcie_lanes: int | None = None
@@ -132,6 +142,27 @@ class EngineMemoryRules(Strict):
     loads_vision_encoder: bool = False
 
 
+SpecField = Literal["fp16_tensor", "fp16_tensor_fp32acc", "fp8_tensor", "fp8_tensor_fp32acc", "fp4_tensor",
+                    "int8_tensor", "fp32_vector", "fp16_vector", "int8_dot"]
+
+
+class EngineKernels(Strict):
+    """Which compute peak each kernel path of the engine runs at (the first spec the GPU has),
+    and how it moves data between GPUs. Engine behaviour, read from its source; efficiencies
+    are fitted separately (hwdb/calibrations/)."""
+
+    gemv_max_tokens: int = Field(ge=0)  # steps of at most this many tokens use mat-vec kernels
+    gemv_peaks: tuple[SpecField, ...]
+    gemm_peaks: dict[str, tuple[SpecField, ...]]  # by weight kernel class (formats.toml `kernel`)
+    attention_peaks: tuple[SpecField, ...]
+    tp_syncs_per_layer: int = Field(ge=1)  # cross-GPU reductions per layer under tensor split
+    activation_bytes: int = Field(ge=1)  # bytes per activation value sent between GPUs
+    pipeline_prefill: bool  # layer split overlaps ubatches of a prompt across GPUs
+    offload_min_batch: int = Field(ge=0)  # steps of at least this many tokens run host-resident layers on the GPU
+    tensor_split_excluded: tuple[str, ...] = ()  # HF model_type values the tensor split refuses
+    source: str
+
+
 class Engine(Sourced):
     id: str = ""
     name: str
@@ -146,4 +177,5 @@ class Engine(Sourced):
     default_split: Literal["layer", "tensor"] = "layer"
     flash_attention_default: bool = True
     memory: EngineMemoryRules
+    kernels: EngineKernels
     notes: str = ""

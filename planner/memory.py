@@ -129,13 +129,14 @@ def compute_buffer_bytes(r: Resolved, ctx: int, holds_output: bool) -> int:
     return act + logits + graphs
 
 
-def _shares(r: Resolved) -> list[float]:
+def shares(r: Resolved) -> list[float]:
     """Fraction of the model each GPU takes: --tensor-split, else proportional to memory
-    (llama.cpp's default) or equal (vLLM/SGLang tensor and pipeline parallelism)."""
+    (llama.cpp's layer split) or equal (llama.cpp's tensor split, vLLM/SGLang tensor and
+    pipeline parallelism); docs/multi-gpu.md in llama.cpp."""
     if r.tensor_split:
         s = sum(r.tensor_split)
         return [x / s for x in r.tensor_split]
-    if r.engine.family == "llama.cpp":
+    if r.engine.family == "llama.cpp" and r.split == "layer":
         total = sum(g.memory_bytes for g in r.gpus)
         return [g.memory_bytes / total for g in r.gpus]
     return [1 / len(r.gpus)] * len(r.gpus)
@@ -151,6 +152,20 @@ def _assign_layers(n_gpu_layers: int, shares: list[float]) -> list[int]:
         done = upto
     counts[-1] += n_gpu_layers - done
     return counts
+
+
+def layer_devices(r: Resolved) -> list[int]:
+    """Where each layer runs: -1 = host RAM (llama.cpp keeps the first n - ngl layers on the
+    CPU), else the GPU index holding it (layer split); under a tensor split every GPU layer is
+    shared and marked 0."""
+    n = r.arch.n_layers
+    n_host = n - r.gpu_layers
+    out = [-1] * n_host
+    if r.split == "tensor" or len(r.gpus) == 1:
+        return out + [0] * r.gpu_layers
+    for d, c in enumerate(_assign_layers(r.gpu_layers, shares(r))):
+        out += [d] * c
+    return out
 
 
 def plan_memory(r: Resolved, ctx: int) -> MemoryPlan:
@@ -172,31 +187,29 @@ def plan_memory(r: Resolved, ctx: int) -> MemoryPlan:
         host += lb.input_bytes
     vision = lb.vision_bytes if m.loads_vision_encoder else 0
 
-    shares = _shares(r)
+    share = shares(r)
     g = len(r.gpus)
     per = [dict(w=0, kv=0, st=0, layers=0) for _ in range(g)]
     if r.split == "layer":
-        counts = _assign_layers(len(gpu_layer_ids), shares)
-        it = iter(gpu_layer_ids)
-        for d, c in enumerate(counts):
-            for _ in range(c):
-                i = next(it)
-                expert_off = lb.experts[i] if i < r.cpu_moe_layers else 0
-                per[d]["w"] += lb.weights[i] - expert_off
-                per[d]["kv"] += kv[i]
-                per[d]["st"] += st[i]
-                per[d]["layers"] += 1
+        dev = layer_devices(r)
+        for i in gpu_layer_ids:
+            d = dev[i]
+            expert_off = lb.experts[i] if i < r.cpu_moe_layers else 0
+            per[d]["w"] += lb.weights[i] - expert_off
+            per[d]["kv"] += kv[i]
+            per[d]["st"] += st[i]
+            per[d]["layers"] += 1
     else:  # tensor split: every layer's weights, heads and state shared out
         gpu_w = sum(lb.weights[i] - (lb.experts[i] if i < r.cpu_moe_layers else 0) for i in gpu_layer_ids)
         gpu_kv = sum(kv[i] for i in gpu_layer_ids)
         gpu_st = sum(st[i] for i in gpu_layer_ids)
         for d in range(g):
-            per[d].update(w=int(gpu_w * shares[d]), kv=int(gpu_kv * shares[d]), st=int(gpu_st * shares[d]),
+            per[d].update(w=int(gpu_w * share[d]), kv=int(gpu_kv * share[d]), st=int(gpu_st * share[d]),
                           layers=len(gpu_layer_ids))
     out_dev = g - 1
-    if r.split == "tensor" and r.engine.family != "llama.cpp":
+    if r.split == "tensor":
         for d in range(g):  # vocab-parallel embedding and head
-            per[d]["w"] += int((lb.output_bytes + (0 if input_on_host else lb.input_bytes) + vision) * shares[d])
+            per[d]["w"] += int((lb.output_bytes + (0 if input_on_host else lb.input_bytes) + vision) * share[d])
     else:
         per[out_dev]["w"] += lb.output_bytes
         if not input_on_host:
@@ -205,7 +218,7 @@ def plan_memory(r: Resolved, ctx: int) -> MemoryPlan:
 
     devices = []
     for d, gpu in enumerate(r.gpus):
-        holds_output = d == out_dev or (r.split == "tensor" and r.engine.family != "llama.cpp")
+        holds_output = d == out_dev or r.split == "tensor"
         cb = compute_buffer_bytes(r, ctx, holds_output)
         oh = int(m.runtime_overhead.si)
         cap = gpu.memory_bytes

@@ -15,7 +15,11 @@ from planner.errors import PlannerError
 from planner.schema import Source, Strict
 
 
+KernelClass = Literal["float", "legacy", "kquant", "iquant", "fp8", "fp4", "int4"]
+
+
 class StorageType(Strict):
+    kernel: KernelClass  # family of matmul kernels that reads it (speed model)
     block_weights: int = Field(gt=0)
     block_bytes: int = Field(gt=0)
     source: str

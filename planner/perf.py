@@ -1,0 +1,468 @@
+"""PerfEstimate: prefill and decode speed of a resolved deployment, from a roofline per
+operation (docs/equations.md#speed).
+
+A step (one forward pass over `tokens` new tokens of `seqs` sequences at `depth` tokens of
+context) costs, on each device stage, the sum over its operations of
+max(bytes / (peak bandwidth x efficiency), FLOPs / (peak compute x efficiency)), plus a fixed
+time per layer. Stages compose by split mode: a layer split adds them up (a token passes the
+devices in turn), a tensor split takes the slowest share and adds the cross-GPU reductions.
+Efficiencies come from a calibration profile (planner.calibration); peaks from the GPU entry;
+which peak a kernel runs at from the engine profile.
+
+`compile_steps` turns a Resolved deployment into plain numbers once; `step` evaluates numpy
+arrays of workloads (sweeps of thousands of deployments cost microseconds each); `estimate`
+builds the report of one deployment. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from planner.calibration import Efficiency
+from planner.deployment import Resolved
+from planner.hardware import Gpu, HostMemory, LinkTable
+from planner.memory import layer_devices, shares
+from planner.schema import Strict
+
+KERNELS = ("float", "legacy", "kquant", "iquant", "fp8", "fp4", "int4")
+K = len(KERNELS)
+SIMPSON = (1 / 6, 4 / 6, 1 / 6)  # weights of start, middle, end of a phase whose depth grows
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One device's part of every step: per-kernel-class weight bytes and parameters, and the
+    per-token sizes of its attention and recurrent state. Arrays are indexed by KERNELS."""
+
+    name: str
+    kind: str  # "gpu" or "host"
+    bandwidth: float  # peak bytes/s
+    layers: int
+    w_bytes: np.ndarray  # dense weights, read once per step
+    w_params: np.ndarray
+    e_bytes: np.ndarray  # all expert weights of the stage's MoE layers
+    e_params: np.ndarray
+    head_bytes: np.ndarray  # output head (read every step, computed for the last token of a sequence)
+    head_params: np.ndarray
+    kv_full: float  # KV bytes per context token, full-attention layers
+    kv_window: tuple[tuple[int, float], ...]  # (window tokens, bytes per token) of sliding layers
+    attn_flops_full: float  # attention FLOPs per query token per context token
+    attn_flops_window: tuple[tuple[int, float], ...]
+    state_bytes: float  # recurrent state per sequence (read and written each step)
+    state_flops: float  # per token
+    gemm_peak: np.ndarray  # FLOP/s by kernel class for steps above gemv_max_tokens (inf = unknown)
+    gemv_peak: float
+    attn_peak: float
+
+
+@dataclass(frozen=True)
+class StepModel:
+    gpus: tuple[Stage, ...]
+    host: Stage | None
+    split: str  # "single", "layer" or "tensor"
+    eff: Efficiency
+    hidden: int
+    gpu_layers: int
+    n_experts: int
+    experts_per_tok: int
+    gemv_max_tokens: int
+    offload_min_batch: int
+    pipeline_prefill: bool
+    link_bandwidth: float  # bytes/s per direction between GPUs
+    link_name: str
+    pcie_bandwidth: float  # bytes/s per direction host <-> GPU 0
+    activation_bytes: int
+    syncs_per_layer: int
+    compute_known: bool  # every GPU publishes the compute peaks its kernels use
+
+
+# --- compile ---------------------------------------------------------------------------------
+
+
+def _peak(gpu: Gpu, fields: tuple[str, ...]) -> float:
+    for f in fields:
+        q = getattr(gpu.specs, f)
+        if q is not None:
+            return q.si
+    return math.inf
+
+
+def _attn_flops(a) -> float:
+    """FLOPs per query token per context token of one layer: QK^T and PV, 2 FLOP per MAC."""
+    if a.kind == "linear":
+        return 0.0
+    if a.kind == "mla":  # absorbed MLA: scores and values over the latent (estimate)
+        return 2 * a.n_heads * 2 * a.mla_cache_dim
+    return 2 * a.n_heads * (a.k_head_dim + a.v_head_dim)
+
+
+def _kv_read_bytes(a, kv_bytes: float) -> float:
+    """KV bytes read per context token (a layer sharing another's cache still reads it)."""
+    if a.kind == "linear":
+        return 0.0
+    if a.kind == "mla":
+        return (a.mla_cache_dim + a.indexer_cache_dim) * kv_bytes
+    return a.n_kv_heads * (a.k_head_dim + a.v_head_dim) * kv_bytes
+
+
+def link_bandwidth(gpus: tuple[Gpu, ...], links: LinkTable) -> tuple[float, str]:
+    """Per-direction bandwidth between the GPUs: their shared NVLink/Infinity Fabric when all
+    have one, else the slowest PCIe slot."""
+    bw = [g.interconnect.link_bandwidth for g in gpus]
+    if len(gpus) > 1 and all(bw) and len({g.id for g in gpus}) == 1:
+        return bw[0].si / 2, gpus[0].interconnect.multi_gpu_link  # quoted as both directions
+    return pcie_bandwidth(gpus, links)
+
+
+def pcie_bandwidth(gpus: tuple[Gpu, ...], links: LinkTable) -> tuple[float, str]:
+    best = []
+    for g in gpus:
+        gen, lanes = g.interconnect.pcie_gen, g.interconnect.pcie_lanes
+        if gen is None or lanes is None or str(gen) not in links.pcie:
+            continue
+        best.append((lanes * links.pcie[str(gen)].lane_bandwidth.si, f"PCIe {gen}.0 x{lanes}"))
+    if not best:
+        return math.inf, "on-package (unified memory)"
+    return min(best)
+
+
+def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemory | None) -> StepModel:
+    """The per-stage numbers every step needs, computed once per deployment."""
+    arch, kern = r.arch, r.engine.kernels
+    n_gpu = len(r.gpus)
+    types = {w.tensor.name: w for w in r.weights}
+    kidx = {k: i for i, k in enumerate(KERNELS)}
+    split = "single" if n_gpu == 1 else r.split
+    dev_of = layer_devices(r)  # -1 host, else GPU index (tensor split: 0 = shared by all)
+    share = shares(r) if split == "tensor" else [1.0] * n_gpu
+
+    def blank():
+        return dict(w_bytes=np.zeros(K), w_params=np.zeros(K), e_bytes=np.zeros(K), e_params=np.zeros(K),
+                    head_bytes=np.zeros(K), head_params=np.zeros(K), kv_full=0.0, kv_window=[],
+                    attn_flops_full=0.0, attn_flops_window=[], state_bytes=0.0, state_flops=0.0, layers=0)
+
+    n_stage = n_gpu if split != "tensor" else 1
+    acc = [blank() for _ in range(n_stage)]
+    host_acc = blank()
+
+    def where(layer: int | None) -> dict:
+        if layer is None:
+            return acc[-1]  # output head and final norm: the last GPU
+        d = dev_of[layer]
+        return host_acc if d < 0 else acc[min(d, n_stage - 1)]
+
+    for w in r.weights:
+        t = w.tensor
+        if t.group != "text" or t.role == "token_embd" or (t.layer is not None and t.layer >= arch.n_layers):
+            continue  # vision/MTP not run in text decode; embeddings: one row per token
+        c = kidx[_kernel_of(r, w.storage)]
+        if t.layer is None:
+            a = where(None)
+            a["head_bytes"][c] += w.bytes
+            a["head_params"][c] += t.params
+            continue
+        a = where(t.layer)
+        if t.n_experts > 1:
+            if t.layer < r.cpu_moe_layers and dev_of[t.layer] >= 0:
+                a = host_acc  # --n-cpu-moe: the expert stacks stay in host RAM
+            a["e_bytes"][c] += w.bytes
+            a["e_params"][c] += t.params
+        else:
+            a["w_bytes"][c] += w.bytes
+            a["w_params"][c] += t.params
+    if arch.tie_word_embeddings:  # the head reads the tied embedding matrix
+        emb = types.get("token_embd.weight")
+        if emb is not None:
+            a = where(None)
+            a["head_bytes"][kidx[_kernel_of(r, emb.storage)]] += emb.bytes
+            a["head_params"][kidx[_kernel_of(r, emb.storage)]] += emb.tensor.params
+
+    state_dtype = 4 if r.engine.memory.recurrent_state_dtype == "f32" else 2
+    for i, a in enumerate(arch.layers):
+        s = where(i)
+        s["layers"] += 1
+        kvb = _kv_read_bytes(a, r.kv_bytes_per_value)
+        fl = _attn_flops(a)
+        if a.kind == "sliding" and a.window_tokens:
+            s["kv_window"].append((a.window_tokens, kvb))
+            s["attn_flops_window"].append((a.window_tokens, fl))
+        else:
+            s["kv_full"] += kvb
+            s["attn_flops_full"] += fl
+        st = a.ssm_state_elems + a.conv_state_elems
+        s["state_bytes"] += st * state_dtype
+        s["state_flops"] += 4 * a.ssm_state_elems  # decay, rank-1 update and readout, ~2 MAC per element
+
+    def stage(name: str, kind: str, gpu: Gpu | None, bw: float, a: dict, frac: float) -> Stage:
+        peaks = np.array([_peak(gpu, kern.gemm_peaks.get(k, kern.gemm_peaks.get("float", ()))) if gpu else math.inf
+                          for k in KERNELS])
+        return Stage(
+            name=name, kind=kind, bandwidth=bw, layers=a["layers"],
+            w_bytes=a["w_bytes"] * frac, w_params=a["w_params"] * frac, e_bytes=a["e_bytes"] * frac,
+            e_params=a["e_params"] * frac, head_bytes=a["head_bytes"] * frac, head_params=a["head_params"] * frac,
+            kv_full=a["kv_full"] * frac, kv_window=tuple((w, b * frac) for w, b in a["kv_window"]),
+            attn_flops_full=a["attn_flops_full"] * frac,
+            attn_flops_window=tuple((w, f * frac) for w, f in a["attn_flops_window"]),
+            state_bytes=a["state_bytes"] * frac, state_flops=a["state_flops"] * frac, gemm_peak=peaks,
+            gemv_peak=_peak(gpu, kern.gemv_peaks) if gpu else math.inf,
+            attn_peak=_peak(gpu, kern.attention_peaks) if gpu else math.inf)
+
+    if split == "tensor":
+        stages = tuple(stage(g.id, "gpu", g, g.bandwidth_bytes_per_s or math.inf, acc[0], share[d])
+                       for d, g in enumerate(r.gpus))
+    else:
+        stages = tuple(stage(g.id, "gpu", g, g.bandwidth_bytes_per_s or math.inf, acc[d], 1.0)
+                       for d, g in enumerate(r.gpus))
+    has_host = host_acc["layers"] or host_acc["e_bytes"].any()
+    host_stage = None
+    if has_host:
+        hbw = host.bandwidth_bytes_per_s if host else math.inf
+        host_stage = stage("host RAM", "host", None, hbw, host_acc, 1.0)
+    lbw, lname = link_bandwidth(r.gpus, links)
+    pbw, _ = pcie_bandwidth(r.gpus[:1], links)
+    compute_known = all(np.isfinite(s.gemm_peak[kidx[_kernel_of(r, r.weights[0].storage)]]) or s.kind == "host"
+                        for s in stages)
+    compute_known = compute_known and all(any(getattr(g.specs, f) is not None for f in kern.attention_peaks) for g in r.gpus)
+    return StepModel(
+        gpus=stages, host=host_stage, split=split, eff=eff, hidden=arch.hidden_size, gpu_layers=r.gpu_layers,
+        n_experts=max(arch.n_experts, 1), experts_per_tok=max(arch.n_experts_per_tok, 1),
+        gemv_max_tokens=kern.gemv_max_tokens, offload_min_batch=kern.offload_min_batch,
+        pipeline_prefill=kern.pipeline_prefill, link_bandwidth=lbw, link_name=lname, pcie_bandwidth=pbw,
+        activation_bytes=kern.activation_bytes, syncs_per_layer=kern.tp_syncs_per_layer, compute_known=compute_known)
+
+
+def _kernel_of(r: Resolved, storage: str) -> str:
+    return r.kernel_of.get(storage, "float")
+
+
+# --- evaluate --------------------------------------------------------------------------------
+
+
+@dataclass
+class Ops:
+    """Per-operation times (arrays over the workloads evaluated) of one stage."""
+
+    stage: str
+    names: list[str]
+    time: list[np.ndarray]
+    flops: list[np.ndarray]
+    bytes: list[np.ndarray]
+    memory_time: list[np.ndarray]
+    compute_time: list[np.ndarray]
+    peak_flops: list[float]
+    peak_bw: list[float]
+
+    @property
+    def total(self) -> np.ndarray:
+        return sum(self.time)
+
+
+def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> Ops:
+    """Roofline of one stage for steps of `tokens` new tokens (`seqs` sequences of `q` each)
+    at `depth` tokens of context. Arguments are numpy arrays of equal shape."""
+    e = sm.eff
+    tokens = np.asarray(tokens, dtype=float)
+    ops = Ops(s.name, [], [], [], [], [], [], [], [])
+    # which kernel path and which processor: host layers run on the CPU for small steps, on
+    # GPU 0 (weights streamed over PCIe) for steps of at least offload_min_batch tokens
+    on_cpu = s.kind == "host"
+    streamed = on_cpu & (tokens >= max(sm.offload_min_batch, 1)) if on_cpu else np.zeros_like(tokens, dtype=bool)
+    bw_w = np.where(streamed, sm.pcie_bandwidth, s.bandwidth * (e.host_bw if on_cpu else 1.0))
+    peak_src = gpu0 if on_cpu else s
+    gemv = tokens <= sm.gemv_max_tokens
+
+    def add(name, flops, nbytes, peak, bw, bw_eff, c_eff):
+        mt = nbytes / (bw * bw_eff)
+        ct = np.where(np.isfinite(peak), flops / (np.asarray(peak) * c_eff), 0.0)
+        if on_cpu:
+            ct = np.where(streamed, ct, 0.0)  # CPU compute of a decode step: bandwidth-bound (not modelled)
+        ops.names.append(name)
+        ops.time.append(np.maximum(mt, ct))
+        ops.flops.append(flops)
+        ops.bytes.append(nbytes)
+        ops.memory_time.append(mt)
+        ops.compute_time.append(ct)
+        ops.peak_flops.append(float(np.max(peak)) if np.size(peak) else math.inf)
+        ops.peak_bw.append(float(np.max(bw)))
+
+    # expert stacks touched by `tokens` tokens routed uniformly: E (1 - (1 - k/E)^T)
+    kE = sm.experts_per_tok / sm.n_experts
+    touched = 1 - (1 - kE) ** tokens if sm.n_experts > 1 else np.ones_like(tokens)
+    for c, kname in enumerate(KERNELS):
+        wb, eb, hb = s.w_bytes[c], s.e_bytes[c], s.head_bytes[c]
+        if wb == 0 and eb == 0 and hb == 0:
+            continue
+        nbytes = wb + eb * touched + hb
+        last = np.asarray(seqs, dtype=float)  # logits for the last token of each sequence only
+        flops = 2 * tokens * (s.w_params[c] + s.e_params[c] * kE) + 2 * np.where(q > 1, last, tokens) * s.head_params[c]
+        peak = np.where(gemv, peak_src.gemv_peak, peak_src.gemm_peak[c])
+        qeff = min(e.weight_bw * e.quant_bw.get(kname, 1.0), 1.0)
+        add(f"matmul {kname}", flops, nbytes, peak, bw_w, 1.0 if on_cpu else qeff, e.gemm)
+    # attention: read the cache of every sequence, write the new tokens' K and V
+    if s.kv_full or s.kv_window:
+        ctx_read = depth + q
+        kv = seqs * s.kv_full * ctx_read
+        fl = tokens * s.attn_flops_full * (depth + (q + 1) / 2)
+        for w, b in s.kv_window:
+            kv = kv + seqs * b * np.minimum(ctx_read, w)
+        for w, f in s.attn_flops_window:
+            fl = fl + tokens * f * np.minimum(depth + (q + 1) / 2, w)
+        bw_a = s.bandwidth * (e.host_bw if on_cpu else 1.0)
+        add("attention", fl, kv, peak_src.attn_peak, bw_a, 1.0 if on_cpu else e.kv_bw, e.attn_compute)
+    if s.state_bytes:
+        nbytes = 2 * seqs * s.state_bytes  # read and write each sequence's state
+        bw_s = s.bandwidth * (e.host_bw if on_cpu else 1.0)
+        add("recurrent state", tokens * s.state_flops, nbytes * np.ones_like(tokens), peak_src.gemv_peak, bw_s,
+            1.0 if on_cpu else e.weight_bw, e.gemm)
+    if s.layers:
+        ops.names.append("per-layer overhead")
+        t = np.full_like(tokens, s.layers * e.layer_overhead_s)
+        ops.time.append(t)
+        ops.flops.append(np.zeros_like(tokens))
+        ops.bytes.append(np.zeros_like(tokens))
+        ops.memory_time.append(np.zeros_like(tokens))
+        ops.compute_time.append(np.zeros_like(tokens))
+        ops.peak_flops.append(math.inf)
+        ops.peak_bw.append(math.inf)
+    return ops
+
+
+@dataclass
+class StepTimes:
+    stages: list[Ops]  # GPU stages then the host stage
+    comm: np.ndarray  # cross-GPU transfers and reductions
+    total: np.ndarray  # one step, end to end
+    bottleneck: np.ndarray  # the slowest stage (what a pipeline runs at)
+
+
+def step(sm: StepModel, tokens, seqs, q, depth) -> StepTimes:
+    """Time of one forward step for arrays of (tokens, seqs, q, depth)."""
+    tokens, seqs, q, depth = (np.asarray(x, dtype=float) for x in (tokens, seqs, q, depth))
+    g = [_stage_ops(sm, s, tokens, seqs, q, depth, sm.gpus[0]) for s in sm.gpus]
+    h = [_stage_ops(sm, sm.host, tokens, seqs, q, depth, sm.gpus[0])] if sm.host else []
+    e, n = sm.eff, len(sm.gpus)
+    act = tokens * sm.hidden * sm.activation_bytes
+    if sm.split == "tensor":
+        # ring all-reduce per sync: 2(n-1) transfers of 1/n of the activations, each with a latency
+        per_sync = 2 * (n - 1) * (e.link_latency_s + act / n / sm.link_bandwidth)
+        comm = sm.gpu_layers * sm.syncs_per_layer * per_sync
+        gpu_t = np.maximum.reduce([o.total for o in g]) if n > 1 else g[0].total
+        bott = gpu_t
+    else:
+        comm = (n - 1) * (e.link_latency_s + act / sm.link_bandwidth) if n > 1 else np.zeros_like(tokens)
+        gpu_t = sum(o.total for o in g)
+        bott = np.maximum.reduce([o.total for o in g]) if n > 1 else g[0].total
+    host_t = h[0].total if h else 0.0
+    if h:  # host <-> GPU hand-over of the activations
+        comm = comm + e.link_latency_s + act / sm.pcie_bandwidth
+    total = gpu_t + host_t + comm
+    return StepTimes(g + h, np.asarray(comm) * np.ones_like(tokens), total, np.maximum(bott, host_t))
+
+
+# --- phases ----------------------------------------------------------------------------------
+
+
+def decode_step_time(sm: StepModel, batch, depth):
+    return step(sm, batch, batch, np.ones_like(np.asarray(batch, dtype=float)), depth).total
+
+
+def decode_time(sm: StepModel, batch, depth0, gen):
+    """Seconds to generate `gen` tokens per sequence from `depth0`: the step time grows with
+    depth (piecewise linearly), so Simpson's rule over start, middle and end is exact up to
+    the kinks of the roofline."""
+    batch, depth0, gen = (np.asarray(x, dtype=float) for x in (batch, depth0, gen))
+    t = sum(w * decode_step_time(sm, batch, depth0 + f * gen) for w, f in zip(SIMPSON, (0.0, 0.5, 1.0)))
+    return t * gen
+
+
+def prefill_time(sm: StepModel, batch, prompt, depth, ubatch):
+    """Seconds to process `prompt` new tokens for each of `batch` sequences after `depth`
+    tokens of context, in physical batches of `ubatch` tokens (short prompts share a batch)."""
+    batch, prompt, depth, ubatch = (np.asarray(x, dtype=float) for x in (batch, prompt, depth, ubatch))
+    prompt = np.maximum(prompt, 1)
+    q = np.minimum(prompt, ubatch)  # tokens of one sequence per step
+    per_step_seqs = np.maximum(1, np.floor(ubatch / q))
+    per_step_seqs = np.minimum(per_step_seqs, batch)
+    chunks = np.ceil(prompt / q)  # steps per sequence
+    groups = np.ceil(batch / per_step_seqs)  # groups of sequences processed together
+    q_last = prompt - (chunks - 1) * q
+    tokens = per_step_seqs * q
+    # full chunks j = 0 .. chunks-2 at depth depth + j q: Simpson over j
+    n_full = chunks - 1
+    full = 0.0
+    pipe = sm.split == "layer" and sm.pipeline_prefill and len(sm.gpus) > 1
+    for w, f in zip(SIMPSON, (0.0, 0.5, 1.0)):
+        j = np.floor(f * np.maximum(n_full - 1, 0))
+        st = step(sm, tokens, per_step_seqs, q, depth + j * q)
+        full = full + w * (st.bottleneck if pipe else st.total)
+    last = step(sm, per_step_seqs * q_last, per_step_seqs, q_last, depth + n_full * q)
+    if pipe:  # the pipeline fills once, then runs at its slowest stage
+        t = groups * (n_full * full + last.bottleneck) + (last.total - last.bottleneck)
+    else:
+        t = groups * (n_full * full + last.total)
+    return t
+
+
+class OpRow(Strict):
+    stage: str
+    op: str
+    flops: float
+    bytes: float
+    time_s: float
+    share: float  # of the step's time
+    achieved_flops_per_s: float
+    achieved_bytes_per_s: float
+    peak_flops_per_s: float | None
+    peak_bytes_per_s: float | None
+    bound: str  # memory, compute or overhead
+
+
+class PhaseBreakdown(Strict):
+    what: str  # the step shown
+    step_s: float
+    comm_s: float
+    ops: tuple[OpRow, ...]
+
+
+def breakdown(sm: StepModel, what: str, tokens: float, seqs: float, q: float, depth: float) -> PhaseBreakdown:
+    st = step(sm, [tokens], [seqs], [q], [depth])
+    total = float(st.total[0])
+    rows = []
+    for o in st.stages:
+        for i, name in enumerate(o.names):
+            t = float(o.time[i][0])
+            mt, ct = float(o.memory_time[i][0]), float(o.compute_time[i][0])
+            f, b = float(o.flops[i][0]), float(o.bytes[i][0])
+            bound = "overhead" if name == "per-layer overhead" else ("compute" if ct > mt else "memory")
+            rows.append(OpRow(
+                stage=o.stage, op=name, flops=f, bytes=b, time_s=t, share=t / total if total else 0.0,
+                achieved_flops_per_s=f / t if t else 0.0, achieved_bytes_per_s=b / t if t else 0.0,
+                peak_flops_per_s=None if not math.isfinite(o.peak_flops[i]) else o.peak_flops[i],
+                peak_bytes_per_s=None if not math.isfinite(o.peak_bw[i]) else o.peak_bw[i], bound=bound))
+    return PhaseBreakdown(what=what, step_s=total, comm_s=float(st.comm[0]), ops=tuple(rows))
+
+
+def bound_of(b: PhaseBreakdown) -> str:
+    """What limits a step: the kind of time that dominates it."""
+    kinds: dict[str, float] = {}
+    for r in b.ops:
+        key = {"memory": "memory bandwidth", "compute": "compute", "overhead": "per-layer overhead"}[r.bound]
+        if r.stage == "host RAM":
+            key = "host memory" if r.bound != "compute" else "PCIe transfer to the GPU"
+        kinds[key] = kinds.get(key, 0.0) + r.time_s
+    if b.comm_s:
+        kinds["GPU-to-GPU transfers"] = b.comm_s
+    top = max(kinds, key=kinds.get)
+    return f"{top} ({kinds[top] / b.step_s:.0%} of the step)"
+
+
+def ceiling_step_time(sm: StepModel, tokens, seqs, q, depth) -> np.ndarray:
+    """The physical lower bound of a step: every operation at 100% of peak bandwidth or
+    compute, no overheads, no communication."""
+    ideal = Efficiency(calibration="ideal", engine_source="ideal", weight_bw=1.0, layer_overhead_s=0.0, gemm=1.0,
+                       kv_bw=1.0, attn_compute=1.0, quant_bw={}, host_bw=1.0, link_latency_s=0.0)
+    st = step(StepModel(**{**sm.__dict__, "eff": ideal, "link_bandwidth": math.inf}), tokens, seqs, q, depth)
+    return st.total - st.comm

@@ -1,0 +1,140 @@
+"""PerfEstimate: the speed report of one deployment and workload, built on planner.perf.
+
+Terms (docs/equations.md#speed): TTFT = time to process the prompt of every sequence in the
+batch; decode tok/s per stream = generated tokens / decode time of one sequence; total =
+per stream x batch; MBU = bytes moved per decode step / step time / peak bandwidth of the
+GPUs; MFU = prefill FLOPs / prefill time / peak compute.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from planner.calibration import Calibration, efficiency_for
+from planner.catalog import Catalog
+from planner.deployment import Resolved
+from planner.perf import (PhaseBreakdown, StepModel, bound_of, breakdown, ceiling_step_time, compile_steps,
+                          decode_time, prefill_time)
+from planner.schema import Strict
+
+DEFAULT_PROMPT = 512  # llama-bench's pp512 / tg128 defaults
+DEFAULT_GEN = 128
+
+
+class DecodeAt(Strict):
+    depth_tokens: int
+    tok_s: float  # per stream
+    total_tok_s: float  # across the batch
+
+
+class PerfEstimate(Strict):
+    prompt_tokens: int
+    gen_tokens: int
+    depth_tokens: int
+    batch: int
+    prefill_tok_s: float | None
+    ttft_s: float | None
+    prefill_bound: str | None
+    decode_tok_s: float
+    decode_total_tok_s: float
+    tpot_s: float
+    decode_bound: str
+    decode_at: tuple[DecodeAt, ...]
+    ceiling_decode_tok_s: float
+    ceiling_prefill_tok_s: float | None
+    mbu: float | None
+    mfu: float | None
+    comm_s_per_step: float
+    split: str
+    link: str
+    calibration: str
+    efficiency_from: str
+    decode_step: PhaseBreakdown
+    prefill_step: PhaseBreakdown | None
+    notes: tuple[str, ...]
+
+    def contract(self, explain: bool = False) -> dict:
+        d = self.model_dump(exclude={"decode_step", "prefill_step"})
+        d["bound"] = self.decode_bound
+        if explain:
+            d["decode_step"] = self.decode_step.model_dump()
+            d["prefill_step"] = self.prefill_step.model_dump() if self.prefill_step else None
+        return d
+
+
+def step_model(catalog: Catalog, r: Resolved, cal: Calibration) -> StepModel:
+    host = r.host or catalog.host(DEFAULT_HOST)
+    return compile_steps(r, efficiency_for(cal, r.engine.id, r.flash_attention), catalog.links, host)
+
+
+DEFAULT_HOST = "ddr5-5600x2"  # a current desktop, when offloading without --host
+
+
+def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None, gen: int | None = None,
+             depth: int | None = None, cal: Calibration | None = None) -> PerfEstimate:
+    cal = cal or catalog.calibration(None)
+    sm = step_model(catalog, r, cal)
+    prompt = DEFAULT_PROMPT if prompt is None else prompt
+    gen = DEFAULT_GEN if gen is None else gen
+    depth = 0 if depth is None else depth
+    b, ub = r.batch, r.ubatch_tokens
+    notes = []
+    if sm.host is not None and r.host is None:
+        notes.append(f"host memory not given (--host): offloaded layers assumed on {DEFAULT_HOST}")
+    if len(r.gpus) > 1:
+        notes.append(f"GPUs linked by {sm.link_name}, {sm.link_bandwidth / 1e9:.1f} GB/s each way")
+        if sm.split == "layer":
+            notes.append("layer split: each token passes the GPUs in turn, so their times add up; "
+                         "a prompt's ubatches pipeline across them" if sm.pipeline_prefill else
+                         "layer split: each token passes the GPUs in turn, so their times add up")
+        else:
+            notes.append(f"tensor split: the GPUs share every layer and reduce {sm.syncs_per_layer}x per layer "
+                         "over the link; the slowest share sets the pace")
+
+    t_dec = float(decode_time(sm, [b], [depth + prompt], [max(gen, 1)])[0])
+    tok_s = max(gen, 1) / t_dec
+    dstep = breakdown(sm, f"decode step: {b} token(s) at depth {depth + prompt}", b, b, 1, depth + prompt)
+    ceil_t = float(ceiling_step_time(sm, [b], [b], [1], [depth + prompt])[0])
+    ceiling = 1 / ceil_t if ceil_t > 0 else math.inf
+
+    at = []
+    for d in sorted({0, ctx // 2, max(ctx - 1, 0)}):
+        t = float(decode_time(sm, [b], [d], [1])[0])
+        at.append(DecodeAt(depth_tokens=d, tok_s=1 / t, total_tok_s=b / t))
+
+    peak_bw = sum(g.bandwidth_bytes_per_s or 0 for g in r.gpus)
+    gpu_bytes = sum(o.bytes for o in dstep.ops if o.stage != "host RAM")
+    mbu = gpu_bytes / dstep.step_s / peak_bw if peak_bw else None
+
+    pre_tok_s = ttft = pre_bound = ceil_pre = mfu = None
+    pstep = None
+    if sm.compute_known and prompt > 0:
+        t_pre = float(prefill_time(sm, [b], [prompt], [depth], [ub])[0])
+        pre_tok_s = b * prompt / t_pre
+        ttft = t_pre
+        q = min(prompt, ub)
+        seqs = max(1, min(b, ub // q))
+        pstep = breakdown(sm, f"prefill step: {seqs * q} tokens at depth {depth}", seqs * q, seqs, q, depth)
+        pre_bound = bound_of(pstep)
+        c = float(ceiling_step_time(sm, [seqs * q], [seqs], [q], [depth])[0])
+        ceil_pre = seqs * q / c if c > 0 else None
+        peak_f = [o.peak_flops_per_s for o in pstep.ops if o.op.startswith("matmul") and o.peak_flops_per_s]
+        flops = sum(o.flops for o in pstep.ops)
+        if peak_f:
+            mfu = flops / pstep.step_s / (max(peak_f) * (len(r.gpus) if sm.split == "tensor" else 1))
+    elif prompt > 0:
+        notes.append("no published compute peak for " + ", ".join(g.id for g in r.gpus)
+                     + ": prefill speed not predicted")
+    return PerfEstimate(
+        prompt_tokens=prompt, gen_tokens=gen, depth_tokens=depth, batch=b, prefill_tok_s=pre_tok_s, ttft_s=ttft,
+        prefill_bound=pre_bound, decode_tok_s=tok_s, decode_total_tok_s=tok_s * b, tpot_s=1 / tok_s,
+        decode_bound=bound_of(dstep), decode_at=tuple(at), ceiling_decode_tok_s=ceiling, ceiling_prefill_tok_s=ceil_pre,
+        mbu=mbu, mfu=mfu, comm_s_per_step=dstep.comm_s, split=sm.split, link=sm.link_name, calibration=cal.id,
+        efficiency_from=sm.eff.engine_source, decode_step=dstep, prefill_step=pstep, notes=tuple(notes))
+
+
+def sweep_decode(sm: StepModel, batch: np.ndarray, depth: np.ndarray, gen: np.ndarray) -> np.ndarray:
+    """Per-stream decode tok/s for arrays of workloads on one compiled deployment."""
+    return gen / decode_time(sm, batch, depth, gen)
