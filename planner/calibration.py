@@ -41,6 +41,8 @@ class Calibration(Sourced):
     engines: dict[str, EngineEfficiency]
     attention: dict[FaMode, AttentionEfficiency]
     quant_kernels: dict[str, Quantity]  # bandwidth efficiency of each weight kernel class, relative to float
+    moe_layer_overhead: Quantity  # extra time per step of a layer with routed experts
+    linear_layer_overhead: Quantity  # extra time per step of a linear-attention (Gated DeltaNet) layer
     host_bw_eff: Quantity  # ratio of peak host (DDR) bandwidth reached by CPU-side layers
     link_latency: Quantity  # one cross-GPU transfer or reduction, fixed part
     fit: dict[str, Any] = Field(default_factory=dict)  # what the fit used and the error it got
@@ -60,6 +62,8 @@ class Efficiency:
     quant_bw: dict[str, float]
     host_bw: float
     link_latency_s: float
+    moe_layer_overhead_s: float
+    linear_layer_overhead_s: float
 
 
 def efficiency_for(cal: Calibration, engine_id: str, flash_attention: bool) -> Efficiency:
@@ -77,4 +81,5 @@ def efficiency_for(cal: Calibration, engine_id: str, flash_attention: bool) -> E
         calibration=cal.id, engine_source=src, weight_bw=e.weight_bw_eff.si, layer_overhead_s=e.layer_overhead.si,
         gemm=e.gemm_eff.si, kv_bw=att.decode_bw_eff.si, attn_compute=att.prefill_eff.si,
         quant_bw={k: q.si for k, q in cal.quant_kernels.items()}, host_bw=cal.host_bw_eff.si,
-        link_latency_s=cal.link_latency.si)
+        link_latency_s=cal.link_latency.si, moe_layer_overhead_s=cal.moe_layer_overhead.si,
+        linear_layer_overhead_s=cal.linear_layer_overhead.si)

@@ -16,7 +16,9 @@ from planner import units
 from planner.catalog import Catalog
 from planner.deployment import Deployment, parse_gpus, resolve
 from planner.errors import PlannerError
+from planner.emit import command as emit_command
 from planner.fit import fit
+from planner.memory import with_
 from planner.localfile import is_local, load_config_json, load_gguf
 from planner import render
 
@@ -73,20 +75,24 @@ def main():
 @click.option("--kv-quant", default=None, help="KV-cache type: f16, q8_0, q4_0 (llama.cpp), fp8 (vLLM)")
 @click.option("--engine", default=None, help="engine profile (default: llama.cpp for the GPU's vendor); see `planner engines`")
 @click.option("--split", type=click.Choice(["layer", "tensor"]), default=None, help="multi-GPU split mode")
-@click.option("--tensor-split", default=None, help="share of the model per GPU, e.g. 3,1 (llama.cpp -ts)")
+@click.option("--tensor-split", default=None, help="share of the model per GPU: numbers such as 3,1 (llama.cpp -ts), or 'memory' / 'speed' to balance by memory or by bandwidth")
 @click.option("--batch", type=click.IntRange(1, 65536), default=1, show_default=True, help="concurrent sequences")
 @click.option("--ubatch", type=click.IntRange(1, 65536), default=None, help="physical batch (llama.cpp -ub; default the engine's)")
 @click.option("--gpu-layers", "-ngl", "gpu_layers", type=click.IntRange(0, 100000), default=None, help="layers on GPUs; the rest in host RAM (llama.cpp -ngl)")
 @click.option("--cpu-moe", "cpu_moe", type=click.IntRange(0, 100000), default=0, help="expert tensors of the first N layers in host RAM (llama.cpp --n-cpu-moe)")
 @click.option("--host", default=None, help="host memory profile for offload, e.g. ddr5-6000x2; see `planner hosts`")
 @click.option("--host-ram", type=BYTES, default=None, help="host RAM size, e.g. 64GiB")
-@click.option("--prompt", type=TOKENS, default=None, help="prompt tokens (speed model: not yet)")
-@click.option("--gen", type=TOKENS, default=None, help="generated tokens (speed model: not yet)")
-@click.option("--depth", type=TOKENS, default=None, help="tokens already in context (speed model: not yet)")
+@click.option("--flash-attn", "flash_attn", type=click.Choice(["on", "off"]), default=None, help="flash attention (default: the engine's)")
+@click.option("--prompt", type=TOKENS, default=None, help="prompt tokens per sequence for the speed estimate (default 512)")
+@click.option("--gen", type=TOKENS, default=None, help="generated tokens per sequence (default 128)")
+@click.option("--depth", type=TOKENS, default=None, help="tokens already in context before the prompt (default 0)")
+@click.option("--calibration", default=None, help="efficiency profile (default reference-fit; 'none' = priors only); see hwdb/calibrations")
+@click.option("--explain", is_flag=True, help="show the per-operation roofline behind the speeds")
+@click.option("--emit", type=click.Choice(["llama.cpp", "vllm", "sglang"]), default=None, help="print the engine command line for this plan")
 @click.option("--json", "as_json", is_flag=True, help="print the stable JSON contract")
 @friendly
 def fit_cmd(model, gpu, ctx, quant, kv_quant, engine, split, tensor_split, batch, ubatch, gpu_layers, cpu_moe,
-            host, host_ram, prompt, gen, depth, as_json):
+            host, host_ram, flash_attn, prompt, gen, depth, calibration, explain, emit, as_json):
     """Does MODEL fit on GPUS, with how long a context, and what to change if not.
 
     MODEL is a catalog id (see `planner models`) or a path to a config.json or .gguf file.
@@ -107,22 +113,129 @@ def fit_cmd(model, gpu, ctx, quant, kv_quant, engine, split, tensor_split, batch
                 raise PlannerError("--quant does not apply to a .gguf file: its tensor types are read from the file")
         else:
             card = load_config_json(p)
-    ts = None
-    if tensor_split:
+    ts, balance = None, None
+    if tensor_split in ("memory", "speed"):
+        balance = tensor_split
+    elif tensor_split:
         try:
             ts = tuple(float(x) for x in tensor_split.split(","))
         except ValueError:
-            raise PlannerError(f"--tensor-split {tensor_split!r}: write numbers like 3,1") from None
+            raise PlannerError(f"--tensor-split {tensor_split!r}: write numbers like 3,1, or memory, or speed") from None
     dep = Deployment(model=model, gpus=parse_gpus(gpu), engine=engine, quant=quant, kv_quant=kv_quant, ctx_tokens=ctx,
                      batch=batch, split=split, ubatch_tokens=ubatch, gpu_layers=gpu_layers, cpu_moe_layers=cpu_moe,
-                     host=host, host_ram_bytes=host_ram, tensor_split=ts)
+                     host=host, host_ram_bytes=host_ram, tensor_split=ts, balance=balance,
+                     flash_attention=None if flash_attn is None else flash_attn == "on")
     r = resolve(catalog, dep, card=card, file_weights=file_weights)
-    result = fit(catalog, r)
+    result = fit(catalog, r, prompt, gen, depth, catalog.calibration(calibration))
+    a = result.assumptions  # the plan may have chosen an offload (llama.cpp --fit)
+    r = with_(r, gpu_layers=a["gpu_layers"], cpu_moe_layers=a["cpu_moe_layers"])
     if as_json:
-        click.echo(json.dumps(result.contract(), indent=2))
+        out = result.contract(explain)
+        if emit:
+            out["command"] = emit_command(r, emit, result.ctx_tokens)
+        click.echo(json.dumps(out, indent=2))
     else:
         click.echo(render.fit_text(result, r))
+        if explain and result.perf:
+            click.echo("")
+            click.echo(render.explain_text(result.perf))
+        if emit:
+            click.echo("")
+            click.echo(emit_command(r, emit, result.ctx_tokens))
     sys.exit(0 if result.fits else 1)
+
+
+@main.group("calibrate")
+def calibrate_group():
+    """Fit the speed model's efficiency factors to measured runs."""
+
+
+@calibrate_group.command("fit")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="profile to write (TOML)")
+@click.option("--priors", default="priors", show_default=True, help="profile the fit starts from")
+@click.option("--name", default=None, help="profile name (default: from the output file)")
+@friendly
+def calibrate_fit_cmd(runs, out, priors, name):
+    """Fit efficiency factors to the `fit` rows of RUNS (CSV) and write a calibration profile.
+
+    Rows whose role is holdout or old-build are predicted but never fitted.
+
+    Example:
+
+        planner calibrate fit hwdb/runs/published.csv -o hwdb/calibrations/reference-fit.toml
+    """
+    from planner import calibrate, validate
+    from planner.runs import load_runs, prepare
+
+    catalog = Catalog()
+    pri = catalog.calibration(priors)
+    rows = [r for path in runs for r in load_runs(Path(path))]
+    prepared = prepare(catalog, rows, pri)
+    fit_rows = [p for p in prepared if p.run.role in ("fit", "harness")]
+    click.echo(f"fitting {len(fit_rows)} of {len(rows)} runs ...", err=True)
+    runs_label = ", ".join(runs)
+    cal, info = calibrate.fit(pri, fit_rows, runs_file=runs_label)
+    scored = validate.score(prepared, cal)
+    info["error"] = validate.summary(scored)
+    stem = Path(out).stem
+    cal = calibrate.with_values(cal.model_copy(update={"runs_file": runs_label}), [], [], None,
+                                name or f"fitted to {runs_label}",
+                                f"Efficiency factors fitted by `planner calibrate fit {' '.join(runs)}` "
+                                "(docs/validation.md#procedure).", info)
+    header = (f"# Generated by `planner calibrate fit {' '.join(runs)} -o {out}`; do not edit by hand.\n"
+              "# Values with source = \"fit\" were fitted; values with an estimate are priors no run constrained.\n")
+    calibrate.write_profile(cal, Path(out), header, {})
+    click.echo(validate.text_table(scored))
+    click.echo(f"wrote {out}")
+
+
+@main.command("validate")
+@click.argument("runs", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--calibration", default=None, help="profile to validate (default reference-fit)")
+@click.option("--markdown", "markdown_out", default=None, type=click.Path(dir_okay=False),
+              help="also write the report as Markdown (docs/validation.md)")
+@friendly
+def validate_cmd(runs, calibration, markdown_out):
+    """Predict every measured run and print the error per metric (median and 90th percentile).
+
+    RUNS default to hwdb/runs/published.csv.
+
+    Example:
+
+        planner validate --markdown docs/validation.md
+    """
+    from planner import validate
+    from planner.runs import load_runs, prepare
+
+    catalog = Catalog()
+    paths = [Path(p) for p in runs] or [catalog.root / "hwdb" / "runs" / "published.csv"]
+    rows = [r for p in paths for r in load_runs(p)]
+    cal = catalog.calibration(calibration)
+    scored = validate.score(prepare(catalog, rows, cal), cal)
+    click.echo(validate.text_table(scored))
+    if markdown_out:
+        shown = ", ".join(f"hwdb/runs/{p.name}" if p.parent.name == "runs" else str(p) for p in paths)
+        cmd = "planner validate" + ("" if not runs else " " + " ".join(runs)) + \
+              (f" --calibration {calibration}" if calibration else "") + f" --markdown {markdown_out}"
+        write_atomic(Path(markdown_out), validate.markdown(scored, cal, shown, cmd))
+        click.echo(f"wrote {markdown_out}")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 @main.command("gpus")

@@ -93,6 +93,8 @@ class Resolved:
     exact_weights: bool  # weights read from a GGUF file rather than computed from a recipe
     flash_attention: bool = True
     kernel_of: dict[str, str] = field(default_factory=dict)  # storage type -> matmul kernel class
+    hf_repo: str = ""
+    auto_offload: bool = False  # llama.cpp --fit (default on) may choose -ngl / --n-cpu-moe itself
 
 
 def pick_engine(catalog: Catalog, gpus: tuple[Gpu, ...], name: str | None, model_is_gguf: bool) -> Engine:
@@ -186,6 +188,8 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         gpu_layers=arch.n_layers if dep.gpu_layers is None else dep.gpu_layers,
         cpu_moe_layers=dep.cpu_moe_layers, host=host, host_ram_bytes=dep.host_ram_bytes,
         tensor_split=tensor_split, exact_weights=exact, flash_attention=fa,
-        kernel_of={k: t.kernel for k, t in catalog.formats.types.items()},
+        kernel_of={k: t.kernel for k, t in catalog.formats.types.items()}, hf_repo=card.hf_repo,
+        auto_offload=(engine.family == "llama.cpp" and dep.gpu_layers is None and not dep.cpu_moe_layers
+                      and gpus[0].memory_kind == "dedicated" and not (split == "tensor" and len(gpus) > 1)),
     )
 

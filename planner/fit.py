@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from planner.calibration import Calibration
 from planner.catalog import Catalog
 from planner.deployment import Resolved
 from planner.memory import MemoryPlan, max_context, plan_memory, with_
 from planner.schema import Strict
+from planner.speed import PerfEstimate, estimate
 from planner.units import GiB, fmt_tokens
 
 MIN_USEFUL_CTX = 4096  # a context shorter than this is not offered as a fix
@@ -30,12 +32,12 @@ class FitResult(Strict):
     ctx_tokens: int
     max_ctx_tokens: int
     memory: MemoryPlan
-    perf: dict[str, Any] | None = None
+    perf: PerfEstimate | None = None
     assumptions: dict[str, Any]
     warnings: tuple[str, ...]
     suggestions: tuple[Suggestion, ...]
 
-    def contract(self) -> dict[str, Any]:
+    def contract(self, explain: bool = False) -> dict[str, Any]:
         """The stable `fit --json` object (DESIGN.md): byte fields are integers."""
         mem = self.memory
         return {
@@ -48,7 +50,7 @@ class FitResult(Strict):
                 "host_bytes": mem.host_bytes,
                 "kv_cells": mem.kv_cells,
             },
-            "perf": self.perf,
+            "perf": self.perf.contract(explain) if self.perf else None,
             "assumptions": self.assumptions,
             "warnings": list(self.warnings),
             "suggestions": [s.model_dump() for s in self.suggestions],
@@ -60,15 +62,51 @@ def _target_ctx(r: Resolved) -> int:
     return r.ctx_tokens if r.ctx_tokens is not None else r.arch.max_position_embeddings
 
 
-def fit(catalog: Catalog, r: Resolved) -> FitResult:
+def fit(catalog: Catalog, r: Resolved, prompt: int | None = None, gen: int | None = None, depth: int | None = None,
+        calibration: Calibration | None = None) -> FitResult:
     ctx = _target_ctx(r)
     plan = plan_memory(r, ctx)
+    auto_note = None
+    if not plan.fits and r.auto_offload:
+        r, auto_note = _auto_offload(r, ctx)
+        plan = plan_memory(r, ctx)
     best = max_context(r)
     warnings = _warnings(r, ctx, plan)
+    if auto_note:
+        warnings.insert(0, auto_note)
     suggestions = () if plan.fits else tuple(_suggest(catalog, r, ctx, best))
+    cal = calibration or catalog.calibration(None)
+    perf = estimate(catalog, r, ctx, prompt, gen, depth, cal)
+    if not plan.fits:
+        warnings.append("it does not fit as configured: the speeds shown are what it would run at if it did")
+    if perf.depth_tokens + perf.prompt_tokens + perf.gen_tokens > ctx:
+        warnings.append(f"depth + prompt + gen = {perf.depth_tokens + perf.prompt_tokens + perf.gen_tokens:,} tokens "
+                        f"is more than the context of {ctx:,}")
+    a = _assumptions(r)
+    a["calibration"] = f"{cal.id}: {cal.name}"
+    a["efficiency_factors_from"] = perf.efficiency_from
     return FitResult(
-        model=r.model_id, fits=plan.fits, ctx_tokens=ctx, max_ctx_tokens=best, memory=plan,
-        assumptions=_assumptions(r), warnings=tuple(warnings), suggestions=suggestions)
+        model=r.model_id, fits=plan.fits, ctx_tokens=ctx, max_ctx_tokens=best, memory=plan, perf=perf,
+        assumptions=a, warnings=tuple(warnings + list(perf.notes)), suggestions=suggestions)
+
+
+def _auto_offload(r: Resolved, ctx: int) -> tuple[Resolved, str | None]:
+    """What llama.cpp's --fit (on by default since 2025) does when the model does not fit: keep
+    the expert tensors of the first layers in host RAM (MoE), else the first layers. The least
+    offload that fits; none if even the most does not."""
+    n = r.arch.n_layers
+    if r.arch.n_experts > 1:
+        for k in range(1, n + 1):
+            alt = with_(r, cpu_moe_layers=k, auto_offload=False)
+            if plan_memory(alt, ctx).fits:
+                return alt, (f"planned as llama.cpp's --fit would: the experts of the first {k} of {n} layers stay in "
+                             f"host RAM (--n-cpu-moe {k}); pass --cpu-moe or -ngl to choose yourself")
+    for ngl in range(n - 1, -1, -1):
+        alt = with_(r, gpu_layers=ngl, auto_offload=False)
+        if plan_memory(alt, ctx).fits:
+            return alt, (f"planned as llama.cpp's --fit would: {n - ngl} of {n} layers stay in host RAM (-ngl {ngl}); "
+                         "pass -ngl to choose yourself")
+    return r, None
 
 
 def _assumptions(r: Resolved) -> dict[str, Any]:
@@ -81,7 +119,7 @@ def _assumptions(r: Resolved) -> dict[str, Any]:
         "split": r.split if len(r.gpus) > 1 else "none",
         "batch": r.batch,
         "ubatch_tokens": r.ubatch_tokens,
-        "flash_attention": r.engine.flash_attention_default,
+        "flash_attention": r.flash_attention,
         "ctx_padding_tokens": m.ctx_padding_tokens,
         "gpu_layers": r.gpu_layers,
         "cpu_moe_layers": r.cpu_moe_layers,

@@ -41,6 +41,8 @@ class Stage:
     kind: str  # "gpu" or "host"
     bandwidth: float  # peak bytes/s
     layers: int
+    moe_layers: int  # layers with routed experts (router, top-k, gathers: extra kernels)
+    linear_layers: int  # linear-attention layers (conv, gates, recurrent update: extra kernels)
     w_bytes: np.ndarray  # dense weights, read once per step
     w_params: np.ndarray
     e_bytes: np.ndarray  # all expert weights of the stage's MoE layers
@@ -142,7 +144,8 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
     def blank():
         return dict(w_bytes=np.zeros(K), w_params=np.zeros(K), e_bytes=np.zeros(K), e_params=np.zeros(K),
                     head_bytes=np.zeros(K), head_params=np.zeros(K), kv_full=0.0, kv_window=[],
-                    attn_flops_full=0.0, attn_flops_window=[], state_bytes=0.0, state_flops=0.0, layers=0)
+                    attn_flops_full=0.0, attn_flops_window=[], state_bytes=0.0, state_flops=0.0, layers=0,
+                    moe_layers=0, linear_layers=0)
 
     n_stage = n_gpu if split != "tensor" else 1
     acc = [blank() for _ in range(n_stage)]
@@ -184,6 +187,8 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
     for i, a in enumerate(arch.layers):
         s = where(i)
         s["layers"] += 1
+        s["moe_layers"] += int(arch.moe_layers[i]) if i < len(arch.moe_layers) else 0
+        s["linear_layers"] += int(a.kind == "linear")
         kvb = _kv_read_bytes(a, r.kv_bytes_per_value)
         fl = _attn_flops(a)
         if a.kind == "sliding" and a.window_tokens:
@@ -200,7 +205,8 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         peaks = np.array([_peak(gpu, kern.gemm_peaks.get(k, kern.gemm_peaks.get("float", ()))) if gpu else math.inf
                           for k in KERNELS])
         return Stage(
-            name=name, kind=kind, bandwidth=bw, layers=a["layers"],
+            name=name, kind=kind, bandwidth=bw, layers=a["layers"], moe_layers=a["moe_layers"],
+            linear_layers=a["linear_layers"],
             w_bytes=a["w_bytes"] * frac, w_params=a["w_params"] * frac, e_bytes=a["e_bytes"] * frac,
             e_params=a["e_params"] * frac, head_bytes=a["head_bytes"] * frac, head_params=a["head_params"] * frac,
             kv_full=a["kv_full"] * frac, kv_window=tuple((w, b * frac) for w, b in a["kv_window"]),
@@ -300,7 +306,8 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> 
         flops = 2 * tokens * (s.w_params[c] + s.e_params[c] * kE) + 2 * np.where(q > 1, last, tokens) * s.head_params[c]
         peak = np.where(gemv, peak_src.gemv_peak, peak_src.gemm_peak[c])
         qeff = min(e.weight_bw * e.quant_bw.get(kname, 1.0), 1.0)
-        add(f"matmul {kname}", flops, nbytes, peak, bw_w, 1.0 if on_cpu else qeff, e.gemm)
+        label = f"matmul {kname}" + (" via PCIe" if on_cpu and np.any(streamed) else "")
+        add(label, flops, nbytes, peak, bw_w, 1.0 if on_cpu else qeff, e.gemm)
     # attention: read the cache of every sequence, write the new tokens' K and V
     if s.kv_full or s.kv_window:
         ctx_read = depth + q
@@ -319,7 +326,8 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> 
             1.0 if on_cpu else e.weight_bw, e.gemm)
     if s.layers:
         ops.names.append("per-layer overhead")
-        t = np.full_like(tokens, s.layers * e.layer_overhead_s)
+        t = np.full_like(tokens, s.layers * e.layer_overhead_s + s.moe_layers * e.moe_layer_overhead_s
+                         + s.linear_layers * e.linear_layer_overhead_s)
         ops.time.append(t)
         ops.flops.append(np.zeros_like(tokens))
         ops.bytes.append(np.zeros_like(tokens))
@@ -346,8 +354,9 @@ def step(sm: StepModel, tokens, seqs, q, depth) -> StepTimes:
     e, n = sm.eff, len(sm.gpus)
     act = tokens * sm.hidden * sm.activation_bytes
     if sm.split == "tensor":
-        # ring all-reduce per sync: 2(n-1) transfers of 1/n of the activations, each with a latency
-        per_sync = 2 * (n - 1) * (e.link_latency_s + act / n / sm.link_bandwidth)
+        # one all-reduce per sync: a fixed latency plus 2(n-1)/n of the activations over the link
+        # (ring or two-shot algorithms move that much per GPU; NCCL / vLLM custom all-reduce)
+        per_sync = e.link_latency_s + 2 * (n - 1) / n * act / sm.link_bandwidth
         comm = sm.gpu_layers * sm.syncs_per_layer * per_sync
         gpu_t = np.maximum.reduce([o.total for o in g]) if n > 1 else g[0].total
         bott = gpu_t
@@ -424,6 +433,8 @@ class PhaseBreakdown(Strict):
     what: str  # the step shown
     step_s: float
     comm_s: float
+    stage_s: dict[str, float]  # time of each device's part of the step
+    parallel: bool  # GPU stages run side by side (tensor split) rather than in turn
     ops: tuple[OpRow, ...]
 
 
@@ -442,16 +453,28 @@ def breakdown(sm: StepModel, what: str, tokens: float, seqs: float, q: float, de
                 achieved_flops_per_s=f / t if t else 0.0, achieved_bytes_per_s=b / t if t else 0.0,
                 peak_flops_per_s=None if not math.isfinite(o.peak_flops[i]) else o.peak_flops[i],
                 peak_bytes_per_s=None if not math.isfinite(o.peak_bw[i]) else o.peak_bw[i], bound=bound))
-    return PhaseBreakdown(what=what, step_s=total, comm_s=float(st.comm[0]), ops=tuple(rows))
+    stage_s: dict[str, float] = {}
+    for o in st.stages:
+        key = o.stage if o.stage not in stage_s else f"{o.stage} #{len(stage_s) + 1}"
+        stage_s[key] = float(o.total[0])
+    return PhaseBreakdown(what=what, step_s=total, comm_s=float(st.comm[0]), stage_s=stage_s,
+                          parallel=sm.split == "tensor", ops=tuple(rows))
 
 
 def bound_of(b: PhaseBreakdown) -> str:
     """What limits a step: the kind of time that dominates it."""
     kinds: dict[str, float] = {}
-    for r in b.ops:
+    ops = b.ops
+    if b.parallel:  # only the slowest GPU's share (and the host part) is on the critical path
+        gpu = {k: v for k, v in b.stage_s.items() if k != "host RAM"}
+        slowest = max(gpu, key=gpu.get).split(" #")[0]
+        ops = tuple(r for r in ops if r.stage in (slowest, "host RAM"))
+        seen: set[tuple[str, str]] = set()
+        ops = tuple(r for r in ops if not ((r.stage, r.op) in seen or seen.add((r.stage, r.op))))
+    for r in ops:
         key = {"memory": "memory bandwidth", "compute": "compute", "overhead": "per-layer overhead"}[r.bound]
         if r.stage == "host RAM":
-            key = "host memory" if r.bound != "compute" else "PCIe transfer to the GPU"
+            key = "PCIe transfer of host-resident weights" if "PCIe" in r.op else "host memory"
         kinds[key] = kinds.get(key, 0.0) + r.time_s
     if b.comm_s:
         kinds["GPU-to-GPU transfers"] = b.comm_s
@@ -463,6 +486,7 @@ def ceiling_step_time(sm: StepModel, tokens, seqs, q, depth) -> np.ndarray:
     """The physical lower bound of a step: every operation at 100% of peak bandwidth or
     compute, no overheads, no communication."""
     ideal = Efficiency(calibration="ideal", engine_source="ideal", weight_bw=1.0, layer_overhead_s=0.0, gemm=1.0,
-                       kv_bw=1.0, attn_compute=1.0, quant_bw={}, host_bw=1.0, link_latency_s=0.0)
+                       kv_bw=1.0, attn_compute=1.0, quant_bw={}, host_bw=1.0, link_latency_s=0.0,
+                       moe_layer_overhead_s=0.0, linear_layer_overhead_s=0.0)
     st = step(StepModel(**{**sm.__dict__, "eff": ideal, "link_bandwidth": math.inf}), tokens, seqs, q, depth)
     return st.total - st.comm

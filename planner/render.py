@@ -47,12 +47,73 @@ def fit_text(res: FitResult, r: Resolved) -> str:
     if res.warnings:
         lines.append("")
         lines += [f"note: {w}" for w in res.warnings]
+    if res.perf:
+        lines.append("")
+        lines += perf_text(res.perf, res.ctx_tokens)
     lines.append("")
     lines.append(f"assumptions: {a['engine']} defaults (ubatch {a['ubatch_tokens']}, context padded to "
                  f"{a['ctx_padding_tokens']}, flash attention {'on' if a['flash_attention'] else 'off'}"
                  + (", token embeddings in host RAM" if a["token_embedding_on_host"] else "")
-                 + f"); weights {a['weights_source']}; speed: not modelled yet")
+                 + f"); weights {a['weights_source']}; speed: calibration {a['calibration']}")
     return "\n".join(lines)
+
+
+def _rate(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def perf_text(p, ctx: int) -> list[str]:
+    b = p.batch
+    out = [f"speed (prompt {fmt_tokens(p.prompt_tokens)}, generate {fmt_tokens(p.gen_tokens)}, "
+           f"after {fmt_tokens(p.depth_tokens)} tokens of context, batch {b}):"]
+    if p.prefill_tok_s is not None:
+        out.append(f"  prefill  {_rate(p.prefill_tok_s):>9} tok/s   time to first token {p.ttft_s:.2f} s   "
+                   f"bound: {p.prefill_bound}")
+    out.append(f"  decode   {_rate(p.decode_tok_s):>9} tok/s per stream, {_rate(p.decode_total_tok_s)} across the batch, "
+               f"{p.tpot_s * 1e3:.1f} ms/token   bound: {p.decode_bound}")
+    ceil = f"  physical ceiling: decode {_rate(p.ceiling_decode_tok_s)} tok/s"
+    if p.ceiling_prefill_tok_s:
+        ceil += f", prefill {_rate(p.ceiling_prefill_tok_s)} tok/s"
+    if p.mbu is not None:
+        ceil += f"; decode moves {p.mbu:.0%} of peak bandwidth (MBU)"
+    if p.mfu is not None:
+        ceil += f", prefill uses {p.mfu:.0%} of peak compute (MFU)"
+    out.append(ceil)
+    out.append("  decode speed by depth: " + "   ".join(
+        f"{fmt_tokens(d.depth_tokens)}: {_rate(d.tok_s)}" for d in p.decode_at) + " tok/s per stream")
+    if len(p.decode_step.stage_s) > 1:
+        how = "side by side" if p.decode_step.parallel else "in turn"
+        out.append(f"  per decode step the devices work {how}: " + ", ".join(
+            f"{k} {v * 1e3:.2f} ms" for k, v in p.decode_step.stage_s.items()))
+    if p.comm_s_per_step:
+        what = "host-to-GPU" if p.split == "single" else f"{p.split} split, GPU-to-GPU"
+        out.append(f"  {what} transfers over {p.link}: {p.comm_s_per_step * 1e3:.2f} ms per decode step "
+                   f"({p.comm_s_per_step / p.decode_step.step_s:.0%} of it)")
+    return out
+
+
+def explain_text(p) -> str:
+    """The per-operation roofline behind the numbers."""
+    out = []
+    for ph in (p.decode_step, p.prefill_step):
+        if ph is None:
+            continue
+        out.append(f"{ph.what}: {ph.step_s * 1e3:.3f} ms"
+                   + (f" (of which GPU-to-GPU {ph.comm_s * 1e3:.3f} ms)" if ph.comm_s else ""))
+        out.append(f"  {'stage':<14}{'operation':<20}{'GFLOP':>10}{'MB':>10}{'ms':>9}{'share':>7}"
+                   f"{'TFLOP/s':>9}{'of peak':>8}{'GB/s':>8}{'of peak':>8}  bound")
+        for o in ph.ops:
+            pf = f"{o.achieved_flops_per_s / o.peak_flops_per_s:.0%}" if o.peak_flops_per_s and o.flops else "-"
+            pb = f"{o.achieved_bytes_per_s / o.peak_bytes_per_s:.0%}" if o.peak_bytes_per_s and o.bytes else "-"
+            out.append(f"  {o.stage[:13]:<14}{o.op:<20}{o.flops / 1e9:>10.2f}{o.bytes / 1e6:>10.1f}{o.time_s * 1e3:>9.3f}"
+                       f"{o.share:>7.0%}{o.achieved_flops_per_s / 1e12:>9.2f}{pf:>8}{o.achieved_bytes_per_s / 1e9:>8.0f}"
+                       f"{pb:>8}  {o.bound}")
+        out.append("")
+    out.append("Each operation takes max(bytes / (peak bandwidth x efficiency), FLOPs / (peak compute x efficiency)); "
+               "stages add up under a layer split and run side by side under a tensor split (docs/equations.md#speed).")
+    return "\n".join(out)
 
 
 def gpu_table(c: Catalog) -> str:

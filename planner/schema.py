@@ -27,6 +27,7 @@ SourceKind = Literal[
     "retailer",  # a price observation
     "paper",
     "forum",  # user reports (issues, discussions)
+    "fit",  # fitted by planner from measured runs (the note names the runs and the procedure)
 ]
 
 

@@ -100,7 +100,7 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
     ceiling = 1 / ceil_t if ceil_t > 0 else math.inf
 
     at = []
-    for d in sorted({0, ctx // 2, max(ctx - 1, 0)}):
+    for d in sorted({0, ctx // 2, ctx}):
         t = float(decode_time(sm, [b], [d], [1])[0])
         at.append(DecodeAt(depth_tokens=d, tok_s=1 / t, total_tok_s=b / t))
 

@@ -42,9 +42,18 @@ def test_fit_json_is_pinned():
 
 
 def test_does_not_fit_exit_1_with_suggestions():
-    r = run("fit", "qwen3.6-27b", "--gpu", "rtx3070ti", "--ctx", "32k")
+    # every layer on the GPU asked for explicitly: llama.cpp's --fit does not step in
+    r = run("fit", "qwen3.6-27b", "--gpu", "rtx3070ti", "--ctx", "32k", "-ngl", "64")
     assert r.exit_code == 1
-    assert "DOES NOT FIT" in r.output and "--quant" in r.output or "-ngl" in r.output
+    assert "DOES NOT FIT" in r.output and ("--quant" in r.output or "-ngl" in r.output)
+
+
+def test_llamacpp_fit_offloads_when_no_layer_count_given():
+    r = run("fit", "qwen3.6-27b", "--gpu", "rtx3070ti", "--ctx", "32k", "--json")
+    out = json.loads(r.output)
+    assert r.exit_code == 0 and out["fits"]
+    assert out["assumptions"]["gpu_layers"] < 64 and out["memory"]["host_bytes"] > 10 * 2**30
+    assert any("--fit would" in w for w in out["warnings"])
 
 
 @pytest.mark.parametrize("args,msg", [

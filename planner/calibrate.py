@@ -1,0 +1,212 @@
+"""Fitting a calibration profile to measured runs (docs/validation.md#procedure).
+
+Parameters are the efficiency factors of hwdb/calibrations/ in log space. The objective is
+the sum of squared log errors log(predicted / measured) over the runs whose role is `fit`,
+plus a Gaussian prior on each log factor centred on the priors profile (sigma = log 2), so
+a factor that no run constrains stays at its prior instead of wandering. Bounds keep
+efficiencies in (0.02, 1] and overheads in [0.1, 500] us. scipy's trust-region reflective
+least squares solves it. Imported only by `planner calibrate` and `planner validate`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from planner import units
+from planner.calibration import Calibration
+from planner.errors import PlannerError
+from planner.runs import Prepared, predict
+from planner.schema import Quantity
+
+PRIOR_SIGMA = math.log(2.0)  # a prior is believed within a factor of two
+
+
+@dataclass(frozen=True)
+class Param:
+    path: tuple[str, ...]  # where it lives in the profile, e.g. ("engines", "llama.cpp-cuda", "gemm_eff")
+    prior: float  # SI
+    lo: float
+    hi: float
+    unit: str
+
+
+def _get(cal: Calibration, path: tuple[str, ...]) -> Quantity:
+    obj: Any = cal
+    for p in path:
+        obj = obj[p] if isinstance(obj, dict) else getattr(obj, p)
+    return obj
+
+
+def parameters(priors: Calibration, rows: list[Prepared]) -> list[Param]:
+    """The factors the rows can inform: per engine seen (bandwidth, overhead, compute), the
+    attention factors of the flash-attention modes seen, the weight kernel classes seen
+    (float is the reference), and the MoE / linear-layer overheads and link latency."""
+    out: list[Param] = []
+    engines = sorted({p.engine for p in rows})
+    metrics = {e: {p.run.metric for p in rows if p.engine == e} for e in engines}
+    base = {e: _resolve_engine(priors, e) for e in engines}
+
+    def add(path, q: Quantity, lo, hi):
+        out.append(Param(path, q.si, lo, hi, q.unit))
+
+    for e in engines:
+        ep = priors.engines[base[e]]
+        add(("engines", e, "weight_bw_eff"), ep.weight_bw_eff, 0.02, 1.0)
+        add(("engines", e, "layer_overhead"), ep.layer_overhead, 1e-7, 5e-4)
+        if metrics[e] - {"decode_tok_s"}:
+            add(("engines", e, "gemm_eff"), ep.gemm_eff, 0.02, 1.0)
+    for fa in sorted({"fa_on" if p.fa else "fa_off" for p in rows}):
+        a = priors.attention[fa]
+        add(("attention", fa, "decode_bw_eff"), a.decode_bw_eff, 0.02, 1.0)
+        add(("attention", fa, "prefill_eff"), a.prefill_eff, 0.02, 1.0)
+    classes = set()
+    for p in rows:
+        for st in p.sm.gpus:
+            classes |= {k for k, b in zip(("float", "legacy", "kquant", "iquant", "fp8", "fp4", "int4"), st.w_bytes) if b}
+    for k in sorted(classes - {"float"}):
+        add(("quant_kernels", k), priors.quant_kernels[k], 0.2, 1.5)
+    if any(st.moe_layers for p in rows for st in p.sm.gpus):
+        add(("moe_layer_overhead",), priors.moe_layer_overhead, 1e-7, 5e-4)
+    if any(st.linear_layers for p in rows for st in p.sm.gpus):
+        add(("linear_layer_overhead",), priors.linear_layer_overhead, 1e-7, 5e-4)
+    if any(len(p.sm.gpus) > 1 for p in rows):
+        add(("link_latency",), priors.link_latency, 1e-7, 5e-4)
+    return out
+
+
+def _resolve_engine(cal: Calibration, engine: str) -> str:
+    seen = set()
+    while engine not in cal.engines and engine in cal.fallback and engine not in seen:
+        seen.add(engine)
+        engine = cal.fallback[engine]
+    return engine if engine in cal.engines else next(iter(cal.engines))
+
+
+def with_values(priors: Calibration, params: list[Param], values: np.ndarray, source: str | None,
+                name: str, description: str, fit: dict[str, Any] | None = None, fit_runs: str = "") -> Calibration:
+    """A profile: the priors with `values` (SI) put in at the params' paths, marked as fitted."""
+    d = priors.model_dump(exclude_none=True)
+    d.pop("id", None)
+    for e in {p.path[1] for p in params if p.path[0] == "engines"}:
+        if e not in d["engines"]:
+            d["engines"][e] = priors.engines[_resolve_engine(priors, e)].model_dump(exclude_none=True)
+    for p, v in zip(params, values):
+        node = d
+        for key in p.path[:-1]:
+            node = node[key]
+        scale = units.to_si(1.0, p.unit)
+        q = {"value": float(f"{v / scale:.4g}"), "unit": p.unit}
+        if source:
+            q["source"] = source
+        else:
+            q["estimate"] = "set by hand"
+        node[p.path[-1]] = q
+    if source:
+        d.setdefault("sources", {})[source] = {
+            "url": "docs/validation.md#procedure", "kind": "fit",
+            "note": f"least-squares fit to the `fit` rows of {fit_runs or 'the given runs'}"}
+    d.update(name=name, description=description)
+    if fit is not None:
+        d["fit"] = fit
+    return Calibration.model_validate(d)
+
+
+def fit(priors: Calibration, rows: list[Prepared], source_key: str = "fit", max_nfev: int = 60,
+        runs_file: str = "") -> tuple[Calibration, dict[str, Any]]:
+    """Least-squares fit of the profile's factors to `rows` (all of them: pass only fit rows)."""
+    try:
+        from scipy.optimize import least_squares
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        raise PlannerError("fitting needs scipy: pip install scipy") from None
+    if not rows:
+        raise PlannerError("no runs to fit")
+    params = parameters(priors, rows)
+    x0 = np.log([p.prior for p in params])
+    lo = np.log([p.lo for p in params])
+    hi = np.log([p.hi for p in params])
+    x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
+    meas = np.log([p.run.value for p in rows])
+    sign = np.array([-1.0 if p.run.metric == "e2e_latency_s" else 1.0 for p in rows])
+
+    def residuals(x):
+        cal = with_values(priors, params, np.exp(x), None, "trial", "trial")
+        pred = np.log([max(predict(p, cal), 1e-12) for p in rows])
+        return np.concatenate([(pred - meas) * sign, (x - x0) / PRIOR_SIGMA * (1 / math.sqrt(len(rows)))])
+
+    res = least_squares(residuals, x0, bounds=(lo, hi), method="trf", x_scale=1.0, diff_step=1e-3,
+                        max_nfev=max_nfev)
+    values = np.exp(res.x)
+    info = {"method": "scipy.optimize.least_squares (trf) on log error with log-normal priors, sigma = log 2",
+            "runs_file": runs_file, "rows_fitted": len(rows), "parameters": len(params),
+            "cost": float(res.cost), "evaluations": int(res.nfev), "status": res.message}
+    cal = with_values(priors, params, values, source_key, "", "", None, runs_file)
+    return cal, info
+
+
+def write_profile(cal: Calibration, path: Path, header: str, sources: dict[str, dict[str, str]]) -> None:
+    """Write a profile as TOML, atomically (a temp file renamed over the target)."""
+    d = cal.model_dump(exclude_none=True)
+    d.pop("id", None)
+    d["sources"] = {**{k: v for k, v in d.get("sources", {}).items()}, **sources}
+    text = header + _toml(d)
+    Calibration.model_validate({**_reload(text)})  # never write a profile the loader would reject
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _reload(text: str) -> dict:
+    import tomllib
+
+    return tomllib.loads(text)
+
+
+def _val(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_val(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_val(x)}" for k, x in v.items()) + " }"
+    raise TypeError(type(v))
+
+
+def _key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else _val(k)
+
+
+def _is_quantity(v: Any) -> bool:
+    return isinstance(v, dict) and "value" in v and "unit" in v
+
+
+def _toml(d: dict, prefix: str = "") -> str:
+    """A minimal TOML writer for profile dicts: scalars and quantities inline, tables nested."""
+    lines, tables = [], []
+    for k, v in d.items():
+        if isinstance(v, dict) and not _is_quantity(v):
+            tables.append((k, v))
+        else:
+            lines.append(f"{_key(k)} = {_val(v)}")
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for k, v in tables:
+        name = f"{prefix}.{_key(k)}" if prefix else _key(k)
+        out += f"\n[{name}]\n" + _toml(v, name).lstrip("\n")
+    return out
