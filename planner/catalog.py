@@ -157,10 +157,13 @@ class Catalog:
             return self.calibrations["priors"]
         return self._find(self.calibrations, name, "calibration")
 
-    def recipe(self, name: str):
-        for k, r in self.recipes.recipes.items():
-            if k.lower() == name.strip().lower():
-                return k, r
+    def recipe(self, name: str, fmt: str | None = None):
+        """A quant recipe by name, case-insensitively; where names differ only in case (BF16 GGUF,
+        bf16 safetensors) the one of format `fmt` wins."""
+        hits = [(k, r) for k, r in self.recipes.recipes.items() if k.lower() == name.strip().lower()]
+        hits.sort(key=lambda kr: (kr[1].format != fmt, kr[0] != name.strip()))
+        if hits:
+            return hits[0]
         raise did_you_mean(name, list(self.recipes.recipes), "quant")
 
     def kv_type(self, name: str):

@@ -129,8 +129,8 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         weights = tuple(file_weights)
         exact = True
     else:
-        quant, recipe = catalog.recipe(dep.quant or engine.default_quant)
         fmt = "gguf" if engine.family == "llama.cpp" else "safetensors"
+        quant, recipe = catalog.recipe(dep.quant or engine.default_quant, fmt)
         if recipe.format != fmt:
             options = [k for k, r in catalog.recipes.recipes.items() if r.format == fmt]
             raise PlannerError(f"{engine.id} does not load {quant} ({recipe.format}) weights; use one of: {', '.join(options)}")
