@@ -11,8 +11,7 @@ least squares solves it. Imported only by `planner calibrate` and `planner valid
 from __future__ import annotations
 
 import math
-import os
-import tempfile
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from planner import units
+from planner.atomic import write_atomic
 from planner.calibration import Calibration
 from planner.errors import PlannerError
 from planner.runs import Prepared, predict
@@ -156,23 +156,8 @@ def write_profile(cal: Calibration, path: Path, header: str, sources: dict[str, 
     d.pop("id", None)
     d["sources"] = {**{k: v for k, v in d.get("sources", {}).items()}, **sources}
     text = header + _toml(d)
-    Calibration.model_validate({**_reload(text)})  # never write a profile the loader would reject
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _reload(text: str) -> dict:
-    import tomllib
-
-    return tomllib.loads(text)
+    Calibration.model_validate(tomllib.loads(text))  # never write a profile the loader would reject
+    write_atomic(path, text)
 
 
 def _val(v: Any) -> str:

@@ -16,6 +16,7 @@ from planner import units
 from planner.catalog import Catalog
 from planner.deployment import Deployment, parse_gpus, resolve
 from planner.errors import PlannerError
+from planner.atomic import write_atomic
 from planner.emit import command as emit_command
 from planner.fit import fit
 from planner.memory import with_
@@ -220,22 +221,6 @@ def validate_cmd(runs, calibration, markdown_out):
               (f" --calibration {calibration}" if calibration else "") + f" --markdown {markdown_out}"
         write_atomic(Path(markdown_out), validate.markdown(scored, cal, shown, cmd))
         click.echo(f"wrote {markdown_out}")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @main.command("gpus")

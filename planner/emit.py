@@ -5,7 +5,7 @@ llama.cpp: tools/server/README.md and docs/multi-gpu.md (-m, -c, -np, -ngl, -fa,
 --pipeline-parallel-size, --max-model-len, --kv-cache-dtype, --gpu-memory-utilization,
 --max-num-seqs, --max-num-batched-tokens). SGLang: `python -m sglang.launch_server` server
 arguments (--tp-size, --pp-size, --context-length, --kv-cache-dtype, --mem-fraction-static,
---max-running-requests).
+--max-running-requests, --chunked-prefill-size).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def command(r: Resolved, family: str, ctx: int) -> str:
     if r.engine.family != family:
         hint = {"llama.cpp": "llama.cpp-cuda", "vllm": "vllm-cuda", "sglang": "sglang-cuda"}[family]
         raise PlannerError(f"this plan is for {r.engine.id}; plan for {family} first, e.g. --engine {hint}")
-    return {"llama.cpp": _llamacpp, "vllm": _vllm, "sglang": _sglang}[family](r, ctx)
+    return _llamacpp(r, ctx) if family == "llama.cpp" else _server(r, ctx, family)
 
 
 def _llamacpp(r: Resolved, ctx: int) -> str:
@@ -52,36 +52,31 @@ def _llamacpp(r: Resolved, ctx: int) -> str:
     return " ".join(a)
 
 
-def _vllm(r: Resolved, ctx: int) -> str:
-    a = ["vllm", "serve", r.hf_repo or r.model_name]
-    n = len(r.gpus)
-    if n > 1:
-        a += ["--tensor-parallel-size" if r.split == "tensor" else "--pipeline-parallel-size", str(n)]
-    a += ["--max-model-len", str(ctx)]
-    kv = _VLLM_KV.get(r.kv_quant, r.kv_quant)
-    if kv != "auto":
-        a += ["--kv-cache-dtype", kv]
-    if r.quant == "fp8":
-        a += ["--quantization", "fp8"]
-    a += ["--gpu-memory-utilization", f"{r.engine.memory.gpu_memory_utilization.value:g}"]
-    a += ["--max-num-seqs", str(r.batch)]
-    if r.ubatch_tokens != r.engine.memory.default_ubatch_tokens:
-        a += ["--max-num-batched-tokens", str(r.ubatch_tokens)]
-    return " ".join(a)
+# the same plan in each server's own flag names
+_SERVER_FLAGS = {
+    "vllm": dict(start=["vllm", "serve"], model=[], tp="--tensor-parallel-size", pp="--pipeline-parallel-size",
+                 ctx="--max-model-len", kv="--kv-cache-dtype", kv_names=_VLLM_KV, mem="--gpu-memory-utilization",
+                 seqs="--max-num-seqs", tokens="--max-num-batched-tokens"),
+    "sglang": dict(start=["python", "-m", "sglang.launch_server"], model=["--model-path"], tp="--tp-size", pp="--pp-size",
+                   ctx="--context-length", kv="--kv-cache-dtype", kv_names=_SGLANG_KV, mem="--mem-fraction-static",
+                   seqs="--max-running-requests", tokens="--chunked-prefill-size"),
+}
 
 
-def _sglang(r: Resolved, ctx: int) -> str:
-    a = ["python", "-m", "sglang.launch_server", "--model-path", r.hf_repo or r.model_name]
-    n = len(r.gpus)
-    if n > 1:
-        a += ["--tp-size" if r.split == "tensor" else "--pp-size", str(n)]
-    a += ["--context-length", str(ctx)]
-    kv = _SGLANG_KV.get(r.kv_quant, r.kv_quant)
+def _server(r: Resolved, ctx: int, family: str) -> str:
+    f = _SERVER_FLAGS[family]
+    a = f["start"] + f["model"] + [r.hf_repo or r.model_name]
+    if len(r.gpus) > 1:
+        a += [f["tp"] if r.split == "tensor" else f["pp"], str(len(r.gpus))]
+    a += [f["ctx"], str(ctx)]
+    kv = f["kv_names"].get(r.kv_quant, r.kv_quant)
     if kv != "auto":
-        a += ["--kv-cache-dtype", kv]
+        a += [f["kv"], kv]
     if r.quant == "fp8":
-        a += ["--quantization", "fp8"]
+        a += ["--quantization", "fp8"]  # on-the-fly FP8 of a BF16 checkpoint
     if r.engine.memory.gpu_memory_utilization:
-        a += ["--mem-fraction-static", f"{r.engine.memory.gpu_memory_utilization.value:g}"]
-    a += ["--max-running-requests", str(r.batch)]
+        a += [f["mem"], f"{r.engine.memory.gpu_memory_utilization.value:g}"]
+    a += [f["seqs"], str(r.batch)]
+    if r.ubatch_tokens != r.engine.memory.default_ubatch_tokens:
+        a += [f["tokens"], str(r.ubatch_tokens)]
     return " ".join(a)

@@ -7,7 +7,7 @@ from planner.deployment import Resolved
 from planner.errors import did_you_mean
 from planner.fit import FitResult
 from planner.schema import Quantity
-from planner.units import GB, GiB, fmt_params, fmt_tokens
+from planner.units import GB, GFLOP, MB, MS, TFLOP, GiB, fmt_params, fmt_tokens
 
 
 def _g(n: float) -> str:
@@ -72,7 +72,7 @@ def perf_text(p, ctx: int) -> list[str]:
         out.append(f"  prefill  {_rate(p.prefill_tok_s):>9} tok/s   time to first token {p.ttft_s:.2f} s   "
                    f"bound: {p.prefill_bound}")
     out.append(f"  decode   {_rate(p.decode_tok_s):>9} tok/s per stream, {_rate(p.decode_total_tok_s)} across the batch, "
-               f"{p.tpot_s * 1e3:.1f} ms/token   bound: {p.decode_bound}")
+               f"{p.tpot_s / MS:.1f} ms/token   bound: {p.decode_bound}")
     ceil = f"  physical ceiling: decode {_rate(p.ceiling_decode_tok_s)} tok/s"
     if p.ceiling_prefill_tok_s:
         ceil += f", prefill {_rate(p.ceiling_prefill_tok_s)} tok/s"
@@ -86,10 +86,10 @@ def perf_text(p, ctx: int) -> list[str]:
     if len(p.decode_step.stage_s) > 1:
         how = "side by side" if p.decode_step.parallel else "in turn"
         out.append(f"  per decode step the devices work {how}: " + ", ".join(
-            f"{k} {v * 1e3:.2f} ms" for k, v in p.decode_step.stage_s.items()))
+            f"{k} {v / MS:.2f} ms" for k, v in p.decode_step.stage_s.items()))
     if p.comm_s_per_step:
         what = "host-to-GPU" if p.split == "single" else f"{p.split} split, GPU-to-GPU"
-        out.append(f"  {what} transfers over {p.link}: {p.comm_s_per_step * 1e3:.2f} ms per decode step "
+        out.append(f"  {what} transfers over {p.link}: {p.comm_s_per_step / MS:.2f} ms per decode step "
                    f"({p.comm_s_per_step / p.decode_step.step_s:.0%} of it)")
     return out
 
@@ -100,15 +100,15 @@ def explain_text(p) -> str:
     for ph in (p.decode_step, p.prefill_step):
         if ph is None:
             continue
-        out.append(f"{ph.what}: {ph.step_s * 1e3:.3f} ms"
-                   + (f" (of which GPU-to-GPU {ph.comm_s * 1e3:.3f} ms)" if ph.comm_s else ""))
+        out.append(f"{ph.what}: {ph.step_s / MS:.3f} ms"
+                   + (f" (of which GPU-to-GPU {ph.comm_s / MS:.3f} ms)" if ph.comm_s else ""))
         out.append(f"  {'stage':<14}{'operation':<20}{'GFLOP':>10}{'MB':>10}{'ms':>9}{'share':>7}"
                    f"{'TFLOP/s':>9}{'of peak':>8}{'GB/s':>8}{'of peak':>8}  bound")
         for o in ph.ops:
             pf = f"{o.achieved_flops_per_s / o.peak_flops_per_s:.0%}" if o.peak_flops_per_s and o.flops else "-"
             pb = f"{o.achieved_bytes_per_s / o.peak_bytes_per_s:.0%}" if o.peak_bytes_per_s and o.bytes else "-"
-            out.append(f"  {o.stage[:13]:<14}{o.op:<20}{o.flops / 1e9:>10.2f}{o.bytes / 1e6:>10.1f}{o.time_s * 1e3:>9.3f}"
-                       f"{o.share:>7.0%}{o.achieved_flops_per_s / 1e12:>9.2f}{pf:>8}{o.achieved_bytes_per_s / 1e9:>8.0f}"
+            out.append(f"  {o.stage[:13]:<14}{o.op:<20}{o.flops / GFLOP:>10.2f}{o.bytes / MB:>10.1f}{o.time_s / MS:>9.3f}"
+                       f"{o.share:>7.0%}{o.achieved_flops_per_s / TFLOP:>9.2f}{pf:>8}{o.achieved_bytes_per_s / GB:>8.0f}"
                        f"{pb:>8}  {o.bound}")
         out.append("")
     out.append("Each operation takes max(bytes / (peak bandwidth x efficiency), FLOPs / (peak compute x efficiency)); "

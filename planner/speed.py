@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from planner.calibration import Calibration, efficiency_for
 from planner.catalog import Catalog
 from planner.deployment import Resolved
 from planner.perf import (PhaseBreakdown, StepModel, bound_of, breakdown, ceiling_step_time, compile_steps,
                           decode_time, prefill_time)
 from planner.schema import Strict
+from planner.units import GB
 
 DEFAULT_PROMPT = 512  # llama-bench's pp512 / tg128 defaults
 DEFAULT_GEN = 128
@@ -84,7 +83,7 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
     if sm.host is not None and r.host is None:
         notes.append(f"host memory not given (--host): offloaded layers assumed on {DEFAULT_HOST}")
     if len(r.gpus) > 1:
-        notes.append(f"GPUs linked by {sm.link_name}, {sm.link_bandwidth / 1e9:.1f} GB/s each way")
+        notes.append(f"GPUs linked by {sm.link_name}, {sm.link_bandwidth / GB:.1f} GB/s each way")
         if sm.split == "layer":
             notes.append("layer split: each token passes the GPUs in turn, so their times add up; "
                          "a prompt's ubatches pipeline across them" if sm.pipeline_prefill else
@@ -134,7 +133,3 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
         mbu=mbu, mfu=mfu, comm_s_per_step=dstep.comm_s, split=sm.split, link=sm.link_name, calibration=cal.id,
         efficiency_from=sm.eff.engine_source, decode_step=dstep, prefill_step=pstep, notes=tuple(notes))
 
-
-def sweep_decode(sm: StepModel, batch: np.ndarray, depth: np.ndarray, gen: np.ndarray) -> np.ndarray:
-    """Per-stream decode tok/s for arrays of workloads on one compiled deployment."""
-    return gen / decode_time(sm, batch, depth, gen)

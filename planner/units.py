@@ -21,6 +21,9 @@ KiB = 2**10
 MiB = 2**20
 GiB = 2**30
 TiB = 2**40
+MS = 1e-3  # seconds per millisecond
+GFLOP = 1e9
+TFLOP = 1e12
 
 # Multipliers to SI for each unit string a data file may use.
 _UNIT_TO_SI: dict[str, float] = {
