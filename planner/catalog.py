@@ -12,9 +12,9 @@ import sys
 import tomllib
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from planner.arch import Architecture, parse_config
 from planner.errors import PlannerError, did_you_mean
@@ -49,6 +49,53 @@ class ModelCard(Sourced):
     @cached_property
     def arch(self) -> Architecture:
         return parse_config(self.config)
+
+
+class ReportedAcceptance(Strict):
+    """A published acceptance figure: tokens per verification step (incl. the bonus token) or
+    the share of drafted tokens accepted, as engines print it."""
+
+    accept_len: float | None = Field(default=None, ge=1)
+    drafted_accept_rate: float | None = Field(default=None, ge=0, le=1)
+    draft_len: int | None = Field(default=None, ge=1)
+    where: str
+    source: str
+
+
+class DraftCard(Sourced):
+    """A drafter for speculative decoding and the targets it serves (models_db/drafts/)."""
+
+    id: str = ""
+    name: str
+    method: Literal["draft", "mtp", "dflash", "eagle"]
+    targets: tuple[str, ...]
+    hf_repo: str = ""
+    model: str | None = None  # method draft: a catalog model id
+    config: dict[str, Any] | None = None  # dflash / eagle: the drafter's own config.json fields
+    config_source: str | None = None
+    block_size: Quantity | None = None  # dflash: tokens drafted by one forward
+    target_layers_tapped: Quantity | None = None  # dflash / eagle: hidden states fed to the fc projection
+    draft_vocab: Quantity | None = None  # eagle: the draft head's own vocabulary
+    shares_embedding: bool = False
+    shares_head: bool = False
+    recommended_draft_len: Quantity | None = None
+    default_quant: dict[str, str] = Field(default_factory=dict)  # by weight format
+    files: tuple["PublishedFile", ...] = ()
+    reported: tuple[ReportedAcceptance, ...] = ()
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _complete(self) -> "DraftCard":
+        if self.method == "draft" and not self.model:
+            raise ValueError("a draft-model entry names its catalog `model`")
+        if self.method in ("dflash", "eagle") and (not self.config or not self.config_source):
+            raise ValueError(f"a {self.method} entry needs its drafter `config` and `config_source`")
+        if self.config_source and self.config_source not in self.sources:
+            raise ValueError(f"config_source {self.config_source!r} is not in [sources]")
+        for r in self.reported:
+            if r.source not in self.sources:
+                raise ValueError(f"reported source {r.source!r} is not in [sources]")
+        return self
 
 
 def default_data_dir() -> Path:
@@ -101,6 +148,7 @@ class Catalog:
         self.hosts = self._load_dir("hwdb/hosts", HostMemory)
         self.engines = self._load_dir("hwdb/engines", Engine)
         self.models = self._load_dir("models_db/models", ModelCard)
+        self.drafts = self._load_dir("models_db/drafts", DraftCard)
         self.links = load_toml(self.root / "hwdb" / "links.toml", LinkTable)
         self.calibrations = self._load_dir("hwdb/calibrations", Calibration)
         if DEFAULT_CALIBRATION not in self.calibrations or "priors" not in self.calibrations:
@@ -118,6 +166,10 @@ class Catalog:
         for m in self.models.values():
             if m.config_source not in m.sources:
                 raise PlannerError(f"models_db/models/{m.id}.toml: config_source {m.config_source!r} not in [sources]")
+        for d in self.drafts.values():
+            for t in d.targets + ((d.model,) if d.model else ()):
+                if t not in self.models:
+                    raise PlannerError(f"models_db/drafts/{d.id}.toml: unknown model {t!r}")
 
     def _load_dir(self, rel: str, model: type[T]) -> dict[str, T]:
         d = self.root / rel
@@ -142,6 +194,13 @@ class Catalog:
 
     def model(self, name: str) -> ModelCard:
         return self._find(self.models, name, "model")
+
+    def draft(self, name: str) -> DraftCard:
+        return self._find(self.drafts, name, "draft")
+
+    def drafts_for(self, model_id: str) -> list[DraftCard]:
+        """Catalog drafters that serve `model_id`, in file order."""
+        return [d for d in self.drafts.values() if model_id in d.targets]
 
     def engine(self, name: str) -> Engine:
         return self._find(self.engines, name, "engine")

@@ -88,12 +88,20 @@ def main():
 @click.option("--gen", type=TOKENS, default=None, help="generated tokens per sequence (default 128)")
 @click.option("--depth", type=TOKENS, default=None, help="tokens already in context before the prompt (default 0)")
 @click.option("--calibration", default=None, help="efficiency profile (default reference-fit; 'none' = priors only); see hwdb/calibrations")
+@click.option("--spec", default=None, help="speculative decoding: mtp, dflash, eagle (the catalog's drafter for the model), dflash:ID / eagle:ID, or draft:MODEL; see `planner drafts`")
+@click.option("--accept", type=float, default=None, help="per-token acceptance of drafted tokens, 0-1 (Leviathan's alpha)")
+@click.option("--accept-len", "accept_len", type=float, default=None, help="mean tokens per verification step (accepted drafts + 1), as vLLM/SGLang report")
+@click.option("--draft-len", "draft_len", type=click.IntRange(1, 64), default=None, help="tokens drafted per step (default: the drafter's recommended, else the engine's)")
+@click.option("--draft-quant", "draft_quant", default=None, help="weight quant of the drafter (default: the drafter's recommended, or the target's)")
+@click.option("--sweep-accept", "sweep_accept", is_flag=True, help="with --spec: a table of speed by acceptance and draft length")
+@click.option("--observed", type=float, default=None, help="check a claimed decode speed (tok/s per stream) against this deployment's physics")
 @click.option("--explain", is_flag=True, help="show the per-operation roofline behind the speeds")
 @click.option("--emit", type=click.Choice(["llama.cpp", "vllm", "sglang"]), default=None, help="print the engine command line for this plan")
 @click.option("--json", "as_json", is_flag=True, help="print the stable JSON contract")
 @friendly
 def fit_cmd(model, gpu, ctx, quant, kv_quant, engine, split, tensor_split, batch, ubatch, gpu_layers, cpu_moe,
-            host, host_ram, flash_attn, prompt, gen, depth, calibration, explain, emit, as_json):
+            host, host_ram, flash_attn, prompt, gen, depth, calibration, spec, accept, accept_len, draft_len,
+            draft_quant, sweep_accept, observed, explain, emit, as_json):
     """Does MODEL fit on GPUS, with how long a context, and what to change if not.
 
     MODEL is a catalog id (see `planner models`) or a path to a config.json or .gguf file.
@@ -125,9 +133,12 @@ def fit_cmd(model, gpu, ctx, quant, kv_quant, engine, split, tensor_split, batch
     dep = Deployment(model=model, gpus=parse_gpus(gpu), engine=engine, quant=quant, kv_quant=kv_quant, ctx_tokens=ctx,
                      batch=batch, split=split, ubatch_tokens=ubatch, gpu_layers=gpu_layers, cpu_moe_layers=cpu_moe,
                      host=host, host_ram_bytes=host_ram, tensor_split=ts, balance=balance,
-                     flash_attention=None if flash_attn is None else flash_attn == "on")
+                     flash_attention=None if flash_attn is None else flash_attn == "on", spec=spec,
+                     draft_len=draft_len, accept=accept, accept_len=accept_len, draft_quant=draft_quant)
+    if sweep_accept and not spec:
+        raise PlannerError("--sweep-accept needs --spec (mtp, dflash, eagle or draft:MODEL)")
     r = resolve(catalog, dep, card=card, file_weights=file_weights)
-    result = fit(catalog, r, prompt, gen, depth, catalog.calibration(calibration))
+    result = fit(catalog, r, prompt, gen, depth, catalog.calibration(calibration), sweep_accept, observed)
     a = result.assumptions  # the plan may have chosen an offload (llama.cpp --fit)
     r = with_(r, gpu_layers=a["gpu_layers"], cpu_moe_layers=a["cpu_moe_layers"])
     if as_json:

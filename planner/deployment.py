@@ -6,8 +6,8 @@ combinations) happens here; the physics in planner.memory never sees a name.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -40,6 +40,11 @@ class Deployment(Strict):
     tensor_split: tuple[float, ...] | None = None
     balance: Literal["memory", "speed"] | None = None  # shares by memory or by bandwidth when no tensor_split
     flash_attention: bool | None = None  # default: the engine's
+    spec: str | None = None  # speculative drafter: mtp, dflash[:ID], eagle[:ID], draft:MODEL
+    draft_len: int | None = Field(default=None, ge=1, le=64)
+    accept: float | None = None  # per drafted token (Leviathan's alpha)
+    accept_len: float | None = None  # tokens per verification step
+    draft_quant: str | None = None
 
 
 _GPU_TERM = re.compile(r"^\s*(?:(\d+)\s*[x*]\s*)?([A-Za-z0-9_.:\-]+)\s*$")
@@ -95,6 +100,7 @@ class Resolved:
     kernel_of: dict[str, str] = field(default_factory=dict)  # storage type -> matmul kernel class
     hf_repo: str = ""
     auto_offload: bool = False  # llama.cpp --fit (default on) may choose -ngl / --n-cpu-moe itself
+    spec: Any = None  # planner.spec.SpecPlan: the drafter (itself a Resolved) and the acceptance assumed
 
 
 def pick_engine(catalog: Catalog, gpus: tuple[Gpu, ...], name: str | None, model_is_gguf: bool) -> Engine:
@@ -180,7 +186,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         raise PlannerError(f"a quantized V cache ({kv_name}) needs flash attention in llama.cpp; drop --no-flash-attn")
     host = catalog.host(dep.host) if dep.host else None
 
-    return Resolved(
+    r = Resolved(
         model_id=card.id, model_name=card.name, arch=arch, weights=weights, gpus=gpus, engine=engine,
         quant=quant, kv_quant=kv_name, kv_bytes_per_value=kv.bytes_per_value, ctx_tokens=dep.ctx_tokens,
         batch=dep.batch, split=split,
@@ -192,4 +198,11 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         auto_offload=(engine.family == "llama.cpp" and dep.gpu_layers is None and not dep.cpu_moe_layers
                       and gpus[0].memory_kind == "dedicated" and not (split == "tensor" and len(gpus) > 1)),
     )
+    if dep.spec:
+        from planner.spec import resolve_spec
+
+        r = replace(r, spec=resolve_spec(catalog, r, dep.spec, dep.draft_len, dep.accept, dep.accept_len, dep.draft_quant))
+    elif any(x is not None for x in (dep.draft_len, dep.accept, dep.accept_len, dep.draft_quant)):
+        raise PlannerError("--draft-len, --accept, --accept-len and --draft-quant need --spec (mtp, dflash, eagle or draft:MODEL)")
+    return r
 

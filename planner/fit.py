@@ -14,6 +14,7 @@ from planner.deployment import Resolved
 from planner.memory import MemoryPlan, max_context, plan_memory, with_
 from planner.schema import Strict
 from planner.speed import PerfEstimate, estimate
+from planner.spec import Claim, SpecEstimate, check_claim, estimate_spec
 from planner.units import GiB, fmt_tokens
 
 MIN_USEFUL_CTX = 4096  # a context shorter than this is not offered as a fix
@@ -33,6 +34,8 @@ class FitResult(Strict):
     max_ctx_tokens: int
     memory: MemoryPlan
     perf: PerfEstimate | None = None
+    spec: SpecEstimate | None = None
+    claim: Claim | None = None
     assumptions: dict[str, Any]
     warnings: tuple[str, ...]
     suggestions: tuple[Suggestion, ...]
@@ -51,6 +54,8 @@ class FitResult(Strict):
                 "kv_cells": mem.kv_cells,
             },
             "perf": self.perf.contract(explain) if self.perf else None,
+            "spec": self.spec.model_dump() if self.spec else None,
+            "claim": self.claim.model_dump() if self.claim else None,
             "assumptions": self.assumptions,
             "warnings": list(self.warnings),
             "suggestions": [s.model_dump() for s in self.suggestions],
@@ -63,7 +68,7 @@ def _target_ctx(r: Resolved) -> int:
 
 
 def fit(catalog: Catalog, r: Resolved, prompt: int | None = None, gen: int | None = None, depth: int | None = None,
-        calibration: Calibration | None = None) -> FitResult:
+        calibration: Calibration | None = None, sweep_accept: bool = False, observed: float | None = None) -> FitResult:
     ctx = _target_ctx(r)
     plan = plan_memory(r, ctx)
     auto_note = None
@@ -82,12 +87,16 @@ def fit(catalog: Catalog, r: Resolved, prompt: int | None = None, gen: int | Non
     if perf.depth_tokens + perf.prompt_tokens + perf.gen_tokens > ctx:
         warnings.append(f"depth + prompt + gen = {perf.depth_tokens + perf.prompt_tokens + perf.gen_tokens:,} tokens "
                         f"is more than the context of {ctx:,}")
+    spec = estimate_spec(catalog, r, perf, cal, sweep=sweep_accept) if r.spec is not None else None
+    claim = check_claim(catalog, r, perf, cal, observed, spec) if observed is not None else None
+    if spec is not None:
+        warnings += list(spec.notes)
     a = _assumptions(r)
     a["calibration"] = f"{cal.id}: {cal.name}"
     a["efficiency_factors_from"] = perf.efficiency_from
     return FitResult(
-        model=r.model_id, fits=plan.fits, ctx_tokens=ctx, max_ctx_tokens=best, memory=plan, perf=perf,
-        assumptions=a, warnings=tuple(warnings + list(perf.notes)), suggestions=suggestions)
+        model=r.model_id, fits=plan.fits, ctx_tokens=ctx, max_ctx_tokens=best, memory=plan, perf=perf, spec=spec,
+        claim=claim, assumptions=a, warnings=tuple(warnings + list(perf.notes)), suggestions=suggestions)
 
 
 def _auto_offload(r: Resolved, ctx: int) -> tuple[Resolved, str | None]:
@@ -126,7 +135,10 @@ def _assumptions(r: Resolved) -> dict[str, Any]:
         "token_embedding_on_host": m.token_embedding_on_host,
         "recurrent_state_dtype": m.recurrent_state_dtype,
         "vision_encoder_loaded": bool(m.loads_vision_encoder and r.arch.n_vision_params),
-        "mtp_layers_loaded": False,
+        "mtp_layers_loaded": bool(r.spec is not None and r.spec.method == "mtp"),
+        "speculative": None if r.spec is None else {
+            "method": r.spec.method, "drafter": r.spec.name, "draft_len": r.spec.gamma,
+            "draft_quant": r.spec.draft.quant, "drafter_device": r.gpus[r.spec.device].id},
         "weights_source": "gguf file (exact)" if r.exact_weights else "computed from the recipe",
         "calibration": "none (memory model: engine rules, no fitted factors)",
         "native_max_ctx_tokens": r.arch.max_position_embeddings,
@@ -155,8 +167,9 @@ def _warnings(r: Resolved, ctx: int, plan: MemoryPlan) -> list[str]:
                  "whatever the context asked for")
     if plan.host_bytes and r.host_ram_bytes is None and (r.gpu_layers < r.arch.n_layers or r.cpu_moe_layers):
         w.append("host RAM size not given (--host-ram): not checked")
-    if r.arch.mtp_layers:
-        w.append(f"{r.arch.mtp_layers} MTP layer(s) in the checkpoint are not loaded (no speculative decoding)")
+    if r.arch.mtp_layers and not (r.spec is not None and r.spec.method == "mtp"):
+        why = "no speculative decoding" if r.spec is None else f"speculation uses {r.spec.method}"
+        w.append(f"{r.arch.mtp_layers} MTP layer(s) in the checkpoint are not loaded ({why})")
     return w
 
 

@@ -163,6 +163,23 @@ class EngineKernels(Strict):
     source: str
 
 
+SpecMethod = Literal["draft", "mtp", "dflash", "eagle"]
+
+
+class EngineSpeculative(Strict):
+    """Which speculative methods the engine runs and its default draft length (tokens drafted
+    per verification step), where it has one."""
+
+    methods: tuple[SpecMethod, ...]
+    default_draft_len: Quantity | None = None
+    # how a hybrid (recurrent) target returns to the last accepted token: "host" = a copy of each
+    # sequence's state in host memory every cycle, restored after a rejection; "device" = one
+    # state slot per drafted position on the GPU
+    recurrent_checkpoint: Literal["host", "device"] = "device"
+    method_notes: dict[str, str] = {}
+    source: str
+
+
 class Engine(Sourced):
     id: str = ""
     name: str
@@ -178,4 +195,5 @@ class Engine(Sourced):
     flash_attention_default: bool = True
     memory: EngineMemoryRules
     kernels: EngineKernels
+    speculative: EngineSpeculative | None = None
     notes: str = ""

@@ -22,6 +22,9 @@ class DeviceMemory(Strict):
     recurrent_state_bytes: int
     compute_buffer_bytes: int
     runtime_overhead_bytes: int
+    draft_weights_bytes: int = 0  # speculative drafter (its own tensors; a shared head/embedding is not counted twice)
+    draft_cache_bytes: int = 0  # the drafter's KV cache (and recurrent state) at this context
+    draft_compute_bytes: int = 0  # the drafter's activation scratch
     total_bytes: int
     layers: int  # transformer layers placed here (layer split) or sharing every layer (tensor split)
 
@@ -216,6 +219,8 @@ def plan_memory(r: Resolved, ctx: int) -> MemoryPlan:
             per[0]["w"] += lb.input_bytes
         per[0]["w"] += vision
 
+    dw, dc, dx, dh = draft_memory(r, ctx)
+    host += dh
     devices = []
     for d, gpu in enumerate(r.gpus):
         holds_output = d == out_dev or r.split == "tensor"
@@ -223,15 +228,31 @@ def plan_memory(r: Resolved, ctx: int) -> MemoryPlan:
         oh = int(m.runtime_overhead.si)
         cap = gpu.memory_bytes
         usable = int(cap * m.gpu_memory_utilization.value) if m.gpu_memory_utilization else cap
-        total = per[d]["w"] + per[d]["kv"] + per[d]["st"] + cb + oh
+        here = r.spec is not None and d == r.spec.device
+        draft = (dw, dc, dx) if here else (0, 0, 0)
+        total = per[d]["w"] + per[d]["kv"] + per[d]["st"] + cb + oh + sum(draft)
         devices.append(DeviceMemory(
             device=gpu.id, capacity_bytes=cap, usable_bytes=usable, weights_bytes=per[d]["w"],
             kv_cache_bytes=per[d]["kv"], recurrent_state_bytes=per[d]["st"], compute_buffer_bytes=cb,
-            runtime_overhead_bytes=oh, total_bytes=total, layers=per[d]["layers"]))
+            runtime_overhead_bytes=oh, draft_weights_bytes=draft[0], draft_cache_bytes=draft[1],
+            draft_compute_bytes=draft[2], total_bytes=total, layers=per[d]["layers"]))
     host_fits = None if r.host_ram_bytes is None else host <= r.host_ram_bytes
     fits = all(dv.fits for dv in devices) and host_fits is not False
     return MemoryPlan(ctx_tokens=ctx, kv_cells=kv_cells(r, ctx), batch=r.batch, devices=tuple(devices),
                       host_bytes=host, host_kv_bytes=host_kv, fits=fits, host_fits=host_fits)
+
+
+def draft_memory(r: Resolved, ctx: int) -> tuple[int, int, int, int]:
+    """(weights, cache, compute scratch, host bytes) of the speculative drafter at `ctx`: the
+    drafter planned as a model of its own on its GPU, less the tensors it shares with the target
+    (its runtime overhead is the target's process, not counted twice)."""
+    s = r.spec
+    if s is None:
+        return 0, 0, 0, 0
+    p = plan_memory(s.draft, ctx)
+    d = p.devices[0]
+    return (d.weights_bytes - s.shared_device_bytes, d.kv_cache_bytes + d.recurrent_state_bytes,
+            d.compute_buffer_bytes, p.host_bytes - s.shared_host_bytes)
 
 
 def ctx_step(r: Resolved) -> int:

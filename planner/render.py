@@ -22,13 +22,20 @@ def fit_text(res: FitResult, r: Resolved) -> str:
         f"context {fmt_tokens(res.ctx_tokens)} tokens per sequence: "
         + ("FITS" if res.fits else "DOES NOT FIT"),
         "",
-        f"{'device':<24}{'weights':>9}{'KV':>9}{'state':>9}{'compute':>9}{'runtime':>9}{'total':>9}{'usable':>9}  GiB",
+        f"{'device':<24}{'weights':>9}{'KV':>9}{'state':>9}{'compute':>9}{'runtime':>9}"
+        + (f"{'draft':>9}" if res.spec else "") + f"{'total':>9}{'usable':>9}  GiB",
     ]
     for d in res.memory.devices:
         mark = "" if d.fits else "  over by " + f"{(d.total_bytes - d.usable_bytes) / GiB:.2f} GiB"
+        draft = d.draft_weights_bytes + d.draft_cache_bytes + d.draft_compute_bytes
         lines.append(f"{d.device:<24}{_g(d.weights_bytes):>9}{_g(d.kv_cache_bytes):>9}{_g(d.recurrent_state_bytes):>9}"
-                     f"{_g(d.compute_buffer_bytes):>9}{_g(d.runtime_overhead_bytes):>9}{_g(d.total_bytes):>9}"
+                     f"{_g(d.compute_buffer_bytes):>9}{_g(d.runtime_overhead_bytes):>9}"
+                     + (f"{_g(draft):>9}" if res.spec else "") + f"{_g(d.total_bytes):>9}"
                      f"{_g(d.usable_bytes):>9}{mark}")
+    if res.spec:
+        d = next(x for x in res.memory.devices if x.draft_weights_bytes + x.draft_cache_bytes + x.draft_compute_bytes)
+        lines.append(f"  draft on {d.device}: weights {_g(d.draft_weights_bytes)} + cache {_g(d.draft_cache_bytes)} "
+                     f"+ compute {_g(d.draft_compute_bytes)} GiB ({res.spec.drafter_label})")
     if res.memory.host_bytes:
         lines.append(f"{'host RAM':<24}{_g(res.memory.host_bytes):>9}   (token embeddings and offloaded layers"
                      + ("" if res.memory.host_fits is None else ", fits" if res.memory.host_fits else ", DOES NOT FIT") + ")")
@@ -50,6 +57,12 @@ def fit_text(res: FitResult, r: Resolved) -> str:
     if res.perf:
         lines.append("")
         lines += perf_text(res.perf, res.ctx_tokens)
+    if res.spec:
+        lines.append("")
+        lines += spec_text(res.spec, res.perf.batch)
+    if res.claim:
+        lines.append("")
+        lines += claim_text(res.claim)
     lines.append("")
     lines.append(f"assumptions: {a['engine']} defaults (ubatch {a['ubatch_tokens']}, context padded to "
                  f"{a['ctx_padding_tokens']}, flash attention {'on' if a['flash_attention'] else 'off'}"
@@ -247,3 +260,51 @@ def _show_engine(c: Catalog, e) -> str:
 def _show_host(c: Catalog, h) -> str:
     return "\n".join([f"{h.id}: {h.name}, peak {h.bandwidth_bytes_per_s / GB:.1f} GB/s",
                       _q("transfer_rate", h.transfer_rate, h.sources) or "", f"  notes: {h.notes}"])
+
+
+def spec_text(s, batch: int) -> list[str]:
+    blk = "one forward drafts the block" if s.method == "dflash" else f"{s.draft_len} draft forwards"
+    out = [f"speculative decoding: {s.method} ({s.drafter_label}), draft length {s.draft_len}, {blk}",
+           f"  acceptance {s.alpha:.3f} per drafted token ({s.accept_from}) -> {s.accept_len:.2f} tokens per "
+           f"verification step; engines would report {s.drafted_accept_rate:.0%} of drafted tokens accepted",
+           f"  per cycle: draft {s.draft_s_per_step / MS:.2f} ms + verify {s.draft_len + 1} tokens/sequence "
+           f"{s.verify_s_per_step / MS:.2f} ms"
+           + (f" + state checkpoints {s.state_keep_s_per_step / MS:.2f} ms" if s.state_keep_s_per_step else "")
+           + f"; plain step {s.plain_step_s / MS:.2f} ms (draft cost c = {s.draft_cost_ratio:.3f})",
+           f"  decode   {_rate(s.decode_tok_s):>9} tok/s per stream, {_rate(s.decode_total_tok_s)} across the batch: "
+           f"x{s.speedup:.2f} over plain decoding ({_rate(s.plain_decode_tok_s)} tok/s); "
+           f"Leviathan's formula with this c: x{s.leviathan_speedup:.2f}"]
+    if s.ttft_s is not None:
+        out.append(f"  time to first token {s.ttft_s:.2f} s (the drafter's prefill adds {s.draft_prefill_s / MS:.1f} ms)")
+    out.append(f"  verification at batch {batch}: {s.verify_bound}-bound; "
+               + (f"compute-bound from batch {s.compute_bound_batch}" if s.compute_bound_batch else
+                  f"memory-bound up to batch {s.max_batch_searched}"))
+    out.append("  speculation stops paying at batch " + (f">= {s.break_even_batch}" if s.break_even_batch else
+               f"> {s.max_batch_searched} (not reached)") + " at this acceptance and draft length")
+    if s.sweep:
+        out.append("")
+        out += sweep_text(s)
+    return out
+
+
+def sweep_text(s) -> list[str]:
+    lens = s.sweep_draft_lens
+    out = [f"decode tok/s per stream by per-token acceptance (rows) and draft length (columns); plain "
+           f"{_rate(s.plain_decode_tok_s)} tok/s",
+           f"{'accept':>7}" + "".join(f"{g:>7}" for g in lens) + "   best"]
+    for row in s.sweep:
+        out.append(f"{row.alpha:>7.2f}" + "".join(f"{_rate(x):>7}" for x in row.tok_s)
+                   + f"   {row.best_draft_len} (x{row.best_speedup:.2f})")
+    return out
+
+
+def claim_text(c) -> list[str]:
+    out = [f"claim check: {c.observed_tok_s:g} tok/s per stream",
+           f"  physical ceiling (plain decoding, 100% of peak): {_rate(c.ceiling_tok_s)} tok/s -> claim is "
+           f"{c.ratio_to_ceiling:.2f}x the ceiling; planner predicts {_rate(c.predicted_tok_s)} tok/s "
+           f"({c.ratio_to_predicted:.2f}x)",
+           f"  verdict: {c.verdict}: {c.message}"]
+    if c.verdict in ("needs-speculation", "impossible"):
+        out.append(f"  the most speculation could give here ({c.max_tokens_per_step} tokens per step, 100% of peak): "
+                   f"{_rate(c.max_spec_tok_s_at_ceiling)} tok/s")
+    return out

@@ -59,6 +59,7 @@ _UNIT_TO_SI: dict[str, float] = {
     "MT/s": 1e6,  # memory transfers per second
     # plain numbers
     "count": 1.0,
+    "tokens": 1.0,
     "params": 1.0,
     "USD": 1.0,
     "ratio": 1.0,
