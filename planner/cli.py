@@ -258,6 +258,22 @@ def models_cmd():
     click.echo(render.model_table(Catalog()))
 
 
+@main.command("drafts")
+@click.argument("model", required=False)
+@friendly
+def drafts_cmd(model):
+    """List speculative drafters (DFlash, EAGLE, MTP, draft models) and the models they serve.
+
+    With MODEL, only that model's drafters (including its built-in MTP layers).
+
+    Example:
+
+        planner drafts qwen3.6-27b
+    """
+    catalog = Catalog()
+    click.echo(render.draft_table(catalog, catalog.model(model).id if model else None))
+
+
 @main.command("engines")
 @friendly
 def engines_cmd():

@@ -6,9 +6,17 @@ llama.cpp: tools/server/README.md and docs/multi-gpu.md (-m, -c, -np, -ngl, -fa,
 --max-num-seqs, --max-num-batched-tokens). SGLang: `python -m sglang.launch_server` server
 arguments (--tp-size, --pp-size, --context-length, --kv-cache-dtype, --mem-fraction-static,
 --max-running-requests, --chunked-prefill-size).
+
+Speculative decoding: llama.cpp --spec-type draft-simple|draft-eagle3|draft-mtp (PR 22673) or
+dflash (the buun-llama-cpp fork), -md, --spec-draft-n-max, -ngld; vLLM --speculative-config
+{"method": draft_model|mtp|eagle3|dflash, "model", "num_speculative_tokens"}; SGLang
+--speculative-algorithm STANDALONE|NEXTN|EAGLE3|DFLASH with --speculative-draft-model-path,
+--speculative-num-steps, --speculative-eagle-topk 1, --speculative-num-draft-tokens.
 """
 
 from __future__ import annotations
+
+import json
 
 from planner.deployment import Resolved
 from planner.errors import PlannerError
@@ -49,6 +57,13 @@ def _llamacpp(r: Resolved, ctx: int) -> str:
             a += ["-ts", ",".join(f"{x / sum(r.tensor_split) * 100:.0f}" for x in r.tensor_split)]
         if r.split == "tensor":
             a += ["-fit", "off"]  # auto-fit is not supported with --split-mode tensor
+    s = r.spec
+    if s is not None:
+        a += ["--spec-type", {"draft": "draft-simple", "eagle": "draft-eagle3", "mtp": "draft-mtp",
+                              "dflash": "dflash"}[s.method]]
+        if s.method != "mtp":
+            a += ["-md", f"{s.draft.model_name}-{s.draft.quant}.gguf".replace(" ", "-"), "-ngld", "all"]
+        a += ["--spec-draft-n-max", str(s.gamma)]
     return " ".join(a)
 
 
@@ -79,4 +94,20 @@ def _server(r: Resolved, ctx: int, family: str) -> str:
     a += [f["seqs"], str(r.batch)]
     if r.ubatch_tokens != r.engine.memory.default_ubatch_tokens:
         a += [f["tokens"], str(r.ubatch_tokens)]
+    s = r.spec
+    if s is not None:
+        repo = s.card.hf_repo if s.card and s.card.hf_repo else s.draft.hf_repo or s.draft.model_name
+        if family == "vllm":
+            cfg = {"method": {"draft": "draft_model", "eagle": "eagle3", "mtp": "mtp", "dflash": "dflash"}[s.method]}
+            if s.method != "mtp":
+                cfg["model"] = repo
+            cfg["num_speculative_tokens"] = s.gamma
+            a += ["--speculative-config", "'" + json.dumps(cfg) + "'"]
+        else:
+            a += ["--speculative-algorithm", {"draft": "STANDALONE", "eagle": "EAGLE3", "mtp": "NEXTN",
+                                              "dflash": "DFLASH"}[s.method]]
+            if s.method != "mtp":
+                a += ["--speculative-draft-model-path", repo]
+            a += ["--speculative-num-steps", str(1 if s.block else s.gamma), "--speculative-eagle-topk", "1",
+                  "--speculative-num-draft-tokens", str(s.gamma + 1)]
     return " ".join(a)

@@ -308,3 +308,24 @@ def claim_text(c) -> list[str]:
         out.append(f"  the most speculation could give here ({c.max_tokens_per_step} tokens per step, 100% of peak): "
                    f"{_rate(c.max_spec_tok_s_at_ceiling)} tok/s")
     return out
+
+
+def draft_table(catalog, model_id: str | None) -> str:
+    """Drafters by target, with size and published acceptance."""
+    from planner.spec import drafter_params
+
+    rows = [f"{'drafter':<26}{'method':<8}{'params':>8}  {'for':<52}  published acceptance"]
+    cards = [d for d in catalog.drafts.values() if model_id is None or model_id in d.targets]
+    for d in cards:
+        acc = "; ".join((f"{x.accept_len:g} tokens/step" if x.accept_len else f"{x.drafted_accept_rate:.0%} of drafted")
+                        + (f" at draft length {x.draft_len}" if x.draft_len else "") + f" ({x.where})"
+                        for x in d.reported) or "-"
+        size = "1 layer" if d.method == "mtp" else fmt_params(drafter_params(catalog, d))
+        rows.append(f"{d.id:<26}{d.method:<8}{size:>8}  {', '.join(d.targets):<52}  {acc}")
+    if model_id and not any(d.method == "mtp" for d in cards) and catalog.model(model_id).arch.mtp_layers:
+        rows.append(f"{model_id + '-mtp':<26}{'mtp':<8}{'1 layer':>8}  {model_id:<52}  -  (built-in MTP layers)")
+    if len(rows) == 1:
+        rows.append("(none in the catalog: --spec draft:MODEL takes any catalog model of the same tokenizer)")
+    rows.append("")
+    rows.append("use: planner fit MODEL --gpu GPU --spec mtp|dflash|eagle|draft:ID --accept 0.7 (or --accept-len 3.5)")
+    return "\n".join(rows)

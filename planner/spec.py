@@ -285,6 +285,20 @@ def _reported_hint(card: DraftCard | None) -> str:
     return f"; {card.id} reports {fig} ({r.where})"
 
 
+def drafter_params(catalog: Catalog, card: DraftCard) -> int:
+    """Parameters of a drafter's own tensors (shared embedding / head excluded); 0 for MTP
+    (it depends on the target)."""
+    if card.method == "draft":
+        return catalog.model(card.model).arch.params()
+    if card.method == "mtp":
+        return 0
+    arch = _head_drafter(card)
+    skip = {"token_embd"} if card.shares_embedding else set()
+    if card.shares_head:
+        skip.add("output")
+    return sum(t.params for t in arch.tensors if t.role not in skip)
+
+
 def with_acceptance(spec: SpecPlan, alpha: float, gamma: int) -> SpecPlan:
     return replace(spec, alpha=alpha, gamma=gamma, accept_len=float(expected_tokens(alpha, gamma)))
 
