@@ -211,17 +211,17 @@ def calibrate_fit_cmd(runs, out, priors, name):
 def validate_cmd(runs, calibration, markdown_out):
     """Predict every measured run and print the error per metric (median and 90th percentile).
 
-    RUNS default to hwdb/runs/published.csv.
+    RUNS default to hwdb/runs/published.csv and hwdb/runs/spec-published.csv.
 
     Example:
 
         planner validate --markdown docs/validation.md
     """
     from planner import validate
-    from planner.runs import load_runs, prepare
+    from planner.runs import default_run_files, load_runs, prepare
 
     catalog = Catalog()
-    paths = [Path(p) for p in runs] or [catalog.root / "hwdb" / "runs" / "published.csv"]
+    paths = [Path(p) for p in runs] or default_run_files(catalog.root)
     rows = [r for p in paths for r in load_runs(p)]
     cal = catalog.calibration(calibration)
     scored = validate.score(prepare(catalog, rows, cal), cal)

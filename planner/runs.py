@@ -3,7 +3,10 @@ deployments and predicted with the speed model.
 
 Metrics: decode_tok_s (per stream, `gen` tokens after `prompt + depth`), prefill_tok_s
 (`prompt` tokens after `depth`, over the batch), throughput_tok_s (batch x gen over prefill +
-decode of the batch), e2e_latency_s (prefill + decode of one request).
+decode of the batch), e2e_latency_s (prefill + decode of one request); with speculative
+decoding (`spec` column): spec_decode_speedup (decode tok/s with speculation / without, same
+deployment and workload) and spec_throughput_speedup (the same for batch throughput, prefill
+included).
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from planner.perf import StepModel, decode_time, prefill_time
 from planner.schema import Strict
 from planner.speed import step_model
 
-Metric = Literal["decode_tok_s", "prefill_tok_s", "throughput_tok_s", "e2e_latency_s"]
+Metric = Literal["decode_tok_s", "prefill_tok_s", "throughput_tok_s", "e2e_latency_s", "spec_decode_speedup",
+                 "spec_throughput_speedup"]
+RUN_FILES = ("published.csv", "spec-published.csv")  # hwdb/runs/ files `planner validate` reads by default
 
 
 class Run(Strict):
     ref_row: str
-    role: Literal["fit", "holdout", "old-build", "harness"] = "fit"
+    role: Literal["fit", "holdout", "old-build", "harness", "spec"] = "fit"
     gpu: str
     gpu_count: int = Field(ge=1)
     engine: str
@@ -46,16 +51,26 @@ class Run(Strict):
     unit: str
     source_url: str
     note: str = ""
+    spec: str | None = None  # speculative method as --spec takes it
+    draft_len: int | None = Field(default=None, ge=1)
+    accept: float | None = Field(default=None, ge=0, le=1)
+    accept_len: float | None = Field(default=None, ge=1)
 
     def deployment(self) -> Deployment:
         return Deployment(model=self.model, gpus=(self.gpu,) * self.gpu_count, engine=self.engine, quant=self.quant,
                           kv_quant=self.kv_quant, batch=self.batch, ubatch_tokens=self.ubatch_tokens,
-                          flash_attention=self.flash_attention == "on")
+                          flash_attention=self.flash_attention == "on", spec=self.spec, draft_len=self.draft_len,
+                          accept=self.accept, accept_len=self.accept_len)
 
     @property
     def label(self) -> str:
         n = f"{self.gpu_count}x" if self.gpu_count > 1 else ""
-        return f"{self.model} {self.quant} on {n}{self.gpu} ({self.engine})"
+        sp = f" + {self.spec} k={self.draft_len}" if self.spec else ""
+        return f"{self.model} {self.quant} on {n}{self.gpu} ({self.engine}){sp}"
+
+
+def default_run_files(root: Path) -> list[Path]:
+    return [root / "hwdb" / "runs" / f for f in RUN_FILES]
 
 
 def load_runs(path: Path) -> list[Run]:
@@ -67,7 +82,7 @@ def load_runs(path: Path) -> list[Run]:
     out = []
     for i, row in enumerate(csv.DictReader(lines), start=2):
         try:
-            out.append(Run.model_validate(row))
+            out.append(Run.model_validate({k: v for k, v in row.items() if v != "" or k == "note"}))
         except Exception as e:  # pydantic ValidationError: name the row and the first bad field
             err = e.errors()[0] if hasattr(e, "errors") else {"loc": ("?",), "msg": str(e)}
             raise PlannerError(f"{path}: row {i}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
@@ -82,13 +97,17 @@ class Prepared:
     sm: StepModel
     engine: str
     fa: bool
+    spec: object = None  # planner.spec.SpecModel for speculative runs
 
 
 def prepare(catalog: Catalog, runs: list[Run], cal: Calibration) -> list[Prepared]:
+    from planner.spec import compile_spec
+
     out = []
     for run in runs:
         r = resolve(catalog, run.deployment())
-        out.append(Prepared(run, step_model(catalog, r, cal), r.engine.id, r.flash_attention))
+        out.append(Prepared(run, step_model(catalog, r, cal), r.engine.id, r.flash_attention,
+                            compile_spec(catalog, r, cal) if r.spec is not None else None))
     return out
 
 
@@ -101,6 +120,22 @@ def predict(p: Prepared, cal: Calibration | None = None) -> float:
     if r.metric == "prefill_tok_s":
         return r.batch * r.prompt_tokens / pre
     dec = float(decode_time(sm, [r.batch], [r.depth_tokens + r.prompt_tokens], [r.gen_tokens])[0])
+    if p.spec is not None:
+        from planner.spec import SpecModel, spec_decode_time
+
+        m = p.spec
+        if cal is not None:
+            m = SpecModel(sm, replace(m.draft, eff=sm.eff), m.spec)  # the drafter runs in the same engine
+        s = m.spec
+        d0 = r.depth_tokens + r.prompt_tokens
+        dec_spec = float(spec_decode_time(m, [r.batch], [d0], [r.gen_tokens], [s.gamma], [s.alpha])[0])
+        pre_spec = pre + (float(prefill_time(m.draft, [r.batch], [r.prompt_tokens], [r.depth_tokens],
+                                             [r.ubatch_tokens])[0]) if r.prompt_tokens else 0.0)
+        if r.metric == "spec_decode_speedup":
+            return dec / dec_spec
+        if r.metric == "spec_throughput_speedup":
+            return (pre + dec) / (pre_spec + dec_spec)
+        pre, dec = pre_spec, dec_spec
     if r.metric == "decode_tok_s":
         return r.gen_tokens / dec
     if r.metric == "throughput_tok_s":

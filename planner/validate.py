@@ -15,7 +15,10 @@ METRIC_NAMES = {
     "prefill_tok_s": "prefill tok/s",
     "throughput_tok_s": "batched throughput tok/s",
     "e2e_latency_s": "end-to-end latency s",
+    "spec_decode_speedup": "speculative decode speedup",
+    "spec_throughput_speedup": "speculative throughput speedup",
 }
+ROLES = ("fit", "holdout", "old-build", "harness", "spec")
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ def summary(scored: list[Scored]) -> list[dict]:
     """Median and 90th percentile of |error| per (metric, role)."""
     out = []
     for metric in METRIC_NAMES:
-        for role in ("fit", "holdout", "old-build", "harness"):
+        for role in ROLES:
             errs = [abs(s.error) for s in scored if s.prepared.run.metric == metric and s.prepared.run.role == role]
             if errs:
                 out.append({"metric": metric, "role": role, "n": len(errs), "median_abs_error": float(np.median(errs)),
@@ -46,9 +49,9 @@ def summary(scored: list[Scored]) -> list[dict]:
 
 
 def text_table(scored: list[Scored], worst: int = 8) -> str:
-    lines = [f"{'metric':<28}{'rows':<10}{'n':>4}{'median |err|':>14}{'p90 |err|':>11}{'max':>8}"]
+    lines = [f"{'metric':<34}{'rows':<10}{'n':>4}{'median |err|':>14}{'p90 |err|':>11}{'max':>8}"]
     for s in summary(scored):
-        lines.append(f"{METRIC_NAMES[s['metric']]:<28}{s['role']:<10}{s['n']:>4}{s['median_abs_error']:>14.1%}"
+        lines.append(f"{METRIC_NAMES[s['metric']]:<34}{s['role']:<10}{s['n']:>4}{s['median_abs_error']:>14.1%}"
                      f"{s['p90_abs_error']:>11.1%}{s['max_abs_error']:>8.0%}")
     lines += ["", f"worst {worst}:"]
     for s in sorted(scored, key=lambda s: -abs(s.error))[:worst]:
@@ -67,7 +70,9 @@ def markdown(scored: list[Scored], cal: Calibration, runs_file: str, command: st
          "original row; `hwdb/runs/published-skipped.csv` lists the rows the catalog cannot express and why).", "",
          "Error is (predicted − measured) / measured. Rows marked **fit** were used to fit the efficiency factors; "
          "**holdout** rows were not (GPUs and a model the fit never saw); **old-build** rows are December 2023 "
-         "llama.cpp builds, reported but not fitted.", "",
+         "llama.cpp builds, reported but not fitted; **spec** rows (`hwdb/runs/spec-published.csv`) are published "
+         "speculative-decoding results (section 6 of `shared/reference/models.md`), predicted from the acceptance "
+         "the source reports and never fitted (docs/speculative.md).", "",
          "## Summary", "",
          "| metric | rows | n | median \\|error\\| | p90 \\|error\\| | max \\|error\\| |",
          "|---|---|---:|---:|---:|---:|"]
@@ -98,14 +103,20 @@ def markdown(scored: list[Scored], cal: Calibration, runs_file: str, command: st
     L += ["", "## Every run", "",
           "| row | role | deployment | workload | metric | measured | predicted | error |",
           "|---:|---|---|---|---|---:|---:|---:|"]
-    for s in sorted(scored, key=lambda s: (s.prepared.run.role, int(s.prepared.run.ref_row))):
+    for s in sorted(scored, key=lambda s: (s.prepared.run.role, _row_key(s.prepared.run.ref_row))):
         r = s.prepared.run
         wl = f"p{r.prompt_tokens} d{r.depth_tokens} g{r.gen_tokens} b{r.batch}" + ("" if r.flash_attention == "on" else " fa off")
+        if r.spec:
+            wl += f" accept-len {s.prepared.spec.spec.accept_len:.2f}"
         L.append(f"| {r.ref_row} | {r.role} | {r.label}, KV {r.kv_quant} | {wl} | {METRIC_NAMES[r.metric]} | "
                  f"{r.value:g} | {s.predicted:.4g} | {s.error:+.0%} |")
     L += ["", "Workload: p = prompt tokens, d = depth (tokens already in context), g = generated tokens, b = batch "
           "(concurrent sequences).", ""]
     return "\n".join(L)
+
+
+def _row_key(ref: str) -> tuple[int, str]:
+    return (int(ref), "") if ref.isdigit() else (1 << 30, ref)
 
 
 def _factor_rows(cal: Calibration) -> list[str]:
