@@ -238,9 +238,9 @@ def resolve_spec(catalog: Catalog, r, method_text: str, draft_len: int | None, a
                     gpu_layers=arch.n_layers, **common)
         name, label = card.id, f"{card.name} {dq}"
         shares_head, shares_emb = card.shares_head, card.shares_embedding
-        if card.hf_repo and card.config and card.config.get("vocab_size") not in (None, r.arch.vocab_size) \
-                and card.draft_vocab is None:
-            notes.append(f"{card.id} was built for a vocabulary of {card.config['vocab_size']:,} tokens")
+        vocab = (card.config or {}).get("vocab_size")
+        if card.draft_vocab is None and vocab not in (None, r.arch.vocab_size):
+            notes.append(f"{card.id} was built for a vocabulary of {vocab:,} tokens, not {r.arch.vocab_size:,}")
 
     lb = _layer_bytes(d)
     emb_on_host = d.engine.memory.token_embedding_on_host

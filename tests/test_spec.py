@@ -4,10 +4,8 @@ drafter memory in fit, the claim check, and published reference cases."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
@@ -21,7 +19,6 @@ from planner.memory import plan_memory, max_context
 from planner.runs import load_runs, prepare
 from planner.spec import (alpha_for_accept_len, alpha_for_drafted_rate, compile_spec, cycle_times, drafted_accept_rate,
                           drafter_params, expected_tokens, leviathan_speedup, spec_decode_time)
-from planner.speed import estimate
 from planner.units import GB
 
 ROOT = Path(__file__).resolve().parent.parent
