@@ -14,7 +14,7 @@ import click
 
 from planner import units
 from planner.catalog import Catalog
-from planner.deployment import Deployment, parse_gpus, resolve
+from planner.deployment import MAX_DRAFT_LEN, Deployment, parse_gpus, resolve
 from planner.errors import PlannerError
 from planner.atomic import write_atomic
 from planner.emit import command as emit_command
@@ -91,7 +91,7 @@ def main():
 @click.option("--spec", default=None, help="speculative decoding: mtp, dflash, eagle (the catalog's drafter for the model), dflash:ID / eagle:ID, or draft:MODEL; see `planner drafts`")
 @click.option("--accept", type=float, default=None, help="per-token acceptance of drafted tokens, 0-1 (Leviathan's alpha)")
 @click.option("--accept-len", "accept_len", type=float, default=None, help="mean tokens per verification step (accepted drafts + 1), as vLLM/SGLang report")
-@click.option("--draft-len", "draft_len", type=click.IntRange(1, 64), default=None, help="tokens drafted per step (default: the drafter's recommended, else the engine's)")
+@click.option("--draft-len", "draft_len", type=click.IntRange(1, MAX_DRAFT_LEN), default=None, help="tokens drafted per step (default: the drafter's recommended, else the engine's)")
 @click.option("--draft-quant", "draft_quant", default=None, help="weight quant of the drafter (default: the drafter's recommended, or the target's)")
 @click.option("--sweep-accept", "sweep_accept", is_flag=True, help="with --spec: a table of speed by acceptance and draft length")
 @click.option("--observed", type=float, default=None, help="check a claimed decode speed (tok/s per stream) against this deployment's physics")

@@ -19,6 +19,7 @@ from planner.quant import assign_types, tensor_bytes
 from planner.schema import Strict
 
 Split = Literal["layer", "tensor"]
+MAX_DRAFT_LEN = 64  # input bound on tokens drafted per step (an autoregressive drafter has no block size)
 
 
 class Deployment(Strict):
@@ -41,7 +42,7 @@ class Deployment(Strict):
     balance: Literal["memory", "speed"] | None = None  # shares by memory or by bandwidth when no tensor_split
     flash_attention: bool | None = None  # default: the engine's
     spec: str | None = None  # speculative drafter: mtp, dflash[:ID], eagle[:ID], draft:MODEL
-    draft_len: int | None = Field(default=None, ge=1, le=64)
+    draft_len: int | None = Field(default=None, ge=1, le=MAX_DRAFT_LEN)
     accept: float | None = None  # per drafted token (Leviathan's alpha)
     accept_len: float | None = None  # tokens per verification step
     draft_quant: str | None = None
@@ -71,6 +72,17 @@ class WeightTensor:
     tensor: Tensor
     storage: str
     bytes: int
+
+
+def weight_format(engine: Engine) -> str:
+    """The weight file format an engine loads: GGUF for llama.cpp, safetensors for the servers."""
+    return "gguf" if engine.family == "llama.cpp" else "safetensors"
+
+
+def recipe_weights(catalog: Catalog, arch: Architecture, recipe) -> tuple[WeightTensor, ...]:
+    """Every tensor of `arch` with the storage type the quant recipe gives it, and its bytes."""
+    types = catalog.formats.types
+    return tuple(WeightTensor(t, s, tensor_bytes(t, types[s])) for t, s in assign_types(arch, recipe, types))
 
 
 @dataclass(frozen=True)
@@ -135,13 +147,12 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         weights = tuple(file_weights)
         exact = True
     else:
-        fmt = "gguf" if engine.family == "llama.cpp" else "safetensors"
+        fmt = weight_format(engine)
         quant, recipe = catalog.recipe(dep.quant or engine.default_quant, fmt)
         if recipe.format != fmt:
             options = [k for k, r in catalog.recipes.recipes.items() if r.format == fmt]
             raise PlannerError(f"{engine.id} does not load {quant} ({recipe.format}) weights; use one of: {', '.join(options)}")
-        types = catalog.formats.types
-        weights = tuple(WeightTensor(t, s, tensor_bytes(t, types[s])) for t, s in assign_types(arch, recipe, types))
+        weights = recipe_weights(catalog, arch, recipe)
         exact = False
 
     kv_name = (dep.kv_quant or engine.default_kv_type).lower()

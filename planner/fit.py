@@ -199,17 +199,15 @@ def _suggest(catalog: Catalog, r: Resolved, ctx: int, best: int) -> list[Suggest
                 break
     # smaller weights (same format, in order of size)
     if not r.exact_weights:
-        from planner.deployment import WeightTensor
-        from planner.quant import assign_types, tensor_bytes
+        from planner.deployment import recipe_weights, weight_format
 
-        fmt = "gguf" if r.engine.family == "llama.cpp" else "safetensors"
-        types = catalog.formats.types
+        fmt = weight_format(r.engine)
         cur = sum(w.bytes for w in r.weights)
         options = []
         for name, rec in catalog.recipes.recipes.items():
             if rec.format != fmt or name == r.quant:
                 continue
-            ws = tuple(WeightTensor(t, s, tensor_bytes(t, types[s])) for t, s in assign_types(r.arch, rec, types))
+            ws = recipe_weights(catalog, r.arch, rec)
             total = sum(w.bytes for w in ws)
             if total < cur:
                 options.append((total, name, ws))

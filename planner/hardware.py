@@ -176,6 +176,9 @@ class EngineSpeculative(Strict):
     # sequence's state in host memory every cycle, restored after a rejection; "device" = one
     # state slot per drafted position on the GPU
     recurrent_checkpoint: Literal["host", "device"] = "device"
+    # how far a draft model's vocabulary may differ in size from the target's (llama.cpp checks the
+    # tokens themselves past that); unset: the sizes must be equal
+    max_vocab_difference: int | None = None
     method_notes: dict[str, str] = {}
     source: str
 

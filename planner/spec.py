@@ -28,11 +28,11 @@ from planner.arch import Architecture, Tensor
 from planner.catalog import Catalog, DraftCard
 from planner.errors import PlannerError, did_you_mean
 from planner.schema import Strict
+from planner.units import MS
 
 Method = Literal["draft", "mtp", "dflash", "eagle"]
 METHODS: tuple[str, ...] = ("draft", "mtp", "dflash", "eagle")
 BLOCK_METHODS = ("dflash",)  # one forward drafts the whole block
-SPEC_VOCAB_MAX_SIZE_DIFFERENCE = 128  # llama.cpp common/speculative.cpp: target and draft vocabularies
 SWEEP_ALPHAS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 SWEEP_DRAFT_LENS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 16)
 BREAK_EVEN_MAX_BATCH = 4096  # the largest batch searched for the break-even point
@@ -135,19 +135,13 @@ def _pick_card(catalog: Catalog, model_id: str, method: str, ident: str | None) 
     raise PlannerError(f"no {method} drafter for {model_id} in the catalog (drafts for it: {have}); see `planner drafts`")
 
 
-def _fmt(r) -> str:
-    return "gguf" if r.engine.family == "llama.cpp" else "safetensors"
-
-
 def _weights(catalog: Catalog, arch: Architecture, quant: str, fmt: str):
-    from planner.deployment import WeightTensor
-    from planner.quant import assign_types, tensor_bytes
+    from planner.deployment import recipe_weights
 
     name, recipe = catalog.recipe(quant, fmt)
     if recipe.format != fmt:
         raise PlannerError(f"draft quant {name} is {recipe.format}; this engine loads {fmt}")
-    types = catalog.formats.types
-    return name, tuple(WeightTensor(t, s, tensor_bytes(t, types[s])) for t, s in assign_types(arch, recipe, types))
+    return name, recipe_weights(catalog, arch, recipe)
 
 
 def _mtp_drafter(r):
@@ -193,7 +187,7 @@ def _head_drafter(card: DraftCard):
 def resolve_spec(catalog: Catalog, r, method_text: str, draft_len: int | None, accept: float | None,
                  accept_len: float | None, draft_quant: str | None):
     """The SpecPlan of a resolved target deployment `r`."""
-    from planner.deployment import Deployment, resolve
+    from planner.deployment import MAX_DRAFT_LEN, Deployment, resolve, weight_format
     from planner.memory import _layer_bytes
 
     method, ident = parse_method(method_text)
@@ -202,7 +196,7 @@ def resolve_spec(catalog: Catalog, r, method_text: str, draft_len: int | None, a
         raise PlannerError(f"{r.engine.id} has no {method} speculative decoding")
     notes = [eng.method_notes[method]] if method in eng.method_notes else []
     card = _pick_card(catalog, r.model_id, method, ident)
-    fmt = _fmt(r)
+    fmt = weight_format(r.engine)
     dev = len(r.gpus) - 1  # the drafter sits with the target's output head
     gpu = r.gpus[dev]
     common = dict(gpus=(gpu,), split="layer", cpu_moe_layers=0, tensor_split=None, auto_offload=False,
@@ -213,7 +207,7 @@ def resolve_spec(catalog: Catalog, r, method_text: str, draft_len: int | None, a
         if dcard.id == r.model_id:
             raise PlannerError("the draft model is the target itself; pick a smaller model of the same tokenizer")
         diff = abs(dcard.arch.vocab_size - r.arch.vocab_size)
-        if diff > SPEC_VOCAB_MAX_SIZE_DIFFERENCE:
+        if diff > (eng.max_vocab_difference or 0):
             raise PlannerError(f"{dcard.id} (vocab {dcard.arch.vocab_size:,}) cannot draft for {r.model_id} "
                                f"(vocab {r.arch.vocab_size:,}): engines need the same tokenizer")
         dq = draft_quant or (r.quant if r.quant != "as-file" else r.engine.default_quant)
@@ -248,7 +242,7 @@ def resolve_spec(catalog: Catalog, r, method_text: str, draft_len: int | None, a
     shared_host = lb.input_bytes if shares_emb and emb_on_host else 0
 
     block = int(card.block_size.value) if card and card.block_size else None
-    max_len = block - 1 if block else 64
+    max_len = block - 1 if block else MAX_DRAFT_LEN
     if draft_len is None:
         if card and card.recommended_draft_len:
             draft_len = int(card.recommended_draft_len.value)
@@ -460,7 +454,7 @@ def estimate_spec(catalog: Catalog, r, base, cal, sweep: bool = False) -> SpecEs
         ttft = base.ttft_s + dpre
     notes = list(s.notes)
     if keep_s:
-        notes.append(f"hybrid model: keeping the recurrent state for rollback costs {keep_s * 1e3:.2f} ms per cycle")
+        notes.append(f"hybrid model: keeping the recurrent state for rollback costs {keep_s / MS:.2f} ms per cycle")
     if r.engine.family == "llama.cpp" and s.method != "dflash":
         notes.append("llama.cpp stops a draft early when the drafter's confidence falls under --draft-p-min; "
                      "planner drafts the full draft length every step")
