@@ -168,7 +168,8 @@ def _warnings(r: Resolved, ctx: int, plan: MemoryPlan) -> list[str]:
     if plan.host_bytes and r.host_ram_bytes is None and (r.gpu_layers < r.arch.n_layers or r.cpu_moe_layers):
         w.append("host RAM size not given (--host-ram): not checked")
     if r.arch.mtp_layers and not (r.spec is not None and r.spec.method == "mtp"):
-        why = "no speculative decoding" if r.spec is None else f"speculation uses {r.spec.method}"
+        why = ("no speculative decoding; --spec mtp --accept A plans with them" if r.spec is None
+               else f"speculation uses {r.spec.method}")
         w.append(f"{r.arch.mtp_layers} MTP layer(s) in the checkpoint are not loaded ({why})")
     return w
 
