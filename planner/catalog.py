@@ -139,6 +139,7 @@ class Catalog:
 
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else default_data_dir()
+        self.memo: dict = {}  # derived values reused within one run (see deployment.recipe_weights)
         if not (self.root / "hwdb").is_dir() or not (self.root / "models_db").is_dir():
             raise PlannerError(
                 f"no planner databases under {self.root} (expected hwdb/ and models_db/); "

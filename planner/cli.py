@@ -18,6 +18,7 @@ from planner.deployment import MAX_DRAFT_LEN, Deployment, parse_gpus, resolve
 from planner.errors import PlannerError
 from planner.atomic import write_atomic
 from planner.emit import command as emit_command
+from planner.compare import WORKLOADS
 from planner.fit import fit
 from planner.memory import with_
 from planner.localfile import is_local, load_config_json, load_gguf
@@ -68,60 +69,58 @@ def main():
     """planner: will this LLM fit on this hardware, and how should I run it?"""
 
 
-@main.command("fit")
-@click.argument("model")
-@click.option("--gpu", "gpu", required=True, help="GPUs: rtx5090, 2xrtx3090 or rtx5090,rtx3090ti")
-@click.option("--ctx", type=TOKENS, default=None, help="context per sequence: 32768, 200k, 128Ki (default: the model's native maximum)")
-@click.option("--quant", default=None, help="weight quant: Q4_K_M, Q8_0, ... (llama.cpp) or bf16, fp8, awq (vLLM); see `planner quants`")
-@click.option("--kv-quant", default=None, help="KV-cache type: f16, q8_0, q4_0 (llama.cpp), fp8 (vLLM)")
-@click.option("--engine", default=None, help="engine profile (default: llama.cpp for the GPU's vendor); see `planner engines`")
-@click.option("--split", type=click.Choice(["layer", "tensor"]), default=None, help="multi-GPU split mode")
-@click.option("--tensor-split", default=None, help="share of the model per GPU: numbers such as 3,1 (llama.cpp -ts), or 'memory' / 'speed' to balance by memory or by bandwidth")
-@click.option("--batch", type=click.IntRange(1, 65536), default=1, show_default=True, help="concurrent sequences")
-@click.option("--ubatch", type=click.IntRange(1, 65536), default=None, help="physical batch (llama.cpp -ub; default the engine's)")
-@click.option("--gpu-layers", "-ngl", "gpu_layers", type=click.IntRange(0, 100000), default=None, help="layers on GPUs; the rest in host RAM (llama.cpp -ngl)")
-@click.option("--cpu-moe", "cpu_moe", type=click.IntRange(0, 100000), default=0, help="expert tensors of the first N layers in host RAM (llama.cpp --n-cpu-moe)")
-@click.option("--host", default=None, help="host memory profile for offload, e.g. ddr5-6000x2; see `planner hosts`")
-@click.option("--host-ram", type=BYTES, default=None, help="host RAM size, e.g. 64GiB")
-@click.option("--flash-attn", "flash_attn", type=click.Choice(["on", "off"]), default=None, help="flash attention (default: the engine's)")
-@click.option("--prompt", type=TOKENS, default=None, help="prompt tokens per sequence for the speed estimate (default 512)")
-@click.option("--gen", type=TOKENS, default=None, help="generated tokens per sequence (default 128)")
-@click.option("--depth", type=TOKENS, default=None, help="tokens already in context before the prompt (default 0)")
-@click.option("--calibration", default=None, help="efficiency profile (default reference-fit; 'none' = priors only); see hwdb/calibrations")
-@click.option("--spec", default=None, help="speculative decoding: mtp, dflash, eagle (the catalog's drafter for the model), dflash:ID / eagle:ID, or draft:MODEL; see `planner drafts`")
-@click.option("--accept", type=float, default=None, help="per-token acceptance of drafted tokens, 0-1 (Leviathan's alpha)")
-@click.option("--accept-len", "accept_len", type=float, default=None, help="mean tokens per verification step (accepted drafts + 1), as vLLM/SGLang report")
-@click.option("--draft-len", "draft_len", type=click.IntRange(1, MAX_DRAFT_LEN), default=None, help="tokens drafted per step (default: the drafter's recommended, else the engine's)")
-@click.option("--draft-quant", "draft_quant", default=None, help="weight quant of the drafter (default: the drafter's recommended, or the target's)")
-@click.option("--sweep-accept", "sweep_accept", is_flag=True, help="with --spec: a table of speed by acceptance and draft length")
-@click.option("--observed", type=float, default=None, help="check a claimed decode speed (tok/s per stream) against this deployment's physics")
-@click.option("--explain", is_flag=True, help="show the per-operation roofline behind the speeds")
-@click.option("--emit", type=click.Choice(["llama.cpp", "vllm", "sglang"]), default=None, help="print the engine command line for this plan")
-@click.option("--json", "as_json", is_flag=True, help="print the stable JSON contract")
-@friendly
-def fit_cmd(model, gpu, ctx, quant, kv_quant, engine, split, tensor_split, batch, ubatch, gpu_layers, cpu_moe,
-            host, host_ram, flash_attn, prompt, gen, depth, calibration, spec, accept, accept_len, draft_len,
-            draft_quant, sweep_accept, observed, explain, emit, as_json):
-    """Does MODEL fit on GPUS, with how long a context, and what to change if not.
+_DEPLOYMENT_OPTIONS = [
+    click.option("--gpu", "gpu", required=True, help="GPUs: rtx5090, 2xrtx3090 or rtx5090,rtx3090ti"),
+    click.option("--ctx", type=TOKENS, default=None, help="context per sequence: 32768, 200k, 128Ki (default: the model's native maximum)"),
+    click.option("--quant", default=None, help="weight quant: Q4_K_M, Q8_0, ... (llama.cpp) or bf16, fp8, awq (vLLM); see `planner quants`"),
+    click.option("--kv-quant", default=None, help="KV-cache type: f16, q8_0, q4_0 (llama.cpp), fp8 (vLLM)"),
+    click.option("--engine", default=None, help="engine profile (default: llama.cpp for the GPU's vendor); see `planner engines`"),
+    click.option("--split", type=click.Choice(["layer", "tensor"]), default=None, help="multi-GPU split mode"),
+    click.option("--tensor-split", default=None, help="share of the model per GPU: numbers such as 3,1 (llama.cpp -ts), or 'memory' / 'speed' to balance by memory or by bandwidth"),
+    click.option("--batch", type=click.IntRange(1, 65536), default=1, show_default=True, help="concurrent sequences"),
+    click.option("--ubatch", type=click.IntRange(1, 65536), default=None, help="physical batch (llama.cpp -ub; default the engine's)"),
+    click.option("--gpu-layers", "-ngl", "gpu_layers", type=click.IntRange(0, 100000), default=None, help="layers on GPUs; the rest in host RAM (llama.cpp -ngl)"),
+    click.option("--cpu-moe", "cpu_moe", type=click.IntRange(0, 100000), default=0, help="expert tensors of the first N layers in host RAM (llama.cpp --n-cpu-moe)"),
+    click.option("--host", default=None, help="host memory profile for offload, e.g. ddr5-6000x2; see `planner hosts`"),
+    click.option("--host-ram", type=BYTES, default=None, help="host RAM size, e.g. 64GiB"),
+    click.option("--flash-attn", "flash_attn", type=click.Choice(["on", "off"]), default=None, help="flash attention (default: the engine's)"),
+    click.option("--prompt", type=TOKENS, default=None, help="prompt tokens per sequence for the speed estimate (default 512)"),
+    click.option("--gen", type=TOKENS, default=None, help="generated tokens per sequence (default 128)"),
+    click.option("--depth", type=TOKENS, default=None, help="tokens already in context before the prompt (default 0)"),
+    click.option("--calibration", default=None, help="efficiency profile (default reference-fit; 'none' = priors only); see hwdb/calibrations"),
+    click.option("--spec", default=None, help="speculative decoding: mtp, dflash, eagle (the catalog's drafter for the model), dflash:ID / eagle:ID, or draft:MODEL; see `planner drafts`"),
+    click.option("--accept", type=float, default=None, help="per-token acceptance of drafted tokens, 0-1 (Leviathan's alpha)"),
+    click.option("--accept-len", "accept_len", type=float, default=None, help="mean tokens per verification step (accepted drafts + 1), as vLLM/SGLang report"),
+    click.option("--draft-len", "draft_len", type=click.IntRange(1, MAX_DRAFT_LEN), default=None, help="tokens drafted per step (default: the drafter's recommended, else the engine's)"),
+    click.option("--draft-quant", "draft_quant", default=None, help="weight quant of the drafter (default: the drafter's recommended, or the target's)"),
+]
 
-    MODEL is a catalog id (see `planner models`) or a path to a config.json or .gguf file.
 
-    Example:
+def deployment_options(f):
+    """The options that describe one deployment and workload: fit, report and the plots share them."""
+    for opt in reversed(_DEPLOYMENT_OPTIONS):
+        f = opt(f)
+    return f
 
-        planner fit qwen3.6-27b --gpu rtx5090 --ctx 200k
-    """
-    catalog = Catalog()
-    card, file_weights = None, None
-    if is_local(model):
-        p = Path(model)
-        if not p.exists():
-            raise PlannerError(f"no such file: {model}")
-        if p.suffix == ".gguf":
-            card, file_weights = load_gguf(p)
-            if quant:
-                raise PlannerError("--quant does not apply to a .gguf file: its tensor types are read from the file")
-        else:
-            card = load_config_json(p)
+
+def load_model(model: str, quant: str | None):
+    """A catalog id, or a local config.json / .gguf: (card or None for a catalog id, GGUF weights or None)."""
+    if not is_local(model):
+        return None, None
+    p = Path(model)
+    if not p.exists():
+        raise PlannerError(f"no such file: {model}")
+    if p.suffix == ".gguf":
+        if quant:
+            raise PlannerError("--quant does not apply to a .gguf file: its tensor types are read from the file")
+        return load_gguf(p)
+    return load_config_json(p), None
+
+
+def build(catalog: Catalog, model, gpu, ctx, quant, kv_quant, engine, split, tensor_split, batch, ubatch, gpu_layers,
+          cpu_moe, host, host_ram, flash_attn, spec, accept, accept_len, draft_len, draft_quant, **_):
+    """The Resolved deployment the options describe."""
+    card, file_weights = load_model(model, quant)
     ts, balance = None, None
     if tensor_split in ("memory", "speed"):
         balance = tensor_split
@@ -135,12 +134,40 @@ def fit_cmd(model, gpu, ctx, quant, kv_quant, engine, split, tensor_split, batch
                      host=host, host_ram_bytes=host_ram, tensor_split=ts, balance=balance,
                      flash_attention=None if flash_attn is None else flash_attn == "on", spec=spec,
                      draft_len=draft_len, accept=accept, accept_len=accept_len, draft_quant=draft_quant)
-    if sweep_accept and not spec:
-        raise PlannerError("--sweep-accept needs --spec (mtp, dflash, eagle or draft:MODEL)")
-    r = resolve(catalog, dep, card=card, file_weights=file_weights)
-    result = fit(catalog, r, prompt, gen, depth, catalog.calibration(calibration), sweep_accept, observed)
+    return resolve(catalog, dep, card=card, file_weights=file_weights)
+
+
+def run_fit(catalog: Catalog, opts: dict, sweep_accept: bool = False, observed: float | None = None):
+    """fit() for the deployment options, and the Resolved with the offload the plan chose."""
+    r = build(catalog, **opts)
+    result = fit(catalog, r, opts["prompt"], opts["gen"], opts["depth"], catalog.calibration(opts["calibration"]),
+                 sweep_accept, observed)
     a = result.assumptions  # the plan may have chosen an offload (llama.cpp --fit)
-    r = with_(r, gpu_layers=a["gpu_layers"], cpu_moe_layers=a["cpu_moe_layers"])
+    return result, with_(r, gpu_layers=a["gpu_layers"], cpu_moe_layers=a["cpu_moe_layers"])
+
+
+@main.command("fit")
+@click.argument("model")
+@deployment_options
+@click.option("--sweep-accept", "sweep_accept", is_flag=True, help="with --spec: a table of speed by acceptance and draft length")
+@click.option("--observed", type=float, default=None, help="check a claimed decode speed (tok/s per stream) against this deployment's physics")
+@click.option("--explain", is_flag=True, help="show the per-operation roofline behind the speeds")
+@click.option("--emit", type=click.Choice(["llama.cpp", "vllm", "sglang"]), default=None, help="print the engine command line for this plan")
+@click.option("--json", "as_json", is_flag=True, help="print the stable JSON contract")
+@friendly
+def fit_cmd(model, sweep_accept, observed, explain, emit, as_json, **opts):
+    """Does MODEL fit on GPUS, with how long a context, and what to change if not.
+
+    MODEL is a catalog id (see `planner models`) or a path to a config.json or .gguf file.
+
+    Example:
+
+        planner fit qwen3.6-27b --gpu rtx5090 --ctx 200k
+    """
+    catalog = Catalog()
+    if sweep_accept and not opts["spec"]:
+        raise PlannerError("--sweep-accept needs --spec (mtp, dflash, eagle or draft:MODEL)")
+    result, r = run_fit(catalog, dict(opts, model=model), sweep_accept, observed)
     if as_json:
         out = result.contract(explain)
         if emit:
@@ -155,6 +182,84 @@ def fit_cmd(model, gpu, ctx, quant, kv_quant, engine, split, tensor_split, batch
             click.echo("")
             click.echo(emit_command(r, emit, result.ctx_tokens))
     sys.exit(0 if result.fits else 1)
+
+
+def parse_sets(text: str) -> list[tuple[str, ...]]:
+    """'rtx5090,2xrtx3090,rtx5090+rtx3090ti' -> three sets; '+' joins GPUs of one mixed set."""
+    sets = [parse_gpus(t.replace("+", ",")) for t in text.split(",") if t.strip()]
+    if not sets:
+        raise PlannerError("--gpus is empty; write e.g. rtx5090,2xrtx3090,rtx5090+rtx3090ti")
+    return sets
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(x.strip() for x in text.split(",") if x.strip()) if text else None
+
+
+@main.command("compare")
+@click.argument("model")
+@click.option("--gpus", default=None, help="GPU sets to compare, comma-separated: rtx5090,2xrtx3090,rtx5090+rtx3090ti (default: every catalog GPU, 1 to --max-gpus of each)")
+@click.option("--max-gpus", type=click.IntRange(1, 8), default=4, show_default=True, help="with no --gpus: the most cards of one kind in a set")
+@click.option("--budget", type=click.FloatRange(min=0), default=None, help="most USD to spend on the GPUs (street price, else launch price)")
+@click.option("--workload", type=click.Choice(sorted(WORKLOADS)), default="chat", show_default=True, help="chat: one stream, ranked by decode tok/s; batch: 16 streams, ranked by total tok/s")
+@click.option("--ctx", type=TOKENS, default=None, help="context per sequence (default: chat 32k, batch 8k)")
+@click.option("--batch", type=click.IntRange(1, 65536), default=None, help="concurrent sequences (default: chat 1, batch 16)")
+@click.option("--prompt", type=TOKENS, default=None, help="prompt tokens (default: chat 512, batch 1024)")
+@click.option("--gen", type=TOKENS, default=None, help="generated tokens (default 128)")
+@click.option("--quant", default=None, help="weight quants to try, best first (default Q8_0,Q6_K,Q5_K_M,Q4_K_M; bf16,fp8,awq for vLLM/SGLang)")
+@click.option("--kv-quant", default=None, help="KV-cache types to try, best first (default: the engine's, q8_0, q4_0 / fp8)")
+@click.option("--engine", default=None, help="one engine for every set (default: llama.cpp for each set's vendor)")
+@click.option("--split", type=click.Choice(["layer", "tensor"]), default=None, help="multi-GPU split mode")
+@click.option("--calibration", default=None, help="efficiency profile (default reference-fit)")
+@click.option("--top", type=click.IntRange(1), default=None, help="rows of the text ranking (default: all named sets; 20 when searching the catalog)")
+@click.option("--all", "show_all", is_flag=True, help="list the sets that are not ranked, with why")
+@click.option("--json", "as_json", is_flag=True, help="print the comparison as JSON")
+@click.option("--csv", "as_csv", is_flag=True, help="print one CSV row per GPU set")
+@friendly
+def compare_cmd(model, gpus, max_gpus, budget, workload, ctx, batch, prompt, gen, quant, kv_quant, engine, split,
+                calibration, top, show_all, as_json, as_csv):
+    """Rank GPU sets for MODEL: fit, best quant and KV type, speed, tok/s per dollar and per watt.
+
+    Example:
+
+        planner compare qwen3.6-27b --gpus rtx5090,2xrtx3090,rx7900xtx,mi50-32gb,m4max --budget 3500
+    """
+    catalog = Catalog()
+    c = _comparison(catalog, model, gpus, max_gpus, budget, workload, ctx, batch, prompt, gen, quant, kv_quant,
+                    engine, split, calibration)
+    if as_json:
+        click.echo(json.dumps(c.model_dump(), indent=2))
+    elif as_csv:
+        click.echo(render.compare_csv(c), nl=False)
+    else:
+        click.echo(render.compare_text(c, show_all, top or (None if gpus else 20)))
+    sys.exit(0 if any(e.status == "fits" for e in c.entries) else 1)
+
+
+def _comparison(catalog, model, gpus, max_gpus, budget, workload, ctx, batch, prompt, gen, quant, kv_quant, engine,
+                split, calibration):
+    from dataclasses import replace as dc_replace
+
+    from planner import compare as cmp
+
+    card, file_weights = load_model(model, None)
+    if file_weights is not None:
+        raise PlannerError("compare plans recipes: give a catalog id or a config.json, not a .gguf file")
+    card = card or catalog.model(model)
+    w = cmp.WORKLOADS[workload]
+    w = dc_replace(w, ctx_tokens=ctx or w.ctx_tokens, batch=batch or w.batch, prompt_tokens=w.prompt_tokens
+                   if prompt is None else prompt, gen_tokens=w.gen_tokens if gen is None else gen)
+    sets = parse_sets(gpus) if gpus else cmp.candidate_sets(catalog, max_gpus)
+    for s in sets:
+        for g in s:
+            catalog.gpu(g)  # unknown names fail here, with suggestions
+    eng = catalog.engine(engine).id if engine else None
+    for q in _names(quant) or ():
+        catalog.recipe(q)  # unknown names fail here, with suggestions
+    for k in _names(kv_quant) or ():
+        catalog.kv_type(k)
+    return cmp.compare(catalog, card, sets, w, catalog.calibration(calibration), _names(quant), _names(kv_quant),
+                       eng, split, budget, auto=not gpus)
 
 
 @main.group("calibrate")

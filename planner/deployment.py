@@ -80,9 +80,16 @@ def weight_format(engine: Engine) -> str:
 
 
 def recipe_weights(catalog: Catalog, arch: Architecture, recipe) -> tuple[WeightTensor, ...]:
-    """Every tensor of `arch` with the storage type the quant recipe gives it, and its bytes."""
-    types = catalog.formats.types
-    return tuple(WeightTensor(t, s, tensor_bytes(t, types[s])) for t, s in assign_types(arch, recipe, types))
+    """Every tensor of `arch` with the storage type the quant recipe gives it, and its bytes.
+    Memoised on the catalog: comparisons resolve the same model and recipe many times."""
+    key = ("recipe_weights", id(arch), id(recipe))
+    hit = catalog.memo.get(key)
+    if hit is None or hit[0] is not arch or hit[1] is not recipe:
+        types = catalog.formats.types
+        hit = (arch, recipe, tuple(WeightTensor(t, s, tensor_bytes(t, types[s]))
+                                   for t, s in assign_types(arch, recipe, types)))
+        catalog.memo[key] = hit
+    return hit[2]
 
 
 @dataclass(frozen=True)

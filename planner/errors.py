@@ -17,4 +17,10 @@ def did_you_mean(name: str, candidates: list[str], what: str) -> PlannerError:
     contains = [c for c in candidates if name.lower() in c.lower() and c.lower() not in close]
     picks = [by_lower[c] for c in close] + contains[: max(0, 4 - len(close))]
     hint = f"; did you mean {', '.join(picks)}?" if picks else ""
-    return PlannerError(f"unknown {what} {name!r}{hint} (see `planner {what}s`)")
+    return PlannerError(f"unknown {what} {name!r}{hint} ({LISTINGS.get(what, f'see `planner {what}s`')})")
+
+
+LISTINGS = {  # where each kind of name is listed
+    "kv type": "see `planner quants`", "quant": "see `planner quants`", "speculative method": "see `planner drafts`",
+    "calibration": "see hwdb/calibrations/",
+    "id": "see `planner gpus`, `planner models`, `planner engines` or `planner hosts`"}

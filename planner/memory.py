@@ -284,3 +284,37 @@ def max_context(r: Resolved, limit: int | None = None) -> int:
 def with_(r: Resolved, **changes) -> Resolved:
     return replace(r, **changes)
 
+
+
+class MemoryCurve(Strict):
+    """Bytes of each kind (all devices together) by context length, for one deployment."""
+
+    ctx_tokens: tuple[int, ...]
+    parts: dict[str, tuple[int, ...]]  # weights, KV cache, ... each by context
+    usable_bytes: int  # all devices
+    host_bytes: tuple[int, ...]
+    max_ctx_tokens: int
+    native_ctx_tokens: int
+
+
+MEMORY_PARTS = {  # label -> DeviceMemory fields summed for it
+    "weights": ("weights_bytes",), "KV cache": ("kv_cache_bytes",), "recurrent state": ("recurrent_state_bytes",),
+    "compute buffers": ("compute_buffer_bytes",), "runtime": ("runtime_overhead_bytes",),
+    "drafter": ("draft_weights_bytes", "draft_cache_bytes", "draft_compute_bytes"),
+}
+
+
+def memory_curve(r: Resolved, points: int = 40) -> MemoryCurve:
+    """From one padding step to past the longest context that fits (or the native maximum)."""
+    best = max_context(r)
+    native = r.arch.max_position_embeddings
+    top = max(native, min(2 * best, 4 * native)) if best else native
+    step = ctx_step(r)
+    ctxs = sorted({max(step, int(round(x / step)) * step) for x in
+                   [top * i / (points - 1) for i in range(points)] + [best or step, native]})
+    plans = [plan_memory(r, c) for c in ctxs]
+    parts = {label: tuple(sum(getattr(d, f) for d in p.devices for f in fields) for p in plans)
+             for label, fields in MEMORY_PARTS.items()}
+    parts = {k: v for k, v in parts.items() if any(v)}
+    return MemoryCurve(ctx_tokens=tuple(ctxs), parts=parts, usable_bytes=sum(d.usable_bytes for d in plans[0].devices),
+                       host_bytes=tuple(p.host_bytes for p in plans), max_ctx_tokens=best, native_ctx_tokens=native)

@@ -329,3 +329,74 @@ def draft_table(catalog, model_id: str | None) -> str:
     rows.append("")
     rows.append("use: planner fit MODEL --gpu GPU --spec mtp|dflash|eagle|draft:ID --accept 0.7 (or --accept-len 3.5)")
     return "\n".join(rows)
+
+
+def _money(x: float | None) -> str:
+    return "?" if x is None else f"${x:,.0f}"
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def compare_text(c, show_all: bool, top: int | None) -> str:
+    """The ranking of `planner compare` (a planner.compare.Comparison)."""
+    head = (f"{c.model_name}: GPU sets for the {c.workload} workload ({c.metric_what}); context {fmt_tokens(c.ctx_tokens)} "
+            f"per sequence, batch {c.batch}, prompt {c.prompt_tokens}, gen {c.gen_tokens}"
+            + (f", budget ${c.budget_usd:,.0f}" if c.budget_usd is not None else ""))
+    cols = (f"{'rank':>4}  {'GPUs':<26}{'price':>9}  {'quant':<7}{'KV':<6}{'max ctx':>9}{'decode':>8}{'total':>8}"
+            f"{'prefill':>9}{'TTFT s':>7}{'tok/s/k$':>9}{'tok/s/W':>8}  front")
+    lines = [head, "", cols]
+    ranked = [e for e in c.entries if e.status == "fits"]
+    for e in ranked[:top] if top else ranked:
+        lines.append(f"{e.rank:>4}  {e.label:<26}{_money(e.price_usd):>9}  {e.quant:<7}{e.kv_quant:<6}"
+                     f"{e.max_ctx_tokens:>9,}{e.decode_tok_s:>8.1f}{e.decode_total_tok_s:>8.1f}"
+                     f"{_num(e.prefill_tok_s, ',.0f'):>9}{_num(e.ttft_s, '.2f'):>7}{_num(e.tok_s_per_kusd, '.2f'):>9}"
+                     f"{_num(e.tok_s_per_w, '.3f'):>8}  {'*' if e.pareto else ''}")
+    if not ranked:
+        lines.append("   (no GPU set fits)")
+    elif top and len(ranked) > top:
+        lines.append(f"   ... {len(ranked) - top} more that fit (--top N or --json for all)")
+    rest = [e for e in c.entries if e.status != "fits"]
+    if rest:
+        lines.append("")
+        if show_all:
+            lines.append("not ranked:")
+            lines += [f"  {e.label:<26}{e.status:<12}{e.reason}" for e in rest]
+        else:
+            counts = {}
+            for e in rest:
+                counts[e.status] = counts.get(e.status, 0) + 1
+            lines.append("not ranked: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + " (--all lists them)")
+    front = [e for e in ranked if e.pareto]
+    if front:
+        lines.append("")
+        lines.append("price-speed front (* above: no cheaper set is as fast): "
+                     + ", ".join(f"{e.label} {_money(e.price_usd)} {e.speed_tok_s:.1f} tok/s" for e in
+                                 sorted(front, key=lambda e: e.price_usd)))
+    basis = sorted({b for e in (ranked[:top] if top else ranked) if e.price_basis for b in e.price_basis.split("; ")})
+    if basis:
+        lines.append("prices: " + "; ".join(basis))
+    lines.append("")
+    lines.append("decode/total: tok/s per stream / across the batch at the start of the context; "
+                 "tok/s/k$ and tok/s/W use the ranked metric")
+    lines += [f"note: {n}" for n in c.notes]
+    return "\n".join(lines)
+
+
+COMPARE_CSV_FIELDS = ("rank", "label", "status", "reason", "engine", "quant", "kv_quant", "max_ctx_tokens", "vram_bytes",
+                      "decode_tok_s", "decode_total_tok_s", "decode_full_ctx_tok_s", "prefill_tok_s", "ttft_s",
+                      "decode_bound", "speed_tok_s", "price_usd", "price_basis", "tok_s_per_kusd", "power_w",
+                      "tok_s_per_w", "pareto")
+
+
+def compare_csv(c) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COMPARE_CSV_FIELDS)
+    for e in c.entries:
+        w.writerow(["" if getattr(e, f) is None else getattr(e, f) for f in COMPARE_CSV_FIELDS])
+    return buf.getvalue()

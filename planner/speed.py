@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from planner.calibration import Calibration, efficiency_for
 from planner.catalog import Catalog
 from planner.deployment import Resolved
 from planner.perf import (PhaseBreakdown, StepModel, bound_of, breakdown, ceiling_step_time, compile_steps,
-                          decode_time, prefill_time)
+                          decode_step_time, decode_time, prefill_time)
 from planner.schema import Strict
 from planner.units import GB
 
@@ -133,3 +135,52 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
         mbu=mbu, mfu=mfu, comm_s_per_step=dstep.comm_s, split=sm.split, link=sm.link_name, calibration=cal.id,
         efficiency_from=sm.eff.engine_source, decode_step=dstep, prefill_step=pstep, notes=tuple(notes))
 
+
+
+class DecodeCurve(Strict):
+    """Decode speed by depth (tokens already in context) for one deployment."""
+
+    batch: int
+    depth_tokens: tuple[int, ...]
+    tok_s: tuple[float, ...]  # per stream
+    ceiling_tok_s: tuple[float, ...]  # every op at peak, no overheads (the physical bound)
+
+
+def decode_curve(catalog: Catalog, r: Resolved, ctx: int, cal: Calibration, points: int = 48) -> DecodeCurve:
+    sm = step_model(catalog, r, cal)
+    depth = np.unique(np.linspace(0, max(ctx, 1), points).astype(int))
+    b = np.full(depth.shape, float(r.batch))
+    t = decode_step_time(sm, b, depth)
+    c = ceiling_step_time(sm, b, b, np.ones_like(b), depth)
+    return DecodeCurve(batch=r.batch, depth_tokens=tuple(int(x) for x in depth), tok_s=tuple(float(x) for x in 1 / t),
+                       ceiling_tok_s=tuple(float(x) for x in 1 / c))
+
+
+class BatchCurve(Strict):
+    """Decode speed by number of concurrent sequences, each at `depth_tokens`."""
+
+    depth_tokens: int
+    ctx_tokens: int  # per sequence, for the memory check
+    batch: tuple[int, ...]
+    fits: tuple[bool, ...]
+    tok_s: tuple[float, ...]  # per stream
+    total_tok_s: tuple[float, ...]  # across the batch
+    bound: tuple[str, ...]
+
+
+BATCH_POINTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # powers of two, as batch benchmarks sweep
+
+
+def batch_curve(catalog: Catalog, r: Resolved, ctx: int, depth: int, cal: Calibration) -> BatchCurve:
+    from planner.memory import plan_memory, with_
+
+    sm = step_model(catalog, r, cal)
+    bs = np.array(BATCH_POINTS, dtype=float)
+    t = decode_step_time(sm, bs, np.full(bs.shape, float(depth)))
+    fits, bounds = [], []
+    for b in BATCH_POINTS:
+        fits.append(plan_memory(with_(r, batch=b), ctx).fits)
+        bounds.append(bound_of(breakdown(sm, "", b, b, 1, depth)))
+    return BatchCurve(depth_tokens=depth, ctx_tokens=ctx, batch=BATCH_POINTS, fits=tuple(fits),
+                      tok_s=tuple(float(x) for x in 1 / t), total_tok_s=tuple(float(x) for x in bs / t),
+                      bound=tuple(bounds))
