@@ -262,6 +262,113 @@ def _comparison(catalog, model, gpus, max_gpus, budget, workload, ctx, batch, pr
                        eng, split, budget, auto=not gpus)
 
 
+def _html_out(path: str) -> Path:
+    out = Path(path)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise PlannerError(f"-o {path}: the output is an HTML page; name it *.html")
+    if out.exists() and out.is_dir():
+        raise PlannerError(f"-o {path} is a folder; give a file name such as report.html")
+    return out
+
+
+@main.group("plot")
+def plot_group():
+    """Interactive plots as standalone HTML pages (plotly.js embedded; they open offline).
+
+    KIND is memory, context, batch, roofline, acceptance (with --spec) or pareto.
+    """
+
+
+def _plot_command(kind: str, doc: str):
+    @plot_group.command(kind, help=doc)
+    @click.argument("model")
+    @deployment_options
+    @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="HTML file to write")
+    @friendly
+    def cmd(model, out, **opts):
+        from planner import plots
+        from planner.report import figure
+
+        path = _html_out(out)
+        catalog = Catalog()
+        result, r = run_fit(catalog, dict(opts, model=model), sweep_accept=kind == "acceptance")
+        fig = figure(kind, catalog, result, r)
+        write_atomic(path, plots.page(fig.layout.title.text.split("<br>")[0], plots.div(fig, f"plot-{kind}")))
+        click.echo(f"wrote {path}")
+
+    return cmd
+
+
+_plot_command("memory", "Memory of each kind (weights, KV cache, state, buffers) against context, with the usable memory.\n\n"
+              "Example:\n\n    planner plot memory qwen3.6-27b --gpu rtx5090 -o memory.html")
+_plot_command("context", "Decode tok/s per stream against tokens already in context, with the physical ceiling.\n\n"
+              "Example:\n\n    planner plot context qwen3.6-27b --gpu rtx5090 --ctx 200k -o context.html")
+_plot_command("batch", "Total and per-stream decode tok/s against concurrent sequences; marks batches that do not fit.\n\n"
+              "Example:\n\n    planner plot batch llama-3.1-8b --gpu rtx4090 --ctx 8k -o batch.html")
+_plot_command("roofline", "Each operation of a decode and a prefill step placed on the GPUs' roofline.\n\n"
+              "Example:\n\n    planner plot roofline qwen3.6-27b --gpu rtx5090 -o roofline.html")
+_plot_command("acceptance", "Speculative decoding speed against acceptance rate, one line per draft length (needs --spec).\n\n"
+              "Example:\n\n    planner plot acceptance qwen3.6-27b --gpu rtx5090 --ctx 64k --spec mtp --accept 0.8 -o spec.html")
+
+
+@plot_group.command("pareto")
+@click.argument("model")
+@click.option("--gpus", default=None, help="GPU sets, comma-separated (default: every catalog GPU, 1 to --max-gpus of each)")
+@click.option("--max-gpus", type=click.IntRange(1, 8), default=4, show_default=True, help="with no --gpus: the most cards of one kind")
+@click.option("--budget", type=click.FloatRange(min=0), default=None, help="most USD to spend on the GPUs")
+@click.option("--workload", type=click.Choice(sorted(WORKLOADS)), default="chat", show_default=True, help="chat or batch")
+@click.option("--ctx", type=TOKENS, default=None, help="context per sequence (default: chat 32k, batch 8k)")
+@click.option("--batch", type=click.IntRange(1, 65536), default=None, help="concurrent sequences")
+@click.option("--quant", default=None, help="weight quants to try, best first")
+@click.option("--kv-quant", default=None, help="KV-cache types to try, best first")
+@click.option("--engine", default=None, help="one engine for every set")
+@click.option("--calibration", default=None, help="efficiency profile (default reference-fit)")
+@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="HTML file to write")
+@friendly
+def plot_pareto_cmd(model, gpus, max_gpus, budget, workload, ctx, batch, quant, kv_quant, engine, calibration, out):
+    """Price against speed of the GPU sets `planner compare` ranks, with the Pareto front.
+
+    Example:
+
+        planner plot pareto qwen3.6-27b --budget 5000 -o pareto.html
+    """
+    from planner import plots
+
+    path = _html_out(out)
+    catalog = Catalog()
+    c = _comparison(catalog, model, gpus, max_gpus, budget, workload, ctx, batch, None, None, quant, kv_quant,
+                    engine, None, calibration)
+    sub = (f"{c.workload} workload ({c.metric_what}), context {c.ctx_tokens:,}, batch {c.batch}"
+           + (f", budget ${c.budget_usd:,.0f}" if c.budget_usd is not None else "")
+           + "; each set at the best quant and KV type it fits (hover for details)")
+    fig = plots.pareto_figure(c, f"{c.model_name}: which GPUs? price against speed", sub)
+    write_atomic(path, plots.page(f"{c.model_name}: price against speed", plots.div(fig, "plot-pareto")))
+    click.echo(f"wrote {path}")
+
+
+@main.command("report")
+@click.argument("model")
+@deployment_options
+@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="HTML file to write")
+@friendly
+def report_cmd(model, out, **opts):
+    """One self-contained HTML page: verdict, memory, speed, plots, commands, assumptions, sources.
+
+    Works offline: plotly.js is embedded in the page.
+
+    Example:
+
+        planner report qwen3.6-27b --gpu rtx5090 --ctx 200k -o report.html
+    """
+    from planner.report import report_html
+
+    path = _html_out(out)
+    catalog = Catalog()
+    result, r = run_fit(catalog, dict(opts, model=model), sweep_accept=bool(opts["spec"]))
+    write_atomic(path, report_html(catalog, result, r))
+    click.echo(f"wrote {path} ({'fits' if result.fits else 'does not fit'})")
+
+
 @main.group("calibrate")
 def calibrate_group():
     """Fit the speed model's efficiency factors to measured runs."""

@@ -308,7 +308,7 @@ def memory_curve(r: Resolved, points: int = 40) -> MemoryCurve:
     """From one padding step to past the longest context that fits (or the native maximum)."""
     best = max_context(r)
     native = r.arch.max_position_embeddings
-    top = max(native, min(2 * best, 4 * native)) if best else native
+    top = int(1.25 * max(native, best))  # a quarter past the native maximum or the longest fit
     step = ctx_step(r)
     ctxs = sorted({max(step, int(round(x / step)) * step) for x in
                    [top * i / (points - 1) for i in range(points)] + [best or step, native]})
