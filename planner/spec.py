@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import brentq
 
 from planner.arch import Architecture, Tensor
 from planner.catalog import Catalog, DraftCard
@@ -73,7 +72,7 @@ def alpha_for_accept_len(accept_len: float, gamma: int) -> float:
         return 1.0
     if accept_len <= 1 + 1e-12:
         return 0.0
-    return float(brentq(lambda a: float(expected_tokens(a, gamma)) - accept_len, 0.0, 1.0 - 1e-15, xtol=1e-12))
+    return float(_brentq(lambda a: float(expected_tokens(a, gamma)) - accept_len, 0.0, 1.0 - 1e-15, xtol=1e-12))
 
 
 def alpha_for_drafted_rate(rate: float, gamma: int) -> float:
@@ -579,3 +578,10 @@ def check_claim(catalog: Catalog, r, base, cal, observed: float, spec_est: SpecE
                  ratio_to_predicted=ratio_p, verdict=verdict, min_accept_len_at_ceiling=l_ceil,
                  min_accept_len_predicted=l_pred, draft_len_for_min=(q_pred - 1) if q_pred else None, min_alpha=alpha,
                  max_tokens_per_step=lmax, max_spec_tok_s_at_ceiling=max_spec, message=msg)
+
+
+def _brentq(*a, **kw):
+    """scipy's root finder, imported on first use (scipy.optimize costs ~0.35 s to import)."""
+    from scipy.optimize import brentq
+
+    return brentq(*a, **kw)
