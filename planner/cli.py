@@ -96,11 +96,16 @@ _DEPLOYMENT_OPTIONS = [
 ]
 
 
-def deployment_options(f):
-    """The options that describe one deployment and workload: fit, report and the plots share them."""
-    for opt in reversed(_DEPLOYMENT_OPTIONS):
-        f = opt(f)
-    return f
+def _stack(options):
+    """A decorator applying click options in their listed order (shared option groups)."""
+    def deco(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+    return deco
+
+
+deployment_options = _stack(_DEPLOYMENT_OPTIONS)  # one deployment and workload: fit, report and the plots
 
 
 def load_model(model: str, quant: str | None):
@@ -196,28 +201,35 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     return tuple(x.strip() for x in text.split(",") if x.strip()) if text else None
 
 
+_COMPARE_OPTIONS = [
+    click.option("--gpus", default=None, help="GPU sets to compare, comma-separated: rtx5090,2xrtx3090,rtx5090+rtx3090ti (default: every catalog GPU, 1 to --max-gpus of each)"),
+    click.option("--max-gpus", type=click.IntRange(1, 8), default=4, show_default=True, help="with no --gpus: the most cards of one kind in a set"),
+    click.option("--budget", type=click.FloatRange(min=0), default=None, help="most USD to spend on the GPUs (street price, else launch price)"),
+    click.option("--workload", type=click.Choice(sorted(WORKLOADS)), default="chat", show_default=True, help="chat: one stream, ranked by decode tok/s; batch: 16 streams, ranked by total tok/s"),
+    click.option("--ctx", type=TOKENS, default=None, help="context per sequence (default: chat 32k, batch 8k)"),
+    click.option("--batch", type=click.IntRange(1, 65536), default=None, help="concurrent sequences (default: chat 1, batch 16)"),
+    click.option("--prompt", type=TOKENS, default=None, help="prompt tokens (default: chat 512, batch 1024)"),
+    click.option("--gen", type=TOKENS, default=None, help="generated tokens (default 128)"),
+    click.option("--quant", default=None, help="weight quants to try, best first (default Q8_0,Q6_K,Q5_K_M,Q4_K_M; bf16,fp8,awq for vLLM/SGLang)"),
+    click.option("--kv-quant", default=None, help="KV-cache types to try, best first (default: the engine's, q8_0, q4_0 / fp8)"),
+    click.option("--engine", default=None, help="one engine for every set (default: llama.cpp for each set's vendor)"),
+    click.option("--split", type=click.Choice(["layer", "tensor"]), default=None, help="multi-GPU split mode"),
+    click.option("--calibration", default=None, help="efficiency profile (default reference-fit)"),
+]
+
+
+compare_options = _stack(_COMPARE_OPTIONS)  # a purchase comparison: compare and plot pareto
+
+
 @main.command("compare")
 @click.argument("model")
-@click.option("--gpus", default=None, help="GPU sets to compare, comma-separated: rtx5090,2xrtx3090,rtx5090+rtx3090ti (default: every catalog GPU, 1 to --max-gpus of each)")
-@click.option("--max-gpus", type=click.IntRange(1, 8), default=4, show_default=True, help="with no --gpus: the most cards of one kind in a set")
-@click.option("--budget", type=click.FloatRange(min=0), default=None, help="most USD to spend on the GPUs (street price, else launch price)")
-@click.option("--workload", type=click.Choice(sorted(WORKLOADS)), default="chat", show_default=True, help="chat: one stream, ranked by decode tok/s; batch: 16 streams, ranked by total tok/s")
-@click.option("--ctx", type=TOKENS, default=None, help="context per sequence (default: chat 32k, batch 8k)")
-@click.option("--batch", type=click.IntRange(1, 65536), default=None, help="concurrent sequences (default: chat 1, batch 16)")
-@click.option("--prompt", type=TOKENS, default=None, help="prompt tokens (default: chat 512, batch 1024)")
-@click.option("--gen", type=TOKENS, default=None, help="generated tokens (default 128)")
-@click.option("--quant", default=None, help="weight quants to try, best first (default Q8_0,Q6_K,Q5_K_M,Q4_K_M; bf16,fp8,awq for vLLM/SGLang)")
-@click.option("--kv-quant", default=None, help="KV-cache types to try, best first (default: the engine's, q8_0, q4_0 / fp8)")
-@click.option("--engine", default=None, help="one engine for every set (default: llama.cpp for each set's vendor)")
-@click.option("--split", type=click.Choice(["layer", "tensor"]), default=None, help="multi-GPU split mode")
-@click.option("--calibration", default=None, help="efficiency profile (default reference-fit)")
+@compare_options
 @click.option("--top", type=click.IntRange(1), default=None, help="rows of the text ranking (default: all named sets; 20 when searching the catalog)")
 @click.option("--all", "show_all", is_flag=True, help="list the sets that are not ranked, with why")
 @click.option("--json", "as_json", is_flag=True, help="print the comparison as JSON")
 @click.option("--csv", "as_csv", is_flag=True, help="print one CSV row per GPU set")
 @friendly
-def compare_cmd(model, gpus, max_gpus, budget, workload, ctx, batch, prompt, gen, quant, kv_quant, engine, split,
-                calibration, top, show_all, as_json, as_csv):
+def compare_cmd(model, top, show_all, as_json, as_csv, **opts):
     """Rank GPU sets for MODEL: fit, best quant and KV type, speed, tok/s per dollar and per watt.
 
     Example:
@@ -225,14 +237,13 @@ def compare_cmd(model, gpus, max_gpus, budget, workload, ctx, batch, prompt, gen
         planner compare qwen3.6-27b --gpus rtx5090,2xrtx3090,rx7900xtx,mi50-32gb,m4max --budget 3500
     """
     catalog = Catalog()
-    c = _comparison(catalog, model, gpus, max_gpus, budget, workload, ctx, batch, prompt, gen, quant, kv_quant,
-                    engine, split, calibration)
+    c = _comparison(catalog, model, **opts)
     if as_json:
         click.echo(json.dumps(c.model_dump(), indent=2))
     elif as_csv:
         click.echo(render.compare_csv(c), nl=False)
     else:
-        click.echo(render.compare_text(c, show_all, top or (None if gpus else 20)))
+        click.echo(render.compare_text(c, show_all, top or (None if opts["gpus"] else 20)))
     sys.exit(0 if any(e.status == "fits" for e in c.entries) else 1)
 
 
@@ -313,19 +324,10 @@ _plot_command("acceptance", "Speculative decoding speed against acceptance rate,
 
 @plot_group.command("pareto")
 @click.argument("model")
-@click.option("--gpus", default=None, help="GPU sets, comma-separated (default: every catalog GPU, 1 to --max-gpus of each)")
-@click.option("--max-gpus", type=click.IntRange(1, 8), default=4, show_default=True, help="with no --gpus: the most cards of one kind")
-@click.option("--budget", type=click.FloatRange(min=0), default=None, help="most USD to spend on the GPUs")
-@click.option("--workload", type=click.Choice(sorted(WORKLOADS)), default="chat", show_default=True, help="chat or batch")
-@click.option("--ctx", type=TOKENS, default=None, help="context per sequence (default: chat 32k, batch 8k)")
-@click.option("--batch", type=click.IntRange(1, 65536), default=None, help="concurrent sequences")
-@click.option("--quant", default=None, help="weight quants to try, best first")
-@click.option("--kv-quant", default=None, help="KV-cache types to try, best first")
-@click.option("--engine", default=None, help="one engine for every set")
-@click.option("--calibration", default=None, help="efficiency profile (default reference-fit)")
+@compare_options
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="HTML file to write")
 @friendly
-def plot_pareto_cmd(model, gpus, max_gpus, budget, workload, ctx, batch, quant, kv_quant, engine, calibration, out):
+def plot_pareto_cmd(model, out, **opts):
     """Price against speed of the GPU sets `planner compare` ranks, with the Pareto front.
 
     Example:
@@ -336,8 +338,7 @@ def plot_pareto_cmd(model, gpus, max_gpus, budget, workload, ctx, batch, quant, 
 
     path = _html_out(out)
     catalog = Catalog()
-    c = _comparison(catalog, model, gpus, max_gpus, budget, workload, ctx, batch, None, None, quant, kv_quant,
-                    engine, None, calibration)
+    c = _comparison(catalog, model, **opts)
     sub = (f"{c.workload} workload ({c.metric_what}), context {c.ctx_tokens:,}, batch {c.batch}"
            + (f", budget ${c.budget_usd:,.0f}" if c.budget_usd is not None else "")
            + "; each set at the best quant and KV type it fits (hover for details)")
