@@ -16,7 +16,7 @@ from plotly.offline import get_plotlyjs
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from planner.units import GiB
+from planner.units import GB, GFLOP, MB, MS, TFLOP, GiB
 
 KINDS = ("memory", "context", "batch", "roofline", "acceptance", "pareto")
 COLORS = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#9D755D", "#BAB0AC")
@@ -110,19 +110,19 @@ def roofline_figure(perf, title: str, subtitle: str) -> go.Figure:
         knee = fl / bw
         pts = [p for p in (lo, knee, hi) if lo <= p <= hi] or [lo, hi]
         fig.add_trace(go.Scatter(
-            x=pts, y=[min(fl, p * bw) / 1e12 for p in pts], mode="lines", name=f"roof: {bw / 1e9:,.0f} GB/s, "
-            f"{fl / 1e12:,.0f} TFLOP/s", line=dict(color="gray", width=1.5, dash="dash" if i else "solid"),
-            hovertemplate=f"peak {bw / 1e9:,.0f} GB/s, {fl / 1e12:,.1f} TFLOP/s<extra>roof</extra>"))
+            x=pts, y=[min(fl, p * bw) / TFLOP for p in pts], mode="lines", name=f"roof: {bw / GB:,.0f} GB/s, "
+            f"{fl / TFLOP:,.0f} TFLOP/s", line=dict(color="gray", width=1.5, dash="dash" if i else "solid"),
+            hovertemplate=f"peak {bw / GB:,.0f} GB/s, {fl / TFLOP:,.1f} TFLOP/s<extra>roof</extra>"))
     for k, (name, step, sym) in enumerate(steps):
         mine = [o for n, o, _ in rows if n == name]
         if not mine:
             continue
         fig.add_trace(go.Scatter(
-            x=[o.flops / o.bytes for o in mine], y=[o.achieved_flops_per_s / 1e12 for o in mine], mode="markers",
+            x=[o.flops / o.bytes for o in mine], y=[o.achieved_flops_per_s / TFLOP for o in mine], mode="markers",
             name=f"{name}: {html.escape(step.what)}", marker=dict(symbol=sym, size=[8 + 22 * o.share for o in mine],
                                                                color=COLORS[k], line=dict(width=1, color="white")),
-            text=[f"{html.escape(o.op)} on {html.escape(o.stage)}<br>{o.flops / 1e9:,.2f} GFLOP, {o.bytes / 1e6:,.1f} MB, "
-                  f"{o.time_s * 1e3:.3f} ms ({o.share:.0%} of the step)<br>bound: {o.bound}" for o in mine],
+            text=[f"{html.escape(o.op)} on {html.escape(o.stage)}<br>{o.flops / GFLOP:,.2f} GFLOP, {o.bytes / MB:,.1f} MB, "
+                  f"{o.time_s / MS:.3f} ms ({o.share:.0%} of the step)<br>bound: {o.bound}" for o in mine],
             hovertemplate="%{text}<br>intensity %{x:.2f} FLOP/byte<br>achieved %{y:.2f} TFLOP/s<extra></extra>"))
     fig.update_xaxes(type="log", dtick=1)
     fig.update_yaxes(type="log", dtick=1)

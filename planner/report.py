@@ -17,7 +17,7 @@ from planner.errors import PlannerError
 from planner.fit import FitResult
 from planner.memory import MEMORY_PARTS, memory_curve
 from planner.speed import batch_curve, decode_curve
-from planner.units import GiB
+from planner.units import MS, GiB
 
 
 def describe(r: Resolved, cal_id: str) -> tuple[str, str]:
@@ -37,7 +37,7 @@ def _version() -> str:
 
 def figure(kind: str, catalog: Catalog, res: FitResult, r: Resolved):
     """One plot kind (plots.KINDS, less pareto) for a fitted deployment."""
-    cal = catalog.calibration(res.assumptions["calibration"].split(":")[0])
+    cal = catalog.calibration(res.perf.calibration)
     title, sub = describe(r, cal.id)
     if kind == "memory":
         return plots.memory_figure(memory_curve(r), f"{title}: memory against context", sub)
@@ -79,7 +79,7 @@ def _rate(x: float | None, fmt: str = ",.1f") -> str:
 
 def report_html(catalog: Catalog, res: FitResult, r: Resolved) -> str:
     """One self-contained page: verdict, memory, speed, plots, commands, assumptions, sources."""
-    title, sub = describe(r, res.assumptions["calibration"].split(":")[0])
+    title, sub = describe(r, res.perf.calibration)
     a, p = res.assumptions, res.perf
     out = [f"<h1>{html.escape(title)}</h1>",
            f"<p class=\"muted\">{html.escape(sub)}. Generated {datetime.date.today().isoformat()} by "
@@ -109,7 +109,7 @@ def report_html(catalog: Catalog, res: FitResult, r: Resolved) -> str:
     srows = [["prefill", f"{_rate(p.prefill_tok_s, ',.0f')} tok/s", f"TTFT {_rate(p.ttft_s, '.2f')} s",
               p.prefill_bound or "-", f"{_rate(p.ceiling_prefill_tok_s, ',.0f')} tok/s"],
              ["decode", f"{p.decode_tok_s:,.1f} tok/s per stream, {p.decode_total_tok_s:,.1f} total",
-              f"{p.tpot_s * 1e3:.1f} ms/token", p.decode_bound, f"{p.ceiling_decode_tok_s:,.1f} tok/s"]]
+              f"{p.tpot_s / MS:.1f} ms/token", p.decode_bound, f"{p.ceiling_decode_tok_s:,.1f} tok/s"]]
     out.append(f"<p>Prompt {p.prompt_tokens:,} tokens, generate {p.gen_tokens:,}, after {p.depth_tokens:,} tokens of "
                f"context, batch {p.batch}. MBU {_rate(p.mbu and p.mbu * 100, '.0f')}%, MFU "
                f"{_rate(p.mfu and p.mfu * 100, '.0f')}%.</p>")
@@ -133,7 +133,7 @@ def report_html(catalog: Catalog, res: FitResult, r: Resolved) -> str:
 
     out.append("<h2>Assumptions</h2>")
     out.append(_table(["assumption", "value"], [[k, _show(v)] for k, v in a.items()], left=(0, 1)))
-    out.append("<h2>Sources of every number used</h2>" + _sources(catalog, r, a["calibration"].split(":")[0]))
+    out.append("<h2>Sources of every number used</h2>" + _sources(catalog, r, res.perf.calibration))
     return plots.page(f"{title} - planner report", "\n".join(out))
 
 
