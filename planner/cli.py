@@ -22,7 +22,7 @@ from planner.compare import WORKLOADS
 from planner.fit import fit
 from planner.memory import with_
 from planner.localfile import is_local, load_config_json, load_gguf
-from planner import render
+from planner import harness, render
 
 
 class TokensType(click.ParamType):
@@ -413,6 +413,96 @@ def calibrate_fit_cmd(runs, out, priors, name):
     calibrate.write_profile(cal, Path(out), header, {})
     click.echo(validate.text_table(scored))
     click.echo(f"wrote {out}")
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(units.parse_tokens(x)) for x in text.split(",") if x.strip())
+    except Exception:
+        raise PlannerError(f"{what} {text!r}: give token counts separated by commas, e.g. 128,2k,8k") from None
+    if not vals or min(vals) < 1:
+        raise PlannerError(f"{what} {text!r}: give positive token counts separated by commas")
+    return vals
+
+
+@calibrate_group.command("run")
+@click.option("--model", default="llama-3.1-8b", show_default=True, help="catalog model whose architecture is built (dense, softmax attention)")
+@click.option("--quant", type=click.Choice(["bf16", "f16", "fp8"]), default="bf16", show_default=True, help="weight type")
+@click.option("--out", "out", default="harness-runs.csv", show_default=True, type=click.Path(dir_okay=False), help="runs CSV to write or append to")
+@click.option("--gpu", default=None, help="catalog GPU the rows are labelled with (default: detected from the device name)")
+@click.option("--gpus", "n_gpus", type=click.IntRange(1, 64), default=1, show_default=True, help="GPUs to split the model over")
+@click.option("--split", type=click.Choice(["layer", "tensor"]), default="layer", show_default=True, help="split mode with --gpus 2 or more")
+@click.option("--prompts", default=",".join(map(str, harness.DEFAULT_PROMPTS)), show_default=True, help="prefill prompt lengths (batch 1; and 512 at batch 4 and 16)")
+@click.option("--depths", default=",".join(map(str, harness.DEFAULT_DEPTHS)), show_default=True, help="decode depths (tokens already cached)")
+@click.option("--batches", default=",".join(map(str, harness.DEFAULT_BATCHES)), show_default=True, help="decode batch sizes")
+@click.option("--repeats", type=click.IntRange(1, 1000), default=7, show_default=True, help="timed samples per point (the median is kept)")
+@click.option("--role", type=click.Choice(["fit", "holdout"]), default="fit", show_default=True, help="role of the rows: fitted by `calibrate fit`, or held out of it")
+@click.option("--tag", default=None, help="prefix of the rows' ref_row ids (default: the GPU id)")
+@click.option("--device", default=None, help="torch device (default cuda; 'cpu' only exercises the harness)")
+@click.option("--no-ceilings", is_flag=True, help="skip the copy-bandwidth and matmul measurements")
+@friendly
+def calibrate_run_cmd(model, quant, out, gpu, n_gpus, split, prompts, depths, batches, repeats, role, tag, device,
+                      no_ceilings):
+    """Measure this machine's GPU: its copy bandwidth and matmul throughput, then prefill and
+    decode of a real transformer (random weights, the model's shapes) over a grid of prompts,
+    depths and batches. Rows go to OUT (appended; written atomically), the ceilings to
+    OUT.ceilings.json. Needs PyTorch (pip install 'planner[harness]').
+
+    Example:
+
+        planner calibrate run --model llama-3.1-8b --out hwdb/runs/harness-h100.csv
+    """
+    from planner.runs import load_runs, write_runs
+
+    h = harness
+
+    torch = h.require_torch()
+    catalog = Catalog()
+    card = load_model(model, None)[0] or catalog.model(model)
+    model_id = model if is_local(model) else card.id
+    arch = card.arch
+    h.supported(arch)
+    dev = device or "cuda"
+    if dev.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PlannerError("no CUDA device visible to PyTorch (--device cpu only exercises the harness)")
+        if torch.cuda.device_count() < n_gpus:
+            raise PlannerError(f"--gpus {n_gpus}: PyTorch sees {torch.cuda.device_count()} CUDA device(s)")
+        devices = [f"cuda:{i}" for i in range(n_gpus)]
+        props = torch.cuda.get_device_properties(0)
+        gpu_id = catalog.gpu(gpu).id if gpu else h.detect_gpu(catalog, props.name, props.total_memory)
+    else:
+        if not gpu:
+            raise PlannerError("on the CPU give --gpu ID to label the rows (CPU timings only test the harness)")
+        gpu_id, devices = catalog.gpu(gpu).id, [dev] * n_gpus
+    setup = h.Setup(model=model_id, arch=arch, quant=quant, gpu=gpu_id, devices=devices,
+                    split=split if n_gpus > 1 else None, prompts=_ints(prompts, "--prompts"),
+                    depths=_ints(depths, "--depths"), batches=_ints(batches, "--batches"), repeats=repeats)
+    path = Path(out)
+    if path.exists():
+        load_runs(path)  # refuse to append to a file that is not a runs CSV
+    env = h.environment(devices)
+    log = h.log_stderr
+    log(f"planner harness: {model_id} {quant} on {n_gpus} x {env['device_name']} (catalog {gpu_id}), torch {env['torch']}")
+    ceilings = None
+    if not no_ceilings and dev.startswith("cuda"):
+        log("measuring the card's ceilings ...")
+        ceilings = h.measure_ceilings(torch.device(devices[0]), log=log)
+    free = h.free_bytes(setup)
+    points, dropped = h.plan_points(arch, free, setup.prompts, setup.depths, setup.batches,
+                                    tuple(p for p in setup.prefill_batched if p[1] in setup.prompts))
+    if dropped:
+        log(f"left out (memory or context): {', '.join(h.label(p) for p in dropped)}")
+    log(f"running {len(points)} points ...")
+    measured = (h.measure_tp if setup.split == "tensor" else h.measure)(setup, points, log)
+    existing = len(load_runs(path)) if path.exists() else 0
+    new = h.rows(setup, measured, env, role, tag or gpu_id, start=existing + 1)
+    header = (f"# Measured by `planner calibrate run` (planner/harness.py); engine {h.ENGINE}. Conditions per row; "
+              "value in tok/s per stream (decode) or over the batch (prefill); peak_memory_gib = device memory in use.")
+    total = write_runs(path, new, header)
+    if ceilings is not None:
+        h.write_ceilings(path, gpu_id, env, ceilings, h.datasheet(catalog.gpu(gpu_id)))
+    click.echo(f"wrote {len(new)} runs to {out} ({total} in the file)")
 
 
 @main.command("validate")

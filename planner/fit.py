@@ -162,7 +162,7 @@ def _warnings(r: Resolved, ctx: int, plan: MemoryPlan) -> list[str]:
     if r.engine.family == "llama.cpp" and r.kv_quant not in ("f16", "bf16", "f32"):
         w.append("a quantized V cache needs flash attention (on by default); on CUDA, K/V type pairs other than "
                  "q8_0/q8_0 and q4_0/q4_0 need a GGML_CUDA_FA_ALL_QUANTS build")
-    if r.engine.family != "llama.cpp":
+    if r.engine.memory.gpu_memory_utilization is not None:
         w.append(f"{r.engine.id} preallocates the KV cache: it takes all memory under gpu_memory_utilization, "
                  "whatever the context asked for")
     if plan.host_bytes and r.host_ram_bytes is None and (r.gpu_layers < r.arch.n_layers or r.cpu_moe_layers):

@@ -186,7 +186,7 @@ class EngineSpeculative(Strict):
 class Engine(Sourced):
     id: str = ""
     name: str
-    family: Literal["llama.cpp", "vllm", "sglang"]
+    family: Literal["llama.cpp", "vllm", "sglang", "torch"]
     backend: Literal["cuda", "rocm", "vulkan", "metal", "sycl"]
     vendors: tuple[str, ...]
     weight_formats: tuple[str, ...]

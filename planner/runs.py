@@ -55,16 +55,20 @@ class Run(Strict):
     draft_len: int | None = Field(default=None, ge=1)
     accept: float | None = Field(default=None, ge=0, le=1)
     accept_len: float | None = Field(default=None, ge=1)
+    split: Literal["layer", "tensor"] | None = None  # several GPUs: how the model was split (default: the engine's)
+    peak_memory_gib: float | None = Field(default=None, gt=0)  # device memory in use at the run's peak (harness)
 
     def deployment(self) -> Deployment:
         return Deployment(model=self.model, gpus=(self.gpu,) * self.gpu_count, engine=self.engine, quant=self.quant,
                           kv_quant=self.kv_quant, batch=self.batch, ubatch_tokens=self.ubatch_tokens,
-                          flash_attention=self.flash_attention == "on", spec=self.spec, draft_len=self.draft_len,
-                          accept=self.accept, accept_len=self.accept_len)
+                          flash_attention=self.flash_attention == "on", split=self.split, spec=self.spec,
+                          draft_len=self.draft_len, accept=self.accept, accept_len=self.accept_len)
 
     @property
     def label(self) -> str:
         n = f"{self.gpu_count}x" if self.gpu_count > 1 else ""
+        if self.split and self.gpu_count > 1:
+            n = f"{self.split} split {n}"
         sp = f" + {self.spec} k={self.draft_len}" if self.spec else ""
         return f"{self.model} {self.quant} on {n}{self.gpu} ({self.engine}){sp}"
 
@@ -141,3 +145,33 @@ def predict(p: Prepared, cal: Calibration | None = None) -> float:
     if r.metric == "throughput_tok_s":
         return r.batch * r.gen_tokens / (pre + dec)
     return pre + dec  # e2e_latency_s
+
+
+def write_runs(path: Path, new_rows: list[dict], header: str = "") -> int:
+    """Append rows to a runs CSV, atomically: the file is rewritten whole with its comment
+    lines and existing rows kept (columns the new rows add are appended). Returns the number
+    of rows now in the file."""
+    import io
+
+    comments, old, fields = [], [], list(Run.model_fields)
+    if path.exists():
+        with open(path, newline="") as f:
+            lines = f.readlines()
+        comments = [ln for ln in lines if ln.startswith("#")]
+        reader = csv.DictReader([ln for ln in lines if not ln.startswith("#")])
+        old = list(reader)
+        fields = list(reader.fieldnames or []) + [k for k in fields if k not in (reader.fieldnames or [])]
+    elif header:
+        comments = [ln + "\n" for ln in header.rstrip("\n").split("\n")]
+    for r in new_rows:
+        Run.model_validate({k: v for k, v in r.items() if v is not None})  # never write a row load_runs rejects
+    buf = io.StringIO()
+    buf.writelines(comments)
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for r in old + new_rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
+    from planner.atomic import write_atomic
+
+    write_atomic(path, buf.getvalue())
+    return len(old) + len(new_rows)
