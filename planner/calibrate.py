@@ -44,12 +44,18 @@ def _get(cal: Calibration, path: tuple[str, ...]) -> Quantity:
     return obj
 
 
-def parameters(priors: Calibration, rows: list[Prepared]) -> list[Param]:
+def parameters(priors: Calibration, rows: list[Prepared], engine: str | None = None) -> list[Param]:
     """The factors the rows can inform: per engine seen (bandwidth, overhead, compute), the
     attention factors of the flash-attention modes seen, the weight kernel classes seen
-    (float is the reference), and the MoE / linear-layer overheads and link latency."""
+    (float is the reference), and the MoE / linear-layer overheads and link latency.
+
+    With `engine`, only that engine's own factors (its attention included, kept under the
+    engine): the rest of the profile stays as in `priors`, so other engines are unaffected."""
     out: list[Param] = []
     engines = sorted({p.engine for p in rows})
+    if engine is not None:
+        if engines != [engine]:
+            raise PlannerError(f"an --engine {engine} fit needs rows of that engine only (got {', '.join(engines)})")
     metrics = {e: {p.run.metric for p in rows if p.engine == e} for e in engines}
     base = {e: _resolve_engine(priors, e) for e in engines}
 
@@ -63,9 +69,13 @@ def parameters(priors: Calibration, rows: list[Prepared]) -> list[Param]:
         if metrics[e] - {"decode_tok_s"}:
             add(("engines", e, "gemm_eff"), ep.gemm_eff, 0.02, 1.0)
     for fa in sorted({"fa_on" if p.fa else "fa_off" for p in rows}):
-        a = priors.attention[fa]
-        add(("attention", fa, "decode_bw_eff"), a.decode_bw_eff, 0.02, 1.0)
-        add(("attention", fa, "prefill_eff"), a.prefill_eff, 0.02, 1.0)
+        own = priors.engines[base[engines[0]]].attention if engine is not None else None
+        a = own[fa] if own and fa in own else priors.attention[fa]
+        where = ("engines", engine, "attention", fa) if engine is not None else ("attention", fa)
+        add(where + ("decode_bw_eff",), a.decode_bw_eff, 0.02, 1.0)
+        add(where + ("prefill_eff",), a.prefill_eff, 0.02, 1.0)
+    if engine is not None:
+        return out
     classes = set()
     for p in rows:
         for st in p.sm.gpus:
@@ -100,6 +110,8 @@ def with_values(priors: Calibration, params: list[Param], values: np.ndarray, so
     for p, v in zip(params, values):
         node = d
         for key in p.path[:-1]:
+            if key not in node or node[key] is None:  # an engine's own attention, only the modes fitted
+                node[key] = {}
             node = node[key]
         scale = units.to_si(1.0, p.unit)
         q = {"value": float(f"{v / scale:.4g}"), "unit": p.unit}
@@ -119,7 +131,7 @@ def with_values(priors: Calibration, params: list[Param], values: np.ndarray, so
 
 
 def fit(priors: Calibration, rows: list[Prepared], source_key: str = "fit", max_nfev: int = 60,
-        runs_file: str = "") -> tuple[Calibration, dict[str, Any]]:
+        runs_file: str = "", engine: str | None = None) -> tuple[Calibration, dict[str, Any]]:
     """Least-squares fit of the profile's factors to `rows` (all of them: pass only fit rows)."""
     try:
         from scipy.optimize import least_squares
@@ -127,7 +139,7 @@ def fit(priors: Calibration, rows: list[Prepared], source_key: str = "fit", max_
         raise PlannerError("fitting needs scipy: pip install scipy") from None
     if not rows:
         raise PlannerError("no runs to fit")
-    params = parameters(priors, rows)
+    params = parameters(priors, rows, engine)
     x0 = np.log([p.prior for p in params])
     lo = np.log([p.lo for p in params])
     hi = np.log([p.hi for p in params])

@@ -20,15 +20,17 @@ from planner.schema import Quantity, Sourced, Strict
 FaMode = Literal["fa_on", "fa_off"]
 
 
+class AttentionEfficiency(Strict):
+    decode_bw_eff: Quantity  # ratio of peak bandwidth reading the KV cache in decode
+    prefill_eff: Quantity  # ratio of peak compute in prefill attention
+
+
 class EngineEfficiency(Strict):
     weight_bw_eff: Quantity  # ratio of peak memory bandwidth, weights streamed by F16 kernels
     layer_overhead: Quantity  # time per layer per step
     gemm_eff: Quantity  # ratio of peak compute in large matmuls
-
-
-class AttentionEfficiency(Strict):
-    decode_bw_eff: Quantity  # ratio of peak bandwidth reading the KV cache in decode
-    prefill_eff: Quantity  # ratio of peak compute in prefill attention
+    # the engine's own attention factors (a profile fitted with --engine); else the shared ones
+    attention: dict[Literal["fa_on", "fa_off"], AttentionEfficiency] | None = None
 
 
 class Calibration(Sourced):
@@ -76,7 +78,8 @@ def efficiency_for(cal: Calibration, engine_id: str, flash_attention: bool) -> E
         seen.add(src)
         src = cal.fallback[src]
     e = cal.engines[src]
-    att = cal.attention["fa_on" if flash_attention else "fa_off"]
+    fa = "fa_on" if flash_attention else "fa_off"
+    att = e.attention[fa] if e.attention and fa in e.attention else cal.attention[fa]
     return Efficiency(
         calibration=cal.id, engine_source=src, weight_bw=e.weight_bw_eff.si, layer_overhead_s=e.layer_overhead.si,
         gemm=e.gemm_eff.si, kv_bw=att.decode_bw_eff.si, attn_compute=att.prefill_eff.si,

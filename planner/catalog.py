@@ -209,10 +209,14 @@ class Catalog:
     def host(self, name: str) -> HostMemory:
         return self._find(self.hosts, name, "host")
 
-    def calibration(self, name: str | None) -> Calibration:
-        """A calibration profile by id; None = the shipped default; 'none' = the priors alone."""
+    def calibration(self, name: str | None, engine: str | None = None, gpu: str | None = None) -> Calibration:
+        """A calibration profile by id; 'none' = the priors alone; None = the default for the
+        deployment: a profile fitted for its engine alone (`calibrate fit --engine`), the one
+        fitted on its GPU first, else the shipped reference-fit."""
         if name is None:
-            return self.calibrations[DEFAULT_CALIBRATION]
+            own = [c for c in self.calibrations.values() if engine and c.fit.get("filter", {}).get("engine") == engine]
+            own.sort(key=lambda c: (c.fit.get("filter", {}).get("gpu") != gpu, c.id))
+            return own[0] if own else self.calibrations[DEFAULT_CALIBRATION]
         if name.strip().lower() == "none":
             return self.calibrations["priors"]
         return self._find(self.calibrations, name, "calibration")

@@ -80,7 +80,7 @@ def fit(catalog: Catalog, r: Resolved, prompt: int | None = None, gen: int | Non
     if auto_note:
         warnings.insert(0, auto_note)
     suggestions = () if plan.fits else tuple(_suggest(catalog, r, ctx, best))
-    cal = calibration or catalog.calibration(None)
+    cal = calibration or catalog.calibration(None, r.engine.id, r.gpus[0].id)
     perf = estimate(catalog, r, ctx, prompt, gen, depth, cal)
     if not plan.fits:
         warnings.append("it does not fit as configured: the speeds shown are what it would run at if it did")

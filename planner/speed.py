@@ -75,7 +75,7 @@ DEFAULT_HOST = "ddr5-5600x2"  # a current desktop, when offloading without --hos
 
 def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None, gen: int | None = None,
              depth: int | None = None, cal: Calibration | None = None) -> PerfEstimate:
-    cal = cal or catalog.calibration(None)
+    cal = cal or catalog.calibration(None, r.engine.id, r.gpus[0].id)
     sm = step_model(catalog, r, cal)
     prompt = DEFAULT_PROMPT if prompt is None else prompt
     gen = DEFAULT_GEN if gen is None else gen
