@@ -523,34 +523,58 @@ def calibrate_run_cmd(model, quant, out, gpu, n_gpus, split, prompts, depths, ba
 
 @main.command("validate")
 @click.argument("runs", nargs=-1, type=click.Path(dir_okay=False))
-@click.option("--calibration", default=None, help="profile to validate (default reference-fit)")
+@click.option("--calibration", default=None, help="profile for every run (default: each run's own, as `planner fit` picks it)")
 @click.option("--markdown", "markdown_out", default=None, type=click.Path(dir_okay=False),
               help="also write the report as Markdown (docs/validation.md)")
+@click.option("--html", "html_out", default=None, type=click.Path(dir_okay=False),
+              help="also write a predicted-vs-measured plot (standalone HTML)")
 @friendly
-def validate_cmd(runs, calibration, markdown_out):
-    """Predict every measured run and print the error per metric (median and 90th percentile).
+def validate_cmd(runs, calibration, markdown_out, html_out):
+    """Predict every measured run and print the error per metric (median and 90th percentile of
+    |error|, and the worst cases with their conditions).
 
-    RUNS default to hwdb/runs/published.csv and hwdb/runs/spec-published.csv.
+    RUNS default to the runs under hwdb/runs/ (published, speculative, harness).
 
-    Example:
+    Examples:
 
         planner validate --markdown docs/validation.md
+
+        planner validate my-runs.csv --html validation.html
     """
     from planner import validate
-    from planner.runs import default_run_files, load_runs, prepare
+    from planner.runs import default_run_files, load_runs
 
     catalog = Catalog()
     paths = [Path(p) for p in runs] or default_run_files(catalog.root)
+    if html_out:
+        html_path = _html_out(html_out)
     rows = [r for p in paths for r in load_runs(p)]
-    cal = catalog.calibration(calibration)
-    scored = validate.score(prepare(catalog, rows, cal), cal)
-    click.echo(validate.text_table(scored))
+    if not rows:
+        raise PlannerError(f"no runs in {', '.join(map(str, paths))}")
+    secs = validate.sections(catalog, rows, calibration)
+    for sec in secs:
+        click.echo(f"profile {sec.cal.id} ({len(sec.scored)} runs):")
+        click.echo(validate.text_table(sec.scored))
+        click.echo("")
+    cmd_args = ("" if not runs else " " + " ".join(runs)) + (f" --calibration {calibration}" if calibration else "")
     if markdown_out:
-        shown = ", ".join(f"hwdb/runs/{p.name}" if p.parent.name == "runs" else str(p) for p in paths)
-        cmd = "planner validate" + ("" if not runs else " " + " ".join(runs)) + \
-              (f" --calibration {calibration}" if calibration else "") + f" --markdown {markdown_out}"
-        write_atomic(Path(markdown_out), validate.markdown(scored, cal, shown, cmd))
+        shown = ", ".join(f"`hwdb/runs/{p.name}`" if p.parent.name == "runs" else f"`{p}`" for p in paths)
+        ceilings = {}
+        for p in paths:
+            c = p.with_name(p.stem + ".ceilings.json")
+            if c.exists():
+                ceilings.update(json.loads(c.read_text()))
+        write_atomic(Path(markdown_out), validate.markdown(secs, shown, f"planner validate{cmd_args} --markdown "
+                                                                            f"{markdown_out}", ceilings))
         click.echo(f"wrote {markdown_out}")
+    if html_out:
+        from planner import plots
+
+        fig = plots.validation_figure(secs, "Predicted against measured", f"{sum(len(s.scored) for s in secs)} runs "
+                                      f"from {', '.join(p.name for p in paths)}; profiles "
+                                      f"{', '.join(s.cal.id for s in secs)}")
+        write_atomic(html_path, plots.page("planner validate", plots.div(fig, "validation")))
+        click.echo(f"wrote {html_out}")
 
 
 @main.command("gpus")

@@ -186,6 +186,40 @@ def pareto_figure(c, title: str, subtitle: str) -> go.Figure:
     return _layout(fig, title, subtitle, "price of the GPUs (USD, log scale)", f"{c.metric_what.split(': ')[-1]}")
 
 
+def validation_figure(secs, title: str, subtitle: str) -> go.Figure:
+    """Predicted against measured for every run (planner.validate.Section list), log-log, with the
+    line of perfect prediction and +-25% lines; colour = metric, marker = role."""
+    from planner.validate import METRIC_NAMES
+
+    fig = go.Figure()
+    symbols = {"fit": "circle", "holdout": "diamond", "old-build": "x", "spec": "triangle-up", "harness": "square"}
+    points = [(sec.cal.id, s) for sec in secs for s in sec.scored]
+    lo = min(min(s.prepared.run.value, s.predicted) for _, s in points)
+    hi = max(max(s.prepared.run.value, s.predicted) for _, s in points)
+    for k, metric in enumerate(METRIC_NAMES):
+        for role, sym in symbols.items():
+            sel = [(cid, s) for cid, s in points if s.prepared.run.metric == metric and s.prepared.run.role == role]
+            if not sel:
+                continue
+            text = [f"{html.escape(s.prepared.run.label)}<br>row {s.prepared.run.ref_row} ({role}), profile {cid}<br>"
+                    f"p{s.prepared.run.prompt_tokens} d{s.prepared.run.depth_tokens} g{s.prepared.run.gen_tokens} "
+                    f"b{s.prepared.run.batch}<br>error {s.error:+.1%}" for cid, s in sel]
+            fig.add_trace(go.Scatter(
+                x=[s.prepared.run.value for _, s in sel], y=[s.predicted for _, s in sel], mode="markers",
+                name=f"{METRIC_NAMES[metric]} ({role})", text=text,
+                marker=dict(symbol=sym, size=9, color=COLORS[k % len(COLORS)], line=dict(width=0.5, color="#333"),
+                            opacity=0.8),
+                hovertemplate="%{text}<br>measured %{x:.4g}, predicted %{y:.4g}<extra></extra>"))
+    span = [lo / 1.5, hi * 1.5]
+    for f, dash, name in ((1.0, "solid", "predicted = measured"), (1.25, "dash", "+25%"), (0.75, "dash", "-25%")):
+        fig.add_trace(go.Scatter(x=span, y=[v * f for v in span], mode="lines", name=name, hoverinfo="skip",
+                                 line=dict(color="gray", dash=dash, width=1)))
+    fig.update_xaxes(type="log", minor=dict(showgrid=False), tickformat="~s")
+    fig.update_yaxes(type="log", minor=dict(showgrid=False), tickformat="~s")
+    return _layout(fig, title, subtitle, "measured (tok/s; s for latency; ratio for speedups, log scale)",
+                   "predicted (same unit, log scale)", height=680)
+
+
 def div(fig: go.Figure, div_id: str) -> str:
     """The figure as an HTML fragment that expects plotly.js on the page."""
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=CONFIG)
