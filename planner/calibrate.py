@@ -114,7 +114,7 @@ def with_values(priors: Calibration, params: list[Param], values: np.ndarray, so
                 node[key] = {}
             node = node[key]
         scale = units.to_si(1.0, p.unit)
-        q = {"value": float(f"{v / scale:.4g}"), "unit": p.unit}
+        q = {"value": float(f"{v / scale:.4g}") if source else float(v / scale), "unit": p.unit}  # trials unrounded
         if source:
             q["source"] = source
         else:

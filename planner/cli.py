@@ -431,6 +431,72 @@ def calibrate_fit_cmd(runs, out, engine, gpu, priors, name):
     click.echo(f"wrote {out}")
 
 
+@calibrate_group.command("ingest")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--out", "out", default=None, type=click.Path(dir_okay=False), help="runs CSV to append to (written atomically); default: print the rows as CSV")
+@click.option("--model", default=None, help="catalog model, where the file's model name matches none")
+@click.option("--quant", default=None, help="weight quant, where the file does not say (batched-bench; vLLM: default bf16)")
+@click.option("--gpu", default=None, help="GPUs that ran it: rtx4090, 2xh100 (needed for batched-bench and vLLM)")
+@click.option("--engine", default=None, help="engine profile (default: from llama-bench's backend; llama.cpp-cuda; vllm-cuda)")
+@click.option("--kv-quant", "kv_quant", default=None, help="KV-cache type, where the file does not say")
+@click.option("--role", type=click.Choice(["fit", "holdout"]), default="fit", show_default=True, help="fitted by `calibrate fit`, or held out")
+@click.option("--tag", default=None, help="prefix of the rows' ref_row ids (default: the file name)")
+@click.option("--source", default=None, help="where the measurement comes from (URL or note) for the rows' source column")
+@friendly
+def calibrate_ingest_cmd(files, out, model, quant, gpu, engine, kv_quant, role, tag, source):
+    """Turn engine benchmark output into measured-run rows: llama-bench -o json / jsonl,
+    llama-batched-bench (table or --output-format jsonl), vLLM `vllm bench serve --save-result`
+    (or benchmark_serving.py) JSON. The format is recognised from the content.
+
+    Examples:
+
+        llama-bench -m Llama-3.1-8B-Instruct-Q4_K_M.gguf -o json > bench.json
+        planner calibrate ingest bench.json -o my-runs.csv
+
+        planner calibrate ingest serve.json --gpu 2xh100 -o my-runs.csv
+    """
+    import csv as csv_mod
+    import io
+
+    from planner.ingest import Given, ingest
+    from planner.runs import Run, write_runs
+
+    catalog = Catalog()
+    rows = []
+    for f in files:
+        p = Path(f)
+        if not p.exists():
+            raise PlannerError(f"no such file: {f}")
+        g = Given(model=model, quant=quant, gpu=gpu, engine=engine, kv_quant=kv_quant, source=source, role=role,
+                  tag=tag or p.stem)
+        fmt, new = ingest(catalog, p, g)
+        click.echo(f"{f}: {fmt}, {len(new)} runs", err=True)
+        rows += new
+    if len(files) > 1 and tag:  # one tag over several files: keep the ids unique
+        for i, r in enumerate(rows, 1):
+            r["ref_row"] = f"{tag}-{i:03d}"
+    for r in rows:
+        Run.model_validate({k: v for k, v in r.items() if v is not None})
+    if out:
+        path = Path(out)
+        if path.exists():
+            from planner.runs import load_runs
+
+            have = {r.ref_row for r in load_runs(path)}
+            clash = sorted(have & {r["ref_row"] for r in rows})
+            if clash:
+                raise PlannerError(f"{out} already has rows {', '.join(clash[:3])}: give --tag to name these apart")
+        total = write_runs(path, rows, "# Measured runs ingested by `planner calibrate ingest` (planner/ingest.py).")
+        click.echo(f"wrote {len(rows)} runs to {out} ({total} in the file)")
+        return
+    buf = io.StringIO()
+    w = csv_mod.DictWriter(buf, fieldnames=list(Run.model_fields), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in Run.model_fields})
+    click.echo(buf.getvalue(), nl=False)
+
+
 def _ints(text: str, what: str) -> tuple[int, ...]:
     try:
         vals = tuple(int(units.parse_tokens(x)) for x in text.split(",") if x.strip())

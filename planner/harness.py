@@ -830,7 +830,7 @@ def log_stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def detect_gpu(catalog, device_name: str, memory_bytes: int) -> str:
+def detect_gpu(catalog, device_name: str, memory_bytes: int | None) -> str:
     """The catalog GPU a CUDA device name ("NVIDIA H100 80GB HBM3") is: its model token (h100,
     4090, a100) must match, memory within 10%; ties are broken by the most name tokens shared
     (memory type included: HBM3 is the SXM part, HBM2e the PCIe card)."""
@@ -847,12 +847,14 @@ def detect_gpu(catalog, device_name: str, memory_bytes: int) -> str:
         have = tokens(g.name) | tokens(g.id) | {t for a in g.aliases for t in tokens(a)} | tokens(g.memory_type)
         if not models or not models <= have:
             continue
-        if abs(g.memory_bytes - memory_bytes) > 0.1 * g.memory_bytes:
+        if memory_bytes is not None and abs(g.memory_bytes - memory_bytes) > 0.1 * g.memory_bytes:
             continue
-        scored.append((len(dev & have), g.id))
+        extra = tokens(g.name) - dev - {"nvidia", "amd", "intel", "apple"}  # e.g. "ti" for a plain 3090
+        scored.append(((len(dev & have), -len(extra)), g.id))
     scored.sort(reverse=True)
     if not scored:
-        raise PlannerError(f"{device_name!r} ({memory_bytes / units.GiB:.0f} GiB) matches no catalog GPU: give "
+        size = f" ({memory_bytes / units.GiB:.0f} GiB)" if memory_bytes else ""
+        raise PlannerError(f"{device_name!r}{size} matches no catalog GPU: give "
                            "--gpu ID (see `planner gpus`), or add the card to hwdb/gpus/")
     if len(scored) > 1 and scored[0][0] == scored[1][0]:
         raise PlannerError(f"{device_name!r} could be {scored[0][1]} or {scored[1][1]}: give --gpu ID")
