@@ -219,6 +219,11 @@ class Catalog:
             return own[0] if own else self.calibrations[DEFAULT_CALIBRATION]
         if name.strip().lower() == "none":
             return self.calibrations["priors"]
+        if name.endswith(".toml") and name not in self.calibrations:  # a profile file of the user's own
+            path = Path(name)
+            if not path.is_file():
+                raise PlannerError(f"no such calibration file: {name}")
+            return load_toml(path, Calibration, id=path.stem)
         return self._find(self.calibrations, name, "calibration")
 
     def recipe(self, name: str, fmt: str | None = None):
