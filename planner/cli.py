@@ -273,12 +273,12 @@ def _comparison(catalog, model, gpus, max_gpus, budget, workload, ctx, batch, pr
                        eng, split, budget, auto=not gpus)
 
 
-def _html_out(path: str) -> Path:
+def _html_out(path: str, option: str = "-o") -> Path:
     out = Path(path)
     if out.suffix.lower() not in (".html", ".htm"):
-        raise PlannerError(f"-o {path}: the output is an HTML page; name it *.html")
+        raise PlannerError(f"{option} {path}: the output is an HTML page; name it *.html")
     if out.exists() and out.is_dir():
-        raise PlannerError(f"-o {path} is a folder; give a file name such as report.html")
+        raise PlannerError(f"{option} {path} is a folder; give a file name such as report.html")
     return out
 
 
@@ -372,7 +372,7 @@ def report_cmd(model, out, **opts):
 
 @main.group("calibrate")
 def calibrate_group():
-    """Fit the speed model's efficiency factors to measured runs."""
+    """Measure runs (live harness), ingest engine benchmarks, fit the speed model's efficiency factors."""
 
 
 @calibrate_group.command("fit")
@@ -536,14 +536,13 @@ def calibrate_run_cmd(model, quant, out, gpu, n_gpus, split, prompts, depths, ba
     """
     from planner.runs import load_runs, write_runs
 
-    h = harness
 
-    torch = h.require_torch()
+    torch = harness.require_torch()
     catalog = Catalog()
     card = load_model(model, None)[0] or catalog.model(model)
     model_id = model if is_local(model) else card.id
     arch = card.arch
-    h.supported(arch)
+    harness.supported(arch)
     dev = device or "cuda"
     if dev.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -552,38 +551,38 @@ def calibrate_run_cmd(model, quant, out, gpu, n_gpus, split, prompts, depths, ba
             raise PlannerError(f"--gpus {n_gpus}: PyTorch sees {torch.cuda.device_count()} CUDA device(s)")
         devices = [f"cuda:{i}" for i in range(n_gpus)]
         props = torch.cuda.get_device_properties(0)
-        gpu_id = catalog.gpu(gpu).id if gpu else h.detect_gpu(catalog, props.name, props.total_memory)
+        gpu_id = catalog.gpu(gpu).id if gpu else harness.detect_gpu(catalog, props.name, props.total_memory)
     else:
         if not gpu:
             raise PlannerError("on the CPU give --gpu ID to label the rows (CPU timings only test the harness)")
         gpu_id, devices = catalog.gpu(gpu).id, [dev] * n_gpus
-    setup = h.Setup(model=model_id, arch=arch, quant=quant, gpu=gpu_id, devices=devices,
+    setup = harness.Setup(model=model_id, arch=arch, quant=quant, gpu=gpu_id, devices=devices,
                     split=split if n_gpus > 1 else None, prompts=_ints(prompts, "--prompts"),
                     depths=_ints(depths, "--depths"), batches=_ints(batches, "--batches"), repeats=repeats)
     path = Path(out)
     if path.exists():
         load_runs(path)  # refuse to append to a file that is not a runs CSV
-    env = h.environment(devices)
-    log = h.log_stderr
+    env = harness.environment(devices)
+    log = harness.log_stderr
     log(f"planner harness: {model_id} {quant} on {n_gpus} x {env['device_name']} (catalog {gpu_id}), torch {env['torch']}")
     ceilings = None
     if not no_ceilings and dev.startswith("cuda"):
         log("measuring the card's ceilings ...")
-        ceilings = h.measure_ceilings(torch.device(devices[0]), log=log)
-    free = h.free_bytes(setup)
-    points, dropped = h.plan_points(arch, free, setup.prompts, setup.depths, setup.batches,
+        ceilings = harness.measure_ceilings(torch.device(devices[0]), log=log)
+    free = harness.free_bytes(setup)
+    points, dropped = harness.plan_points(arch, free, setup.prompts, setup.depths, setup.batches,
                                     tuple(p for p in setup.prefill_batched if p[1] in setup.prompts))
     if dropped:
-        log(f"left out (memory or context): {', '.join(h.label(p) for p in dropped)}")
+        log(f"left out (memory or context): {', '.join(harness.label(p) for p in dropped)}")
     log(f"running {len(points)} points ...")
-    measured = (h.measure_tp if setup.split == "tensor" else h.measure)(setup, points, log)
+    measured = (harness.measure_tp if setup.split == "tensor" else harness.measure)(setup, points, log)
     existing = len(load_runs(path)) if path.exists() else 0
-    new = h.rows(setup, measured, env, role, tag or gpu_id, start=existing + 1)
-    header = (f"# Measured by `planner calibrate run` (planner/harness.py); engine {h.ENGINE}. Conditions per row; "
+    new = harness.rows(setup, measured, env, role, tag or gpu_id, start=existing + 1)
+    header = (f"# Measured by `planner calibrate run` (planner/harness.py); engine {harness.ENGINE}. Conditions per row; "
               "value in tok/s per stream (decode) or over the batch (prefill); peak_memory_gib = device memory in use.")
     total = write_runs(path, new, header)
     if ceilings is not None:
-        h.write_ceilings(path, gpu_id, env, ceilings, h.datasheet(catalog.gpu(gpu_id)))
+        harness.write_ceilings(path, gpu_id, env, ceilings, harness.datasheet(catalog.gpu(gpu_id)))
     click.echo(f"wrote {len(new)} runs to {out} ({total} in the file)")
 
 
@@ -613,7 +612,7 @@ def validate_cmd(runs, calibration, markdown_out, html_out):
     catalog = Catalog()
     paths = [Path(p) for p in runs] or default_run_files(catalog.root)
     if html_out:
-        html_path = _html_out(html_out)
+        html_path = _html_out(html_out, "--html")
     rows = [r for p in paths for r in load_runs(p)]
     if not rows:
         raise PlannerError(f"no runs in {', '.join(map(str, paths))}")
@@ -622,6 +621,10 @@ def validate_cmd(runs, calibration, markdown_out, html_out):
         click.echo(f"profile {sec.cal.id} ({len(sec.scored)} runs):")
         click.echo(validate.text_table(sec.scored))
         click.echo("")
+    memory = validate.memory_scores(catalog, rows)
+    if memory:
+        click.echo("peak device memory, planned against measured:")
+        click.echo("\n".join(validate.memory_lines(memory, markdown=False)))
     cmd_args = ("" if not runs else " " + " ".join(runs)) + (f" --calibration {calibration}" if calibration else "")
     if markdown_out:
         shown = ", ".join(f"`hwdb/runs/{p.name}`" if p.parent.name == "runs" else f"`{p}`" for p in paths)
@@ -631,7 +634,7 @@ def validate_cmd(runs, calibration, markdown_out, html_out):
             if c.exists():
                 ceilings.update(json.loads(c.read_text()))
         write_atomic(Path(markdown_out), validate.markdown(secs, shown, f"planner validate{cmd_args} --markdown "
-                                                                            f"{markdown_out}", ceilings))
+                                                                            f"{markdown_out}", ceilings, memory))
         click.echo(f"wrote {markdown_out}")
     if html_out:
         from planner import plots

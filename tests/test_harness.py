@@ -166,3 +166,16 @@ def test_shipped_h100_profile_is_used_for_the_harness_engine(catalog):
     assert catalog.calibration(None, "llama.cpp-cuda", "h100-sxm").id == "reference-fit"
     res = CliRunner().invoke(main, ["fit", "llama-3.1-8b", "--gpu", "h100", "--engine", "torch-cuda", "--ctx", "8k"])
     assert res.exit_code == 0 and "calibration h100-harness" in res.output
+
+
+def test_memory_plan_against_the_harness_peak_memory(catalog):
+    # Reference: every harness run's measured peak device memory (hwdb/runs/harness-*.csv, H100 and 2 x H200)
+    # against planner's memory plan at the same context; nothing was fitted to these. Tolerance: median
+    # |error| under 6%, every run within 15%.
+    from planner import validate
+
+    rows = [r for f in ("harness-h100.csv", "harness-h200x2.csv") for r in load_runs(ROOT / "hwdb" / "runs" / f)]
+    scores = validate.memory_scores(catalog, rows)
+    errs = [abs(m.error) for m in scores]
+    assert len(scores) == len(rows) == 117
+    assert np.median(errs) < 0.06 and max(errs) < 0.15

@@ -103,3 +103,19 @@ def test_ingest_cli_appends_and_keeps_ids_apart(tmp_path):
     assert res.exit_code == 2 and "--model" in res.output
     res = r.invoke(main, ["validate", str(out)])
     assert res.exit_code == 0 and "prefill tok/s" in res.output
+
+
+def test_a_profile_file_of_ones_own_is_used_and_named(tmp_path):
+    # ingest -> fit an engine-scoped profile to a file -> plan and validate with that file
+    runs, prof, page = tmp_path / "runs.csv", tmp_path / "mine.toml", tmp_path / "v.html"
+    r = CliRunner()
+    assert r.invoke(main, ["calibrate", "ingest", str(SAMPLES / "batched-bench.txt"), "--model", "llama-2-7b",
+                           "--quant", "F16", "--gpu", "rtx4090", "-o", str(runs)]).exit_code == 0
+    res = r.invoke(main, ["calibrate", "fit", str(runs), "--engine", "llama.cpp-cuda", "--gpu", "rtx4090", "-o", str(prof)])
+    assert res.exit_code == 0, res.output
+    res = r.invoke(main, ["fit", "llama-2-7b", "--gpu", "rtx4090", "--quant", "F16", "--calibration", str(prof)])
+    assert res.exit_code == 0 and "calibration mine" in res.output
+    res = r.invoke(main, ["validate", str(runs), "--calibration", str(prof), "--html", str(page)])
+    assert res.exit_code == 0 and "profile mine" in res.output and page.read_text().startswith("<!DOCTYPE html>")
+    res = r.invoke(main, ["validate", str(runs), "--html", str(tmp_path / "v.txt")])
+    assert res.exit_code == 2 and "--html" in res.output
