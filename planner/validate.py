@@ -56,8 +56,8 @@ def text_table(scored: list[Scored], worst: int = 8) -> str:
     lines += ["", f"worst {worst}:"]
     for s in sorted(scored, key=lambda s: -abs(s.error))[:worst]:
         r = s.prepared.run
-        lines.append(f"  {s.error:+6.0%}  row {r.ref_row} [{r.role}] {r.label}: {METRIC_NAMES[r.metric]} "
-                     f"measured {r.value:g}, predicted {s.predicted:.4g}")
+        lines.append(f"  {s.error:+6.0%}  row {r.ref_row} [{r.role}] {r.label}, {_workload(r)}: "
+                     f"{METRIC_NAMES[r.metric]} measured {r.value:g}, predicted {s.predicted:.4g}")
     return "\n".join(lines)
 
 
@@ -254,6 +254,12 @@ def _by_group(scored: list[Scored]) -> list[str]:
         L.append(f"| {role} | {model} | {gpus} | {METRIC_NAMES[metric]} | {len(e)} | {np.median(e):+.1%} | "
                  f"{np.median(np.abs(e)):.1%} | {max(np.abs(e)):.0%} |")
     return L + [""]
+
+
+def _workload(r) -> str:
+    """The run's conditions beyond the deployment: prompt, depth, generated tokens, batch, KV, FA."""
+    fa = "" if r.flash_attention == "on" else ", fa off"
+    return f"p{r.prompt_tokens} d{r.depth_tokens} g{r.gen_tokens} b{r.batch}, KV {r.kv_quant}{fa}"
 
 
 def _row_key(ref: str) -> tuple[int, str]:

@@ -117,3 +117,16 @@ def test_existing_file_is_replaced_whole_and_keeps_its_mode(tmp_path):
     _write(["plot", "memory", *DEPLOY], page)
     assert page.read_text().startswith("<!DOCTYPE html>") and (page.stat().st_mode & 0o777) == 0o640
     assert [p.name for p in tmp_path.iterdir()] == ["m.html"]  # no temp file left behind
+
+
+def test_validation_plot_draws_in_chromium(tmp_path):
+    # `planner validate --html`: every committed run, predicted against measured on log-log axes
+    page = tmp_path / "validation.html"
+    res = CliRunner().invoke(main, ["validate", "--html", str(page)])
+    assert res.exit_code == 0 and f"wrote {page}" in res.output
+    _offline(page)
+    found = render(page, tmp_path / "work", tmp_path / "validation.png", height=900)
+    assert found["errors"] == [], found["errors"]
+    p = found["plots"][0]
+    assert p["drawn"] and p["traces"] >= 8 and p["marks"] >= 200, p  # 205 runs, plus the +-25% lines
+    assert "measured" in p["xtitle"] and "predicted" in p["ytitle"]
