@@ -26,8 +26,8 @@ if [ "$mode" = single ]; then
 else
   f="$out/harness-h200x2.csv"
   grid="--depths 128,8192 --batches 1,16 --prompts 512,4096"
-  [ "${SKIP_SINGLE:-}" ] || run --model qwen3-32b --out "$f" --tag h200-qwen32b --role holdout $grid
-  timeout 200 python3 -m planner.cli calibrate run --model qwen3-32b --gpus 2 --split layer --out "$f" --tag h200x2-layer --role holdout --no-ceilings $grid 2>&1 | tee -a "$out/log.txt"
   [ "${SKIP_TENSOR:-}" ] || run --model qwen3-32b --gpus 2 --split tensor --out "$f" --tag h200x2-tensor --role holdout --no-ceilings $grid
+  [ "${SKIP_SINGLE:-}" ] || run --model qwen3-32b --out "$f" --tag h200-qwen32b --role holdout $grid
+  [ "${SKIP_LAYER:-}" ] || timeout 200 python3 -m planner.cli calibrate run --model qwen3-32b --gpus 2 --split layer --out "$f" --tag h200x2-layer --role holdout --no-ceilings $grid 2>&1 | tee -a "$out/log.txt"
 fi
 ls -la "$out"

@@ -710,8 +710,20 @@ def measure_tp(s: Setup, points: list[Point], log: Callable[[str], None]) -> lis
     with tempfile.TemporaryDirectory() as tmp:
         ctx = mp.start_processes(_tp_worker, args=(s, points, tmp), nprocs=len(s.devices), join=False,
                                  start_method="spawn")
+        path = os.path.join(tmp, "result.json")
+
+        def done() -> bool:  # every point measured: ranks may linger in NCCL teardown, stop them
+            try:
+                return len(json.load(open(path))) == len(points)
+            except (OSError, ValueError):
+                return False
+
         try:
             while not ctx.join(timeout=2):
+                if done():
+                    for proc in ctx.processes:
+                        proc.terminate()
+                    break
                 if time.monotonic() > deadline:
                     log(f"  tensor split: stopped after {TP_STARTUP_S + TP_POINT_S * len(points)} s; keeping the "
                         "points measured so far")
@@ -722,7 +734,6 @@ def measure_tp(s: Setup, points: list[Point], log: Callable[[str], None]) -> lis
             log(f"  tensor split: a rank failed ({str(e).strip().splitlines()[-1][:120]})")
             for proc in ctx.processes:
                 proc.terminate()
-        path = os.path.join(tmp, "result.json")
         rows = json.load(open(path)) if os.path.exists(path) else []
     return [Measured(Point(**r["point"]), r["seconds"], r["peak"], r["graphs"]) for r in rows]
 
@@ -759,7 +770,7 @@ def _tp_worker(rank: int, s: Setup, points: list[Point], tmp: str) -> None:
 
         def step():
             return m.forward(tokens, pos0)
-        if cuda and s.graphs and p.phase == "decode":  # prefill steps are long enough to run eagerly
+        if cuda and s.graphs:
             try:
                 side = torch.cuda.Stream()
                 side.wait_stream(torch.cuda.current_stream())
