@@ -12,9 +12,10 @@ How it runs (the engine profile hwdb/engines/torch-cuda.toml describes the same)
   * weights bf16/f16 (F.linear, cuBLAS) or FP8 e4m3 with per-tensor scales (torch._scaled_mm,
     activations quantized per step); embeddings, norms and the output head stay bf16;
   * prefill: one forward of batch x prompt tokens, SDPA causal attention (flash);
-  * decode: one token per sequence attending to `depth` cached tokens, GQA as a batched matmul
-    over the cache (reads K and V once); on CUDA the step is captured as a CUDA graph and the
-    median of graph replays is taken, as vLLM and llama.cpp run decode;
+  * decode: one token per sequence attending to `depth` cached tokens, in the fastest of three
+    attention forms timed on the card first (decode_attention; SDPA on H100 and H200);
+  * on CUDA every step is captured as a CUDA graph and the median of graph replays is taken, as
+    vLLM and llama.cpp run decode (Python issuing kernels is not what is measured);
   * layer split: contiguous halves of the layers on each GPU, stages in turn, the hidden state
     copied between them; tensor split: one process per GPU (torch.distributed, NCCL), heads and
     FFN columns sharded, an all-reduce after the attention output and after the FFN.
