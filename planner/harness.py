@@ -48,6 +48,7 @@ F = None
 ENGINE = "torch-cuda"
 DTYPES = {"bf16": "bfloat16", "f16": "float16", "fp8": "float8_e4m3fn"}
 FP8_MAX = 448.0  # largest finite float8 e4m3fn value
+ROPE_THETA = 10000.0  # rotary base; its value does not change the work, only the angles
 DEFAULT_PROMPTS = (128, 512, 2048, 8192)
 DEFAULT_DEPTHS = (128, 2048, 8192, 32768)
 DEFAULT_BATCHES = (1, 4, 16, 64)
@@ -163,7 +164,7 @@ def _median_ms(fn: Callable[[], None], repeats: int, device) -> float:
         for _ in range(repeats):
             t = time.perf_counter()
             fn()
-            times.append((time.perf_counter() - t) * 1e3)
+            times.append((time.perf_counter() - t) / units.MS)
     return statistics.median(times)
 
 
@@ -367,7 +368,7 @@ class HarnessModel:
         """cos/sin of the rotary embedding for positions pos0.., once per step for each head size."""
         out = {}
         for D in {L.k_dim for L in self.layers}:
-            inv = 1.0 / (10000 ** (torch.arange(0, D, 2, device=self.device, dtype=torch.float32) / D))
+            inv = 1.0 / (ROPE_THETA ** (torch.arange(0, D, 2, device=self.device, dtype=torch.float32) / D))
             ang = torch.arange(pos0, pos0 + T, device=self.device, dtype=torch.float32)[:, None] * inv[None, :]
             out[D] = (ang.cos().to(self.dtype), ang.sin().to(self.dtype))
         return out

@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from planner import units
 from planner.catalog import Catalog
 from planner.errors import PlannerError, did_you_mean
 
@@ -294,6 +295,6 @@ def _vllm(catalog: Catalog, text: str, g: Given) -> list[dict]:
                  value=float(o["output_throughput"]), note=f"{what}; output_throughput")]
     if o.get("mean_tpot_ms"):
         rows.append(dict(base, prompt_tokens=0, depth_tokens=prompt, gen_tokens=gen, metric="decode_tok_s",
-                         value=round(1000.0 / float(o["mean_tpot_ms"]), 4),
+                         value=round(1 / (float(o["mean_tpot_ms"]) * units.MS), 4),
                          note=f"{what}; 1000 / mean_tpot_ms (prefills of other requests interleave)"))
     return rows

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.calibration import Calibration
+from planner.units import GiB
 from planner.runs import Prepared, predict
 
 METRIC_NAMES = {
@@ -105,7 +106,7 @@ def memory_scores(catalog, rows) -> list[MemoryScore]:
         ctx = r.prompt_tokens + r.depth_tokens + (1 if r.metric == "decode_tok_s" else 0)
         res = resolve(catalog, r.deployment().model_copy(update={"ctx_tokens": ctx}))
         plan = plan_memory(res, ctx)
-        out.append(MemoryScore(r, max(d.total_bytes for d in plan.devices) / 2**30))
+        out.append(MemoryScore(r, max(d.total_bytes for d in plan.devices) / GiB))
     return out
 
 
