@@ -2,6 +2,7 @@
 # Runs the live calibration harness (`planner calibrate run`) on a lent GPU machine, as committed
 # under hwdb/runs/harness-*.csv. Usage on that machine, from the repository root:
 #   bash bench/harness_device.sh single OUTDIR   # one GPU: ceilings + the model grid
+#   bash bench/harness_device.sh moe OUTDIR      # one GPU: MoE models (routed experts as grouped GEMMs)
 #   bash bench/harness_device.sh split OUTDIR    # two GPUs: one GPU, layer split and tensor split
 # Needs PyTorch with CUDA there; planner's own dependencies may come as wheels in .whl/.
 set -uo pipefail
@@ -23,6 +24,10 @@ if [ "$mode" = single ]; then
   run --model qwen3-8b --out "$f" --tag h100-qwen8b --no-ceilings
   run --model gemma-3-27b --out "$f" --tag h100-gemma27b --role holdout --no-ceilings --depths 128,2048,8192 --batches 1,4,16
   run --model llama-3.1-8b --quant fp8 --out "$f" --tag h100-llama8b-fp8 --role holdout --no-ceilings
+elif [ "$mode" = moe ]; then
+  f="$out/harness-h100-moe.csv"
+  run --model qwen3-30b-a3b --out "$f" --tag h100-qwen30ba3b --no-ceilings
+  run --model gpt-oss-20b --out "$f" --tag h100-gptoss20b --role holdout --no-ceilings
 else
   f="$out/harness-h200x2.csv"
   grid="--depths 128,8192 --batches 1,16 --prompts 512,4096"

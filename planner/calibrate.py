@@ -49,8 +49,8 @@ def parameters(priors: Calibration, rows: list[Prepared], engine: str | None = N
     attention factors of the flash-attention modes seen, the weight kernel classes seen
     (float is the reference), and the MoE / linear-layer overheads and link latency.
 
-    With `engine`, only that engine's own factors (its attention included, kept under the
-    engine): the rest of the profile stays as in `priors`, so other engines are unaffected."""
+    With `engine`, only that engine's own factors (its attention and MoE-layer time included, kept
+    under the engine): the rest of the profile stays as in `priors`, so other engines are unaffected."""
     out: list[Param] = []
     engines = sorted({p.engine for p in rows})
     if engine is not None:
@@ -75,6 +75,9 @@ def parameters(priors: Calibration, rows: list[Prepared], engine: str | None = N
         add(where + ("decode_bw_eff",), a.decode_bw_eff, 0.02, 1.0)
         add(where + ("prefill_eff",), a.prefill_eff, 0.02, 1.0)
     if engine is not None:
+        if any(st.moe_layers for p in rows for st in p.sm.gpus):
+            ep = priors.engines[base[engine]]
+            add(("engines", engine, "moe_layer_overhead"), ep.moe_layer_overhead or priors.moe_layer_overhead, 1e-7, 5e-4)
         return out
     classes = set()
     for p in rows:

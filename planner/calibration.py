@@ -29,8 +29,9 @@ class EngineEfficiency(Strict):
     weight_bw_eff: Quantity  # ratio of peak memory bandwidth, weights streamed by F16 kernels
     layer_overhead: Quantity  # time per layer per step
     gemm_eff: Quantity  # ratio of peak compute in large matmuls
-    # the engine's own attention factors (a profile fitted with --engine); else the shared ones
+    # the engine's own attention factors and MoE-layer time (a profile fitted with --engine); else the shared ones
     attention: dict[Literal["fa_on", "fa_off"], AttentionEfficiency] | None = None
+    moe_layer_overhead: Quantity | None = None
 
 
 class Calibration(Sourced):
@@ -84,5 +85,6 @@ def efficiency_for(cal: Calibration, engine_id: str, flash_attention: bool) -> E
         calibration=cal.id, engine_source=src, weight_bw=e.weight_bw_eff.si, layer_overhead_s=e.layer_overhead.si,
         gemm=e.gemm_eff.si, kv_bw=att.decode_bw_eff.si, attn_compute=att.prefill_eff.si,
         quant_bw={k: q.si for k, q in cal.quant_kernels.items()}, host_bw=cal.host_bw_eff.si,
-        link_latency_s=cal.link_latency.si, moe_layer_overhead_s=cal.moe_layer_overhead.si,
+        link_latency_s=cal.link_latency.si,
+        moe_layer_overhead_s=(e.moe_layer_overhead or cal.moe_layer_overhead).si,
         linear_layer_overhead_s=cal.linear_layer_overhead.si)

@@ -392,7 +392,7 @@ def calibrate_fit_cmd(runs, out, engine, gpu, priors, name):
 
         planner calibrate fit hwdb/runs/published.csv -o hwdb/calibrations/reference-fit.toml
 
-        planner calibrate fit hwdb/runs/harness-h100.csv --engine torch-cuda --gpu h100-sxm -o hwdb/calibrations/h100-harness.toml
+        planner calibrate fit hwdb/runs/harness-h100*.csv --engine torch-cuda --gpu h100-sxm -o hwdb/calibrations/h100-harness.toml
     """
     from planner import calibrate, validate
     from planner.runs import load_runs, prepare

@@ -3,7 +3,8 @@
 It measures the card it runs on (device-to-device copy bandwidth, matmul throughput per dtype)
 and then runs a real transformer built from a catalog model's architecture (planner.arch: the
 same tensors and shapes the planner sizes, GQA, full and sliding-window attention layers,
-attention output gates, q/k norms, biases) with random weights, timing prefill of prompts and
+attention output gates, q/k norms, biases, routed and shared experts) with random weights, timing
+prefill of prompts and
 decode steps at depths, over batch sizes. Each timing becomes a measured-run row
 (planner.runs.Run) with engine `torch-cuda`, so `planner calibrate fit` can fit that engine's
 efficiency factors on it and `planner validate` can score the model against it.
@@ -21,8 +22,10 @@ How it runs (the engine profile hwdb/engines/torch-cuda.toml describes the same)
     FFN columns sharded, an all-reduce after the attention output and after the FFN.
 
 Speed does not depend on weight values, so weights are random (normal, never zeros: zeros can
-run faster). Models with MoE, MLA or linear-attention layers, or per-layer embeddings, are
-refused: the harness implements only dense softmax-attention transformers.
+run faster). Routed experts run as grouped GEMMs over the tokens sorted by expert
+(torch._grouped_mm, bf16), so each step reads the experts its tokens were routed to, as MoE
+engines do. Models with MLA or linear-attention (Gated DeltaNet) layers, or per-layer embeddings,
+are refused: the harness implements softmax-attention transformers.
 
 PyTorch is an optional extra: this module is imported only by `planner calibrate run`.
 """
@@ -56,7 +59,8 @@ PREFILL_BATCHED = ((4, 512), (16, 512))  # (batch, prompt) prefill points beside
 MEMORY_SHARE = 0.85  # of free memory after weights the grid may fill with KV cache and activations
 COPY_BYTES = 1 << 30  # device-to-device copy size for the bandwidth measurement
 MATMUL_N = 8192  # square matmul size for the throughput measurement
-TP_STARTUP_S, TP_POINT_S = 120, 20  # a tensor split run is stopped after this (seconds), keeping what it measured
+TP_STARTUP_S, TP_POINT_S = 120, 20
+GROUP_ALIGN = 16  # rows per expert group are padded to this on CUDA (grouped GEMM alignment)  # a tensor split run is stopped after this (seconds), keeping what it measured
 
 
 def require_torch():
@@ -90,15 +94,14 @@ class Point:
         return self.prompt if self.phase == "prefill" else self.depth + 1
 
 
-def supported(arch: Architecture) -> None:
+def supported(arch: Architecture, quant: str = "bf16") -> None:
     """Refuse architectures the harness does not implement, with the reason."""
+    if arch.n_experts > 1 and quant != "bf16":
+        raise PlannerError("the harness runs routed experts in bf16 only (torch._grouped_mm): use --quant bf16")
     kinds = {a.kind for a in arch.layers}
     if kinds - {"full", "sliding"}:
         raise PlannerError(f"the harness builds softmax-attention transformers; this model has "
                            f"{'/'.join(sorted(kinds - {'full', 'sliding'}))} layers (not implemented)")
-    if arch.n_experts > 1:
-        raise PlannerError("the harness builds dense transformers; this model has routed experts (MoE is not "
-                           "implemented: measure an MoE engine and use `planner calibrate ingest`)")
     if any(a.kv_shared for a in arch.layers) or any(t.name.startswith("per_layer") for t in arch.tensors):
         raise PlannerError("the harness does not implement shared-KV layers or per-layer embeddings (Gemma 'E' "
                            "models)")
@@ -253,6 +256,7 @@ class _Layer:
     window: int | None
     gated: bool
     w: dict = field(default_factory=dict)
+    moe_top_k: int = 0  # experts each token is routed to (0: no routed experts)
 
 
 class Linear:
@@ -288,7 +292,7 @@ class HarnessModel:
 
     def __init__(self, arch: Architecture, quant: str, device, shard: Shard | None = None, seed: int = 0):
         require_torch()
-        supported(arch)
+        supported(arch, quant)
         if quant not in DTYPES:
             raise PlannerError(f"--quant {quant!r}: the harness runs {', '.join(DTYPES)}")
         self.arch, self.device = arch, torch.device(device)
@@ -304,6 +308,10 @@ class HarnessModel:
 
         def lin(rows, cols):
             return Linear(rows, cols, self.dtype, self.device, self.fp8, gen)
+
+        def stack(n, rows, cols):  # n experts' (out, in) matrices, as checkpoints store them
+            return torch.randn(n, rows, cols, device=self.device, dtype=self.dtype, generator=gen) * (
+                1 / math.sqrt(cols))
 
         self.embed = dense(arch.vocab_size, h) if sh.first or (sh.last and arch.tie_word_embeddings) else None
         self.head = None
@@ -328,8 +336,21 @@ class HarnessModel:
             if p + "attn_q_norm.weight" in by_name:
                 L.w["q_norm"] = torch.ones(a.k_head_dim, device=self.device, dtype=self.dtype)
                 L.w["k_norm"] = torch.ones(a.k_head_dim, device=self.device, dtype=self.dtype)
-            inter = by_name[p + "ffn_up.weight"].rows // sh.world
-            L.w["gate"], L.w["up"], L.w["down"] = lin(inter, h), lin(inter, h), lin(h, inter)
+            if p + "ffn_up.weight" in by_name:  # a dense FFN (beside the experts in some MoE models)
+                inter = by_name[p + "ffn_up.weight"].rows // sh.world
+                L.w["gate"], L.w["up"], L.w["down"] = lin(inter, h), lin(inter, h), lin(h, inter)
+            if p + "ffn_up_exps.weight" in by_name:  # routed experts: stacked (E, in, out) for grouped GEMMs
+                t = by_name[p + "ffn_up_exps.weight"]
+                E, inter = t.n_experts, t.rows // sh.world
+                L.moe_top_k = arch.n_experts_per_tok
+                L.w["router"] = Linear(E, h, self.dtype, self.device, False, gen)
+                L.w["exp_gate"], L.w["exp_up"] = stack(E, inter, h), stack(E, inter, h)
+                L.w["exp_down"] = stack(E, h, inter)
+            if p + "ffn_up_shexp.weight" in by_name:  # shared experts: a dense FFN every token takes
+                inter = by_name[p + "ffn_up_shexp.weight"].rows // sh.world
+                L.w["sh_gate"], L.w["sh_up"], L.w["sh_down"] = lin(inter, h), lin(inter, h), lin(h, inter)
+                if p + "ffn_gate_inp_shexp.weight" in by_name:
+                    L.w["sh_router"] = Linear(1, h, self.dtype, self.device, False, gen)
             L.w["attn_norm"] = torch.ones(h, device=self.device, dtype=self.dtype)
             L.w["ffn_norm"] = torch.ones(h, device=self.device, dtype=self.dtype)
             self.layers.append(L)
@@ -430,7 +451,50 @@ class HarnessModel:
             o = o * torch.sigmoid(gate)
         x = x + self._reduce(L.w["o"](o))
         y = F.rms_norm(x, (x.shape[-1],), L.w["ffn_norm"])
-        return x + self._reduce(L.w["down"](F.silu(L.w["gate"](y)) * L.w["up"](y)))
+        out = torch.zeros_like(y)
+        if "down" in L.w:
+            out = out + L.w["down"](F.silu(L.w["gate"](y)) * L.w["up"](y))
+        if L.moe_top_k:
+            out = out + self._experts(L, y)
+        if "sh_down" in L.w:
+            sh = L.w["sh_down"](F.silu(L.w["sh_gate"](y)) * L.w["sh_up"](y))
+            if "sh_router" in L.w:
+                sh = sh * torch.sigmoid(L.w["sh_router"](y))
+            out = out + sh
+        return x + self._reduce(out)
+
+    @staticmethod
+    def _experts(L: _Layer, y, align: int | None = None):
+        """Routed experts: top-k of a softmax router per token (weights renormalized over the k),
+        tokens sorted by expert and run through grouped GEMMs (torch._grouped_mm), so each expert's
+        weights are read once per step and only where tokens were routed. Shapes stay static for
+        CUDA graphs: counts by scatter_add, no host round trip; on CUDA each expert's group of rows
+        is padded to a multiple of GROUP_ALIGN (the grouped kernels' alignment)."""
+        B, T, h = y.shape
+        flat = y.reshape(B * T, h)
+        E, k = L.w["exp_gate"].shape[0], L.moe_top_k
+        probs = L.w["router"](flat).float().softmax(-1)
+        top_w, top_i = probs.topk(k, dim=-1)
+        top_w = (top_w / top_w.sum(-1, keepdim=True)).to(y.dtype)
+        flat_i = top_i.reshape(-1)
+        order = torch.argsort(flat_i, stable=True)
+        token, expert = order // k, flat_i[order]
+        counts = torch.zeros(E, dtype=torch.int64, device=y.device).scatter_add_(0, flat_i, torch.ones_like(flat_i))
+        align = align or (GROUP_ALIGN if y.is_cuda else 1)
+        padded = (counts + align - 1) // align * align
+        ends = padded.cumsum(0)
+        # row of each sorted (token, expert) pair in the padded layout: its group's start + its rank in the group
+        rank = torch.arange(order.numel(), device=y.device) - (counts.cumsum(0) - counts)[expert]
+        row = (ends - padded)[expert] + rank
+        xs = flat.new_zeros(order.numel() + E * (align - 1), h).index_copy_(0, row, flat[token])
+        offs = ends.to(torch.int32)
+
+        def mm(a, w):  # (rows, in) x (E, out, in) -> (rows, out): the weights as a column-major (in, out) view
+            return torch._grouped_mm(a, w.transpose(-2, -1), offs=offs)
+
+        a = F.silu(mm(xs, L.w["exp_gate"])) * mm(xs, L.w["exp_up"])
+        o = mm(a, L.w["exp_down"])[row] * top_w.reshape(-1)[order, None]
+        return torch.zeros_like(flat).index_add_(0, token, o).reshape(B, T, h)
 
     def forward(self, inp, pos0: int):
         """Tokens (B, T) on the first shard, hidden states (B, T, h) otherwise; returns the

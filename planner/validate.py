@@ -149,13 +149,15 @@ INTRO = {
                  "the efficiency factors; **holdout** rows were not (GPUs and a model the fit never saw); **old-build** "
                  "rows are December 2023 llama.cpp builds, reported but not fitted; **spec** rows are predicted from "
                  "the acceptance the source reports and never fitted (docs/speculative.md).",
-    "harness": "Runs of the live calibration harness (`planner calibrate run`, docs/calibration.md): a dense "
-               "transformer in PyTorch built from each catalog model's architecture, on a real H100 "
-               "(`hwdb/runs/harness-h100.csv`) and on a machine with two H200s (`hwdb/runs/harness-h200x2.csv`). "
-               "**fit** rows (llama-3.1-8b, qwen3-0.6b, qwen3-8b in bf16 on the H100) fitted the `torch-cuda` "
-               "factors of the profile; **holdout** rows were not used: gemma-3-27b (sliding-window layers) and "
-               "llama-3.1-8b in FP8 on the H100, and qwen3-32b on one H200, on two H200s in a layer split and in a "
-               "tensor split: they check the transfer of H100 factors to another GPU and the split model.",
+    "harness": "Runs of the live calibration harness (`planner calibrate run`, docs/calibration.md): a "
+               "transformer in PyTorch built from each catalog model's architecture, on real H100s "
+               "(`hwdb/runs/harness-h100.csv`, `hwdb/runs/harness-h100-moe.csv`) and on a machine with two H200s "
+               "(`hwdb/runs/harness-h200x2.csv`). **fit** rows (llama-3.1-8b, qwen3-0.6b, qwen3-8b in bf16 and "
+               "the decode rows of qwen3-30b-a3b on the H100) fitted the `torch-cuda` factors of the profile; "
+               "**holdout** rows were not used: gemma-3-27b (sliding-window layers), llama-3.1-8b in FP8, "
+               "gpt-oss-20b (MoE) and qwen3-30b-a3b prefill on the H100, and qwen3-32b on one H200, on two H200s "
+               "in a layer split and in a tensor split: they check other models, the transfer of H100 factors to "
+               "another GPU and the split model.",
 }
 
 
@@ -213,10 +215,10 @@ def markdown(secs: list[Section], runs_shown: str, command: str, ceilings: dict 
           "SGLang, the harness → vLLM CUDA) unless they have their own.",
           "4. `planner calibrate fit hwdb/runs/published.csv -o hwdb/calibrations/reference-fit.toml` writes the "
           "shared profile (with the fit's own report in `[fit]`).",
-          "5. An engine-scoped fit, `planner calibrate fit hwdb/runs/harness-h100.csv --engine torch-cuda --gpu "
-          "h100-sxm -o hwdb/calibrations/h100-harness.toml`, starts from `reference-fit` and frees only that "
-          "engine's factors, its attention factors included (kept under the engine), so every other engine keeps "
-          "the reference values.",
+          "5. An engine-scoped fit, `planner calibrate fit hwdb/runs/harness-h100.csv hwdb/runs/harness-h100-moe.csv "
+          "--engine torch-cuda --gpu h100-sxm -o hwdb/calibrations/h100-harness.toml`, starts from `reference-fit` "
+          "and frees only that engine's factors, its attention factors and MoE-layer time included (kept under the "
+          "engine), so every other engine keeps the reference values.",
           "6. `planner validate --markdown docs/validation.md` writes this page.", ""]
     for sec in secs:
         L += [f"## Factors of `{sec.cal.id}`", "", "| factor | value | prior |", "|---|---:|---:|"]
@@ -284,6 +286,8 @@ def _factor_rows(cal: Calibration, only_engine: str | None = None) -> list[str]:
         for fa, a in (f.attention or {}).items():
             row(f"{e} attention {fa} decode KV bandwidth efficiency", a.decode_bw_eff)
             row(f"{e} attention {fa} prefill compute efficiency", a.prefill_eff)
+        if f.moe_layer_overhead:
+            row(f"{e} MoE layer extra time", f.moe_layer_overhead)
     if only_engine:
         out.append(f"| every other factor | as in `{cal.fit.get('priors', 'reference-fit')}` | |")
         return out
