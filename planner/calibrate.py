@@ -49,8 +49,9 @@ def parameters(priors: Calibration, rows: list[Prepared], engine: str | None = N
     attention factors of the flash-attention modes seen, the weight kernel classes seen
     (float is the reference), and the MoE / linear-layer overheads and link latency.
 
-    With `engine`, only that engine's own factors (its attention and MoE-layer time included, kept
-    under the engine): the rest of the profile stays as in `priors`, so other engines are unaffected."""
+    With `engine`, only that engine's own factors (its attention, MoE-layer time and expert-matmul
+    efficiency included, kept under the engine): the rest of the profile stays as in `priors`, so
+    other engines are unaffected."""
     out: list[Param] = []
     engines = sorted({p.engine for p in rows})
     if engine is not None:
@@ -75,9 +76,12 @@ def parameters(priors: Calibration, rows: list[Prepared], engine: str | None = N
         add(where + ("decode_bw_eff",), a.decode_bw_eff, 0.02, 1.0)
         add(where + ("prefill_eff",), a.prefill_eff, 0.02, 1.0)
     if engine is not None:
-        if any(st.moe_layers for p in rows for st in p.sm.gpus):
+        moe_rows = [p for p in rows if any(st.moe_layers for st in p.sm.gpus)]
+        if moe_rows:
             ep = priors.engines[base[engine]]
             add(("engines", engine, "moe_layer_overhead"), ep.moe_layer_overhead or priors.moe_layer_overhead, 1e-7, 5e-4)
+            if any(p.run.metric != "decode_tok_s" for p in moe_rows):
+                add(("engines", engine, "moe_gemm_eff"), ep.moe_gemm_eff or ep.gemm_eff, 0.02, 1.0)
         return out
     classes = set()
     for p in rows:

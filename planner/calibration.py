@@ -32,6 +32,7 @@ class EngineEfficiency(Strict):
     # the engine's own attention factors and MoE-layer time (a profile fitted with --engine); else the shared ones
     attention: dict[Literal["fa_on", "fa_off"], AttentionEfficiency] | None = None
     moe_layer_overhead: Quantity | None = None
+    moe_gemm_eff: Quantity | None = None  # ratio of peak compute in routed-expert matmuls (default: gemm_eff)
 
 
 class Calibration(Sourced):
@@ -60,6 +61,7 @@ class Efficiency:
     weight_bw: float
     layer_overhead_s: float
     gemm: float
+    moe_gemm: float  # routed-expert matmuls (grouped GEMMs over small groups)
     kv_bw: float
     attn_compute: float
     quant_bw: dict[str, float]
@@ -83,7 +85,7 @@ def efficiency_for(cal: Calibration, engine_id: str, flash_attention: bool) -> E
     att = e.attention[fa] if e.attention and fa in e.attention else cal.attention[fa]
     return Efficiency(
         calibration=cal.id, engine_source=src, weight_bw=e.weight_bw_eff.si, layer_overhead_s=e.layer_overhead.si,
-        gemm=e.gemm_eff.si, kv_bw=att.decode_bw_eff.si, attn_compute=att.prefill_eff.si,
+        gemm=e.gemm_eff.si, moe_gemm=(e.moe_gemm_eff or e.gemm_eff).si, kv_bw=att.decode_bw_eff.si, attn_compute=att.prefill_eff.si,
         quant_bw={k: q.si for k, q in cal.quant_kernels.items()}, host_bw=cal.host_bw_eff.si,
         link_latency_s=cal.link_latency.si,
         moe_layer_overhead_s=(e.moe_layer_overhead or cal.moe_layer_overhead).si,

@@ -307,7 +307,11 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> 
         peak = np.where(gemv, peak_src.gemv_peak, peak_src.gemm_peak[c])
         qeff = min(e.weight_bw * e.quant_bw.get(kname, 1.0), 1.0)
         label = f"matmul {kname}" + (" via PCIe" if on_cpu and np.any(streamed) else "")
-        add(label, flops, nbytes, peak, bw_w, 1.0 if on_cpu else qeff, e.gemm)
+        c_eff = e.gemm
+        if s.e_params[c] and e.moe_gemm != e.gemm:  # expert FLOPs at their own efficiency: the harmonic blend
+            fe = 2 * tokens * s.e_params[c] * kE
+            c_eff = flops / ((flops - fe) / e.gemm + fe / e.moe_gemm)
+        add(label, flops, nbytes, peak, bw_w, 1.0 if on_cpu else qeff, c_eff)
     # attention: read the cache of every sequence, write the new tokens' K and V
     if s.kv_full or s.kv_window:
         ctx_read = depth + q
@@ -486,6 +490,7 @@ def ceiling_step_time(sm: StepModel, tokens, seqs, q, depth) -> np.ndarray:
     """The physical lower bound of a step: every operation at 100% of peak bandwidth or
     compute, no overheads, no communication."""
     ideal = Efficiency(calibration="ideal", engine_source="ideal", weight_bw=1.0, layer_overhead_s=0.0, gemm=1.0,
+                       moe_gemm=1.0,
                        kv_bw=1.0, attn_compute=1.0, quant_bw={}, host_bw=1.0, link_latency_s=0.0,
                        moe_layer_overhead_s=0.0, linear_layer_overhead_s=0.0)
     st = step(StepModel(**{**sm.__dict__, "eff": ideal, "link_bandwidth": math.inf}), tokens, seqs, q, depth)

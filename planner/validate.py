@@ -288,6 +288,8 @@ def _factor_rows(cal: Calibration, only_engine: str | None = None) -> list[str]:
             row(f"{e} attention {fa} prefill compute efficiency", a.prefill_eff)
         if f.moe_layer_overhead:
             row(f"{e} MoE layer extra time", f.moe_layer_overhead)
+        if f.moe_gemm_eff:
+            row(f"{e} expert matmul compute efficiency", f.moe_gemm_eff)
     if only_engine:
         out.append(f"| every other factor | as in `{cal.fit.get('priors', 'reference-fit')}` | |")
         return out

@@ -223,3 +223,26 @@ def test_memory_plan_against_the_harness_peak_memory(catalog):
     errs = [abs(m.error) for m in scores]
     assert len(scores) == len(rows) == 157
     assert np.median(errs) < 0.06 and max(errs) < 0.15
+
+
+def test_expert_matmul_efficiency_prices_only_the_expert_flops(catalog):
+    # qwen3-30b-a3b on an H100 (torch-cuda), a 4,096-token prefill step: halving the expert-matmul
+    # efficiency adds exactly the expert FLOPs once more at the dense rate to the matmul's compute time:
+    # f_e / (peak x m/2) - f_e / (peak x m) = f_e / (peak x m), with f_e = 2 T x expert params x k/E.
+    from dataclasses import replace
+
+    from planner.deployment import Deployment, resolve
+    from planner.perf import KERNELS, step
+    from planner.speed import step_model
+
+    r = resolve(catalog, Deployment(model="qwen3-30b-a3b", gpus=("h100-sxm",), engine="torch-cuda", quant="bf16"))
+    sm = step_model(catalog, r, catalog.calibration("h100-harness"))
+    base = replace(sm, eff=replace(sm.eff, moe_gemm=sm.eff.gemm))
+    half = replace(sm, eff=replace(sm.eff, moe_gemm=sm.eff.gemm / 2))
+    T = 4096.0
+    ops = [step(m, [T], [1], [T], [0]).stages[0] for m in (base, half)]
+    i = ops[0].names.index("matmul float")
+    st, c = sm.gpus[0], KERNELS.index("float")
+    f_e = 2 * T * st.e_params[c] * sm.experts_per_tok / sm.n_experts
+    added = float(ops[1].compute_time[i][0] - ops[0].compute_time[i][0])
+    assert added == pytest.approx(f_e / (float(st.gemm_peak[c]) * sm.eff.gemm), rel=1e-9)
