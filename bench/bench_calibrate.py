@@ -55,12 +55,14 @@ def main():
     t, (_, info) = timed(lambda: calibrate.fit(pri, prep), repeat=1)
     print(f"reference fit: {len(pub)} published rows, {info['parameters']} factors, {info['evaluations']} "
           f"evaluations  {t:8.2f} s")
+    from planner import harness
+    from planner.errors import PlannerError
+
     try:
-        import torch  # noqa: F401
-    except ImportError:
+        harness.require_torch()
+    except PlannerError:
         print("harness on the CPU: skipped (no torch)")
         return
-    from planner import harness
     from planner.arch import parse_config
 
     arch = parse_config({"model_type": "qwen3", "hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8,

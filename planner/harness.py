@@ -32,6 +32,7 @@ PyTorch is an optional extra: this module is imported only by `planner calibrate
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -178,12 +179,9 @@ def measure_ceilings(device, repeats: int = 10, copy_bytes: int = COPY_BYTES, n:
     so repeats do not run from cache."""
     require_torch()
     out: dict = {"copy_bandwidth_GB_s": None, "matmul_TFLOP_s": {}}
-    src = torch.randint(0, 255, (copy_bytes,), dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    ms = _median_ms(lambda: dst.copy_(src), repeats, device)
+    ms = _median_ms(_copy_fn(copy_bytes, device), repeats, device)
     out["copy_bandwidth_GB_s"] = round(2 * copy_bytes / (ms * units.MS) / units.GB, 1)
     log(f"  copy bandwidth {out['copy_bandwidth_GB_s']:.0f} GB/s ({copy_bytes / units.GiB:g} GiB copies)")
-    del src, dst
     flop = 2 * n ** 3
     for name in ("fp32", "tf32", "bf16", "f16", "fp8", "int8"):
         try:
@@ -196,6 +194,13 @@ def measure_ceilings(device, repeats: int = 10, copy_bytes: int = COPY_BYTES, n:
         log(f"  matmul {name} {n}^3: {out['matmul_TFLOP_s'][name]:.1f} TFLOP/s")
     torch.backends.cuda.matmul.allow_tf32 = False
     return out
+
+
+def _copy_fn(nbytes: int, device) -> Callable[[], None]:
+    """One device-to-device copy of `nbytes` random bytes (freed with the callable)."""
+    src = torch.randint(0, 255, (nbytes,), dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    return lambda: dst.copy_(src)
 
 
 def _matmul_fn(name: str, n: int, device) -> Callable[[], None]:
@@ -547,11 +552,7 @@ def choose_decode_attention(model: HarnessModel, depths: tuple[int, ...], batche
         total = 0.0
         try:
             for b, n in cases:
-                q = torch.randn(b, L.heads, 1, L.k_dim, device=model.device, dtype=model.dtype)
-                k = torch.randn(b, L.kv_heads, n, L.k_dim, device=model.device, dtype=model.dtype)
-                v = torch.randn(b, L.kv_heads, n, L.v_dim, device=model.device, dtype=model.dtype)
-                total += _median_ms(lambda: decode_attention(form, q, k, v), 10, model.device)
-                del q, k, v
+                total += _median_ms(_attention_fn(form, L, b, n, model), 10, model.device)
         except RuntimeError as e:
             log(f"  decode attention {form}: not available ({str(e).splitlines()[0][:80]})")
             continue
@@ -559,6 +560,14 @@ def choose_decode_attention(model: HarnessModel, depths: tuple[int, ...], batche
     best = min(times, key=times.get) if times else best
     log("  decode attention: " + ", ".join(f"{f} {t:.3f} ms" for f, t in times.items()) + f" -> {best}")
     return best
+
+
+def _attention_fn(form: str, L: _Layer, batch: int, n: int, model: HarnessModel) -> Callable[[], object]:
+    """One decode-attention call of `form` for layer L's geometry over `n` cached tokens."""
+    q = torch.randn(batch, L.heads, 1, L.k_dim, device=model.device, dtype=model.dtype)
+    k = torch.randn(batch, L.kv_heads, n, L.k_dim, device=model.device, dtype=model.dtype)
+    v = torch.randn(batch, L.kv_heads, n, L.v_dim, device=model.device, dtype=model.dtype)
+    return lambda: decode_attention(form, q, k, v)
 
 
 def _split(n: int, world: int, replicate: bool = False) -> int:
@@ -833,9 +842,7 @@ def _tp_worker(rank: int, s: Setup, points: list[Point], tmp: str) -> None:
                                device=dev, generator=gen)
         pos0 = 0 if p.phase == "prefill" else p.depth
         graphs = False
-
-        def step():
-            return m.forward(tokens, pos0)
+        step = functools.partial(m.forward, tokens, pos0)
         if cuda and s.graphs:
             try:
                 side = torch.cuda.Stream()

@@ -246,3 +246,11 @@ def test_expert_matmul_efficiency_prices_only_the_expert_flops(catalog):
     f_e = 2 * T * st.e_params[c] * sm.experts_per_tok / sm.n_experts
     added = float(ops[1].compute_time[i][0] - ops[0].compute_time[i][0])
     assert added == pytest.approx(f_e / (float(st.gemm_peak[c]) * sm.eff.gemm), rel=1e-9)
+
+
+def test_ceiling_measurement_runs_and_reports_rates(torch):
+    # the copy and matmul timings of `calibrate run`, small and on the CPU: positive rates in GB/s and
+    # TFLOP/s; dtypes the CPU build lacks are reported as not run, not as zero
+    got = harness.measure_ceilings(torch.device("cpu"), repeats=2, copy_bytes=1 << 20, n=64, log=lambda m: None)
+    assert got["copy_bandwidth_GB_s"] > 0
+    assert got["matmul_TFLOP_s"]["fp32"] > 0 and all(v > 0 for v in got["matmul_TFLOP_s"].values())
