@@ -180,7 +180,7 @@ def measure_ceilings(device, repeats: int = 10, copy_bytes: int = COPY_BYTES, n:
     require_torch()
     out: dict = {"copy_bandwidth_GB_s": None, "matmul_TFLOP_s": {}}
     ms = _median_ms(_copy_fn(copy_bytes, device), repeats, device)
-    out["copy_bandwidth_GB_s"] = round(2 * copy_bytes / (ms * units.MS) / units.GB, 1)
+    out["copy_bandwidth_GB_s"] = float(f"{2 * copy_bytes / (ms * units.MS) / units.GB:.4g}")
     log(f"  copy bandwidth {out['copy_bandwidth_GB_s']:.0f} GB/s ({copy_bytes / units.GiB:g} GiB copies)")
     flop = 2 * n ** 3
     for name in ("fp32", "tf32", "bf16", "f16", "fp8", "int8"):
@@ -190,7 +190,7 @@ def measure_ceilings(device, repeats: int = 10, copy_bytes: int = COPY_BYTES, n:
             log(f"  matmul {name}: not run ({type(e).__name__}: {str(e).splitlines()[0][:80]})")
             continue
         ms = _median_ms(fn, repeats, device)
-        out["matmul_TFLOP_s"][name] = round(flop / (ms * units.MS) / units.TFLOP, 1)
+        out["matmul_TFLOP_s"][name] = float(f"{flop / (ms * units.MS) / units.TFLOP:.4g}")
         log(f"  matmul {name} {n}^3: {out['matmul_TFLOP_s'][name]:.1f} TFLOP/s")
     torch.backends.cuda.matmul.allow_tf32 = False
     return out
