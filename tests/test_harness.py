@@ -37,11 +37,16 @@ def _rel(a, b):
     return float((a.float() - b.float()).norm() / b.float().norm())
 
 
-@pytest.mark.parametrize("extra", [{}, {"sliding_window": 8, "layer_types": ["sliding_attention", "full_attention"]}])
-def test_decode_after_prefill_gives_the_prefill_logits(torch, extra):
+MOE = {**TINY, "model_type": "qwen3_moe", "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+       "decoder_sparse_step": 1, "norm_topk_prob": True}
+
+
+@pytest.mark.parametrize("config", [TINY, {**TINY, "sliding_window": 8,
+                                           "layer_types": ["sliding_attention", "full_attention"]}, MOE])
+def test_decode_after_prefill_gives_the_prefill_logits(torch, config):
     # The same 20 tokens three ways: one prefill; a prefill of 19 then one decode step; 20 decode steps
-    # from an empty (ring, for sliding layers) cache. bf16 arithmetic: agreement within 3%.
-    arch = parse_config({**TINY, **extra})
+    # from an empty (ring, for sliding layers) cache; dense, sliding-window and MoE. bf16: agreement within 3%.
+    arch = parse_config(config)
     m = harness.HarnessModel(arch, "bf16", "cpu", seed=1)
     tok = torch.randint(0, arch.vocab_size, (2, 20), generator=torch.Generator().manual_seed(0))
     m.alloc_cache(2, 20, 20)
@@ -99,10 +104,6 @@ def test_models_the_harness_cannot_build_are_refused(catalog):
     harness.supported(catalog.model("qwen3-30b-a3b").arch)  # routed experts: built
     with pytest.raises(Exception, match="bf16"):
         harness.supported(catalog.model("qwen3-30b-a3b").arch, "fp8")
-
-
-MOE = {**TINY, "model_type": "qwen3_moe", "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
-       "decoder_sparse_step": 1, "norm_topk_prob": True}
 
 
 def test_routed_experts_equal_a_loop_over_tokens(torch):
