@@ -169,6 +169,10 @@ def _moe_layers(tc: dict[str, Any], n_layers: int, n_experts: int) -> list[bool]
     return [i >= first_dense and i not in only_mlp and (i + 1) % step == 0 for i in range(n_layers)]
 
 
+# MoE routers with a learned score-correction bias (HF e_score_correction_bias, noaux_tc routing)
+SCORE_BIAS_TYPES = ("deepseek_v3", "kimi_k2", "glm_moe_dsa", "mimo_v2")
+
+
 def _vision_params(vc: dict[str, Any] | None) -> int:
     """ViT encoder size from vision_config: blocks of (4 h^2 attention + 2 h i MLP), patch
     embedding and merger. An estimate (biases and norms omitted, <1% of the encoder)."""
@@ -225,6 +229,7 @@ def parse_config(cfg: dict[str, Any]) -> Architecture:
     n_shared_kv = int(_get(tc, "num_kv_shared_layers", default=0) or 0)
     qkv_bias = bool(_get(tc, "attention_bias", "qkv_bias", default=tc.get("model_type") in ("qwen2", "qwen2_moe")))
     out_gate = bool(tc.get("attn_output_gate", False))
+    gemma4 = str(tc.get("model_type", "")).startswith("gemma4")
     notes: list[str] = []
 
     layers: list[AttnLayer] = []
@@ -250,8 +255,14 @@ def parse_config(cfg: dict[str, Any]) -> Architecture:
         layers.append(layer)
         _ffn(tc, i, moe[i], h, inter, moe_inter, n_experts, shared_inter, shared, add, p)
         add(p + "attn_norm.weight", "unquantized", 1, h)
-        add(p + "ffn_norm.weight", "unquantized", 1, h)
+        for norm in _block_norms(tc):
+            add(p + norm, "unquantized", 1, h)
+        if gemma4:  # the learned per-layer output scalar (layer_scalar; src/models/gemma4.cpp:89)
+            add(p + "layer_output_scale.weight", "unquantized", 1, 1)
 
+    if gemma4 and "full" in kinds:  # proportional-RoPE frequency factors of the global layers, one
+        # table shared by all of them (conversion/gemma.py generate_extra_tensors; src/models/gemma4.cpp:94-98)
+        add("rope_freqs.weight", "unquantized", 1, int(_get(tc, "global_head_dim", default=head_dim)) // 2)
     _per_layer_embeddings(tc, n_layers, h, add)
     mtp = int(_get(tc, "mtp_num_hidden_layers", "num_nextn_predict_layers", "num_mtp_layers", default=0) or 0)
     for j in range(mtp):
@@ -297,8 +308,11 @@ def _attention(tc, i, kind, h, n_heads, n_kv, head_dim, window, shared, add, p, 
         conv_dim = 2 * nk * dk + nv * dv  # q, k and v go through the short convolution
         add(p + "attn_qkv.weight", "attn_qkv", conv_dim, h)
         add(p + "attn_gate.weight", "other", nv * dv, h)  # z gate
-        add(p + "ssm_beta.weight", "other", nv, h)
-        add(p + "ssm_alpha.weight", "other", nv, h)
+        if str(tc.get("model_type", "")).startswith("qwen3_next"):  # llama.cpp: one fused beta/alpha projection
+            add(p + "ssm_ba.weight", "other", 2 * nv, h)
+        else:
+            add(p + "ssm_beta.weight", "other", nv, h)
+            add(p + "ssm_alpha.weight", "other", nv, h)
         add(p + "ssm_conv1d.weight", "conv", conv_dim, kernel)
         add(p + "ssm_a", "unquantized", 1, nv)
         add(p + "ssm_dt.bias", "unquantized", 1, nv)
@@ -323,14 +337,20 @@ def _attention(tc, i, kind, h, n_heads, n_kv, head_dim, window, shared, add, p, 
             add(p + "attn_q.weight", "attn_q", n_heads * (nope + rope), h)
         add(p + "attn_kv_a_mqa.weight", "other", kv_rank + rope, h)
         add(p + "attn_kv_a_norm.weight", "unquantized", 1, kv_rank)
-        add(p + "attn_kv_b.weight", "attn_v", n_heads * (nope + v_dim), kv_rank)
+        # kv_b_proj split per head as llama.cpp stores it (conversion/deepseek.py:433-449; loaded as
+        # {nope, kv_rank, n_heads} and {kv_rank, v_dim, n_heads}, src/models/deepseek2.cpp:115-116);
+        # llama.cpp quantizes them as "other" (not attn_v: src/llama-quant.cpp:119-153)
+        add(p + "attn_k_b.weight", "other", n_heads * kv_rank, nope)
+        add(p + "attn_v_b.weight", "other", n_heads * v_dim, kv_rank)
         add(p + "attn_output.weight", "attn_output", h, n_heads * v_dim)
         idx_dim = 0
-        if tc.get("index_n_heads"):  # DSA lightning indexer (GLM-5, DeepSeek-V3.2)
+        if tc.get("index_n_heads"):  # DSA lightning indexer (GLM-5, DeepSeek-V3.2); src/models/glm-dsa.cpp:143-147
             ih, idim = int(tc["index_n_heads"]), int(_need(tc, "index_head_dim"))
-            add(p + "indexer.q_proj.weight", "unquantized", ih * idim, int(q_rank or h))
-            add(p + "indexer.k_proj.weight", "unquantized", idim, h)
-            add(p + "indexer.weights_proj.weight", "unquantized", ih, h)
+            add(p + "indexer.attn_q_b.weight", "other", ih * idim, int(q_rank or h))  # wq_b
+            add(p + "indexer.attn_k.weight", "other", idim, h)  # wk
+            add(p + "indexer.proj.weight", "other", ih, h)  # weights_proj
+            add(p + "indexer.k_norm.weight", "unquantized", 1, idim)  # k_norm is a LayerNorm
+            add(p + "indexer.k_norm.bias", "unquantized", 1, idim)
             idx_dim = idim
         return AttnLayer(kind="mla", n_heads=n_heads, n_kv_heads=1, k_head_dim=nope + rope, v_head_dim=v_dim,
                          mla_cache_dim=kv_rank + rope, indexer_cache_dim=idx_dim)
@@ -356,7 +376,14 @@ def _attention(tc, i, kind, h, n_heads, n_kv, head_dim, window, shared, add, p, 
         add(p + "attn_v.weight", "attn_v", kv * v_dim, h)
     add(p + "attn_output.weight", "attn_output", h, n_heads * v_dim)
     if qkv_bias:
-        add(p + "attn_qkv.bias", "unquantized", 1, q_out + kv * k_dim + kv * v_dim)
+        add(p + "attn_q.bias", "unquantized", 1, q_out)
+        add(p + "attn_k.bias", "unquantized", 1, kv * k_dim)
+        if not k_eq_v:
+            add(p + "attn_v.bias", "unquantized", 1, kv * v_dim)
+        if tc.get("model_type") == "gpt_oss":  # o_proj has a bias too
+            add(p + "attn_output.bias", "unquantized", 1, h)
+    if tc.get("model_type") == "gpt_oss":  # one learned attention-sink logit per head
+        add(p + "attn_sinks.weight", "unquantized", 1, n_heads)
     if tc.get("model_type", "").startswith(("qwen3", "gemma")):
         add(p + "attn_q_norm.weight", "unquantized", 1, k_dim)
         add(p + "attn_k_norm.weight", "unquantized", 1, k_dim)
@@ -375,17 +402,40 @@ def _ffn(tc, i, is_moe, h, inter, moe_inter, n_experts, shared_inter, kv_shared,
         add(p + "ffn_down.weight", "ffn_down", h, dense_inter)
     if is_moe:
         add(p + "ffn_gate_inp.weight", "router", n_experts, h)
+        if tc.get("model_type") in SCORE_BIAS_TYPES:  # e_score_correction_bias; src/models/deepseek2.cpp:131
+            add(p + "exp_probs_b.bias", "unquantized", 1, n_experts)
         add(p + "ffn_gate_exps.weight", "ffn_gate", moe_inter, h, n_experts=n_experts)
         add(p + "ffn_up_exps.weight", "ffn_up", moe_inter, h, n_experts=n_experts)
         add(p + "ffn_down_exps.weight", "ffn_down", h, moe_inter, n_experts=n_experts)
-        if tc.get("model_type") == "gpt_oss":  # expert biases (gate/up and down)
-            add(p + "ffn_exps.bias", "unquantized", n_experts, 2 * moe_inter + h)
+        if tc.get("model_type") == "gpt_oss":  # router and expert biases
+            add(p + "ffn_gate_inp.bias", "unquantized", 1, n_experts)
+            add(p + "ffn_gate_exps.bias", "unquantized", n_experts, moe_inter)
+            add(p + "ffn_up_exps.bias", "unquantized", n_experts, moe_inter)
+            add(p + "ffn_down_exps.bias", "unquantized", n_experts, h)
+        if str(tc.get("model_type", "")).startswith("gemma4"):  # router scales and the extra norms of the
+            # expert branch; src/models/gemma4.cpp:108-113, conversion/gemma.py Gemma4Model.modify_tensors
+            add(p + "ffn_gate_inp.scale", "unquantized", 1, h)  # router.scale
+            add(p + "ffn_down_exps.scale", "unquantized", 1, n_experts)  # router.per_expert_scale
+            for norm in ("pre_ffw_norm_2", "post_ffw_norm_1", "post_ffw_norm_2"):
+                add(p + norm + ".weight", "unquantized", 1, h)
         if shared_inter:
             add(p + "ffn_gate_shexp.weight", "ffn_gate", shared_inter, h)
             add(p + "ffn_up_shexp.weight", "ffn_up", shared_inter, h)
             add(p + "ffn_down_shexp.weight", "ffn_down", h, shared_inter)
             if tc.get("model_type", "").startswith(("qwen3_next", "qwen3_5", "qwen2_moe")):
                 add(p + "ffn_gate_inp_shexp.weight", "router", 1, h)
+
+
+def _block_norms(tc: dict[str, Any]) -> tuple[str, ...]:
+    """The per-block norms besides attn_norm, named as llama.cpp names them (src/llama-arch.cpp):
+    the pre-FFN norm is `post_attention_norm` in gpt-oss and the Qwen3-Next/3.5 hybrids; Gemma
+    also normalises each sub-block's output (post_attention_norm, post_ffw_norm)."""
+    mt = str(tc.get("model_type", ""))
+    if mt.startswith("gemma"):
+        return ("post_attention_norm.weight", "ffn_norm.weight", "post_ffw_norm.weight")
+    if mt == "gpt_oss" or mt.startswith(("qwen3_next", "qwen3_5")):
+        return ("post_attention_norm.weight",)
+    return ("ffn_norm.weight",)
 
 
 def _per_layer_embeddings(tc, n_layers, h, add) -> None:
@@ -396,6 +446,8 @@ def _per_layer_embeddings(tc, n_layers, h, add) -> None:
     vocab_ple = int(_get(tc, "vocab_size_per_layer_input", "vocab_size"))
     add("per_layer_token_embd.weight", "token_embd", vocab_ple, n_layers * int(ple))
     add("per_layer_model_proj.weight", "unquantized", n_layers * int(ple), h)
+    add("per_layer_proj_norm.weight", "unquantized", 1, int(ple))  # src/models/gemma4.cpp:62
     for i in range(n_layers):
         add(f"blk.{i}.inp_gate.weight", "other", int(ple), h)
         add(f"blk.{i}.proj.weight", "other", h, int(ple))
+        add(f"blk.{i}.post_norm.weight", "unquantized", 1, h)  # src/models/gemma4.cpp:137
