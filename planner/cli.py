@@ -507,7 +507,54 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
     return vals
 
 
+@calibrate_group.command("gguf")
+@click.argument("model")
+@click.option("--quant", default="Q4_K_M", show_default=True, help="GGUF quant recipe (see `planner quants`)")
+@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="GGUF file to write")
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed of the weights")
+@click.option("--header-only", is_flag=True, help="print the tensor layout (names, shapes, types, bytes) as JSON instead of writing")
+@friendly
+def calibrate_gguf_cmd(model, quant, out, seed, header_only):
+    """Write a synthetic GGUF of MODEL that llama.cpp loads and runs: the exact tensors llama.cpp
+    expects for the architecture, the quant recipe's per-tensor types, random weights. For timing
+    llama.cpp without downloading the model (docs/calibration.md#synthetic-gguf-files).
+
+    Example:
+
+        planner calibrate gguf qwen3.6-27b --quant Q4_K_M -o qwen3.6-27b-Q4_K_M.gguf
+    """
+    from planner import synth
+
+    catalog = Catalog()
+    card = load_model(model, None)[0] or catalog.model(model)
+    lay = synth.layout(catalog, card, quant)
+    if header_only:
+        click.echo(json.dumps({"arch": lay.arch, "tensor_bytes": lay.tensor_bytes,
+                               "tensors": [{"name": t.name, "ne": t.ne, "type": t.ggml_type, "bytes": t.nbytes}
+                                           for t in lay.tensors]}, indent=1))
+        return
+    synth.write(lay, Path(out), seed=seed, progress=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {out}: {lay.arch}, {len(lay.tensors)} tensors, {lay.tensor_bytes / units.GiB:.2f} GiB of weights")
+
+
 @calibrate_group.command("run")
+@click.option("--engine", "engine_name", type=click.Choice(["torch-cuda", "llama.cpp"]), default="torch-cuda", show_default=True,
+              help="what runs the model: planner's PyTorch transformer, or llama.cpp's own benchmarks (--llama-bin)")
+@click.option("--llama-bin", default=None, type=click.Path(file_okay=False), help="llama.cpp build's bin folder (llama-bench, llama-batched-bench, test-backend-ops)")
+@click.option("--models", default=None, help="llama.cpp: catalog models (comma-separated)")
+@click.option("--quants", default=None, help="llama.cpp: GGUF quants (default: the grid's)")
+@click.option("--grid", type=click.Choice(["quick", "full"]), default="quick", show_default=True, help="llama.cpp: grid of hwdb/grids/llama.cpp.toml")
+@click.option("--kv", default=None, help="llama.cpp: K/V cache pairs, e.g. f16/f16,q8_0/q8_0,q8_0/f16")
+@click.option("--gen", type=click.IntRange(1, 100000), default=None, help="llama.cpp: generated tokens per tg test")
+@click.option("--fa-off-depths", default=None, help="llama.cpp: depths measured again with flash attention off ('' for none)")
+@click.option("--offload", default=None, help="llama.cpp: fractions of layers (or MoE experts) kept in host RAM, e.g. 0.5")
+@click.option("--ops", default=None, help="llama.cpp: test-backend-ops perf ops for the kernel table, each OP or OP:REGEX, separated by ';' ('' for none)")
+@click.option("--work", default=None, type=click.Path(file_okay=False), help="llama.cpp: folder for GGUFs and raw outputs (default OUT.work); a run resumes from it")
+@click.option("--backend", default="CUDA0", show_default=True, help="llama.cpp: test-backend-ops backend")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None, help="llama.cpp: CPU threads")
+@click.option("--engine-id", default=None, help="llama.cpp: engine profile the rows are labelled with (default: from the build's backend)")
+@click.option("--keep-gguf", is_flag=True, help="llama.cpp: keep the synthetic GGUFs after their steps")
+@click.option("--reingest", is_flag=True, help="llama.cpp: rebuild the rows of finished steps from the work folder's raw output; run nothing")
 @click.option("--model", default="llama-3.1-8b", show_default=True, help="catalog model whose architecture is built (dense, softmax attention)")
 @click.option("--quant", type=click.Choice(["bf16", "f16", "fp8"]), default="bf16", show_default=True, help="weight type")
 @click.option("--out", "out", default="harness-runs.csv", show_default=True, type=click.Path(dir_okay=False), help="runs CSV to write or append to")
@@ -523,8 +570,9 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 @click.option("--device", default=None, help="torch device (default cuda; 'cpu' only exercises the harness)")
 @click.option("--no-ceilings", is_flag=True, help="skip the copy-bandwidth and matmul measurements")
 @friendly
-def calibrate_run_cmd(model, quant, out, gpu, n_gpus, split, prompts, depths, batches, repeats, role, tag, device,
-                      no_ceilings):
+def calibrate_run_cmd(engine_name, llama_bin, models, quants, grid, kv, gen, fa_off_depths, offload, ops, work, backend, threads,
+                      engine_id, keep_gguf, reingest, model, quant, out, gpu, n_gpus, split, prompts, depths, batches, repeats,
+                      role, tag, device, no_ceilings):
     """Measure this machine's GPU: its copy bandwidth and matmul throughput, then prefill and
     decode of a real transformer (random weights, the model's shapes) over a grid of prompts,
     depths and batches. Rows go to OUT (appended; written atomically), the ceilings to
@@ -533,16 +581,23 @@ def calibrate_run_cmd(model, quant, out, gpu, n_gpus, split, prompts, depths, ba
     Example:
 
         planner calibrate run --model llama-3.1-8b --out hwdb/runs/harness-h100.csv
+        planner calibrate run --engine llama.cpp --llama-bin llama.cpp/build/bin --models llama-3.1-8b,qwen3-32b --grid full --out my-gpu.csv
     """
     from planner.runs import load_runs, write_runs
 
+    if engine_name == "llama.cpp":
+        return _calibrate_llamacpp(llama_bin, models or model, quants, grid, prompts, depths, batches, kv, gen,
+                                   fa_off_depths, offload,
+                                   ops, work, backend, threads, engine_id, keep_gguf, reingest, out, gpu, role, tag, repeats)
 
-    torch = harness.require_torch()
     catalog = Catalog()
     card = load_model(model, None)[0] or catalog.model(model)
     model_id = model if is_local(model) else card.id
     arch = card.arch
-    harness.supported(arch)
+    harness.supported(arch)  # refused before asking for PyTorch: the answer does not depend on it
+    if device and not device.startswith("cuda") and not gpu:
+        raise PlannerError("on the CPU give --gpu ID to label the rows (CPU timings only test the harness)")
+    torch = harness.require_torch()
     dev = device or "cuda"
     if dev.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -586,6 +641,87 @@ def calibrate_run_cmd(model, quant, out, gpu, n_gpus, split, prompts, depths, ba
     click.echo(f"wrote {len(new)} runs to {out} ({total} in the file)")
 
 
+def _calibrate_llamacpp(llama_bin, models, quants, grid_name, prompts, depths, batches, kv, gen, fa_off_depths, offload,
+                        ops, work,
+                        backend, threads, engine_id, keep_gguf, reingest, out, gpu, role, tag, repeats):
+    """`calibrate run --engine llama.cpp`: the grid over each model and quant (planner.llamacpp)."""
+    from planner import llamacpp
+    from planner.runs import load_runs
+
+    if not llama_bin and not reingest:
+        raise PlannerError("--engine llama.cpp needs --llama-bin DIR (a llama.cpp build's bin folder)")
+    catalog = Catalog()
+    llama_bin = llama_bin or "."
+    for tool in llamacpp.TOOLS[:2] if not reingest else ():
+        llamacpp.tool_path(Path(llama_bin), tool)
+    src = click.get_current_context()
+    g = llamacpp.load_grid(catalog, grid_name)
+    upd = {}
+    given = lambda name: src.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE  # noqa: E731
+    if quants:
+        upd["quants"] = tuple(q.strip() for q in quants.split(",") if q.strip())
+    if given("prompts"):
+        upd["prompts"] = tuple(_ints(prompts, "--prompts"))
+    if given("depths"):
+        upd["depths"] = tuple(_ints(depths, "--depths"))
+    if given("batches"):
+        upd["batches"] = tuple(_ints(batches, "--batches"))
+    if given("repeats"):
+        upd["repetitions"] = repeats
+    if kv:
+        upd["kv"] = tuple(x.strip() for x in kv.split(",") if x.strip())
+        for pair in upd["kv"]:
+            for t in llamacpp.kv_pair(pair):
+                catalog.kv_type(t)
+    if gen:
+        upd["gen"] = gen
+    if fa_off_depths is not None:
+        try:
+            upd["fa_off_depths"] = tuple(int(x) for x in fa_off_depths.split(",") if x.strip())
+        except ValueError:
+            raise PlannerError(f"--fa-off-depths {fa_off_depths!r}: give token counts separated by commas") from None
+        if any(d < 0 for d in upd["fa_off_depths"]):
+            raise PlannerError("--fa-off-depths: depths are 0 or more")
+    if offload is not None:
+        try:
+            upd["offload"] = tuple(float(x) for x in offload.split(",") if x.strip())
+        except ValueError:
+            raise PlannerError(f"--offload {offload!r}: give fractions such as 0.5") from None
+        if any(not 0 < f < 1 for f in upd["offload"]):
+            raise PlannerError("--offload: fractions between 0 and 1")
+    if ops is not None:
+        upd["ops"] = tuple(x.strip() for x in ops.split(";") if x.strip())
+    g = g.model_copy(update=upd)
+    plan = []
+    for mid in [m.strip() for m in models.split(",") if m.strip()]:
+        card = load_model(mid, None)[0] or catalog.model(mid)
+        model_id = mid if is_local(mid) else card.id
+        label = card.id
+        for q in g.quants:
+            from planner import synth
+
+            synth.layout(catalog, card, q)  # refuse an unsupported model or quant before running anything
+            plan.append((card, model_id, q, llamacpp.model_steps(card, q, g, model_id, label)))
+    path = Path(out)
+    if path.exists():
+        load_runs(path)  # refuse to append to a file that is not a runs CSV
+    setup = llamacpp.Setup(bin_dir=Path(llama_bin), work=Path(work) if work else path.with_suffix(".work"), out=path,
+                           gpu=catalog.gpu(gpu).id if gpu else None, engine=catalog.engine(engine_id).id if engine_id else None,
+                           role=role, tag=tag or "llamacpp", threads=threads, keep_gguf=keep_gguf, reingest=reingest)
+    env_note = llamacpp.environment(setup.bin_dir) if not reingest else "environment not recorded"
+    n_steps = sum(len(p[3]) for p in plan)
+    setup.log(f"planner llama.cpp harness: {len(plan)} model files, {n_steps} steps; {env_note}; work folder {setup.work}")
+    ops_steps = llamacpp.ops_steps(g, backend)
+    if ops_steps and not reingest and not (Path(llama_bin) / "test-backend-ops").exists():
+        setup.log("no test-backend-ops in --llama-bin: the kernel table is skipped")
+        ops_steps = []
+    n = llamacpp.run(catalog, setup, plan, ops_steps, env_note)
+    done = llamacpp.summary(setup.work)
+    total = len(load_runs(path)) if path.exists() else 0
+    failed = f"; {len(done['failed'])} steps failed: {', '.join(done['failed'])}" if done["failed"] else ""
+    click.echo(f"wrote {n} runs to {out} ({total} in the file){failed}")
+
+
 @main.command("validate")
 @click.argument("runs", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--calibration", default=None, help="profile for every run (default: each run's own, as `planner fit` picks it)")
@@ -618,7 +754,7 @@ def validate_cmd(runs, calibration, markdown_out, html_out):
         raise PlannerError(f"no runs in {', '.join(map(str, paths))}")
     secs = validate.sections(catalog, rows, calibration)
     for sec in secs:
-        click.echo(f"profile {sec.cal.id} ({len(sec.scored)} runs):")
+        click.echo(f"{sec.kind} runs, profile {sec.cal.id} ({len(sec.scored)} runs" + (f"; {len(sec.skipped)} not expressible" if sec.skipped else "") + "):")
         click.echo(validate.text_table(sec.scored))
         click.echo("")
     memory = validate.memory_scores(catalog, rows)

@@ -137,6 +137,13 @@ def match_model(catalog: Catalog, *names: str) -> str:
     raise PlannerError(f"{err}; give --model ID for this file")
 
 
+def _model_id(catalog: Catalog, name: str) -> str:
+    """A catalog id, or a local config.json / .gguf path kept as given (as the harness writes it)."""
+    from planner.localfile import is_local
+
+    return name if is_local(name) else catalog.model(name).id
+
+
 def _quant_from(filename: str, model_type: str) -> str | None:
     m = QUANT_RE.search(Path(filename).name.replace(".gguf", ""))
     if m:
@@ -205,7 +212,7 @@ def _llama_bench(catalog: Catalog, text: str, g: Given) -> list[dict]:
         n_p, n_g, depth = int(o.get("n_prompt", 0)), int(o.get("n_gen", 0)), int(o.get("n_depth", 0) or 0)
         if n_p and n_g:
             continue  # -pg: one figure for prompt and generation together
-        model = g.model and catalog.model(g.model).id or match_model(catalog, o.get("model_filename", ""))
+        model = g.model and _model_id(catalog, g.model) or match_model(catalog, o.get("model_filename", ""))
         quant = g.quant or _need(_quant_from(o.get("model_filename", ""), o.get("model_type", "")), "weight quant",
                                  "--quant")
         gpu, n = _gpus(catalog, g.gpu, o.get("gpu_info", ""))
@@ -246,7 +253,7 @@ def _batched_bench(catalog: Catalog, text: str, g: Given) -> list[dict]:
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             if len(cells) >= 8 and cells[0].isdigit():
                 table.append((int(cells[0]), int(cells[1]), int(cells[2]), float(cells[5]), float(cells[7])))
-    model = catalog.model(_need(g.model, "model", "--model")).id
+    model = _model_id(catalog, _need(g.model, "model", "--model"))
     quant = _need(g.quant, "weight quant", "--quant")
     gpu, n = _gpus(catalog, _need(g.gpu, "GPU", "--gpu"))
     engine = catalog.engine(g.engine or "llama.cpp-cuda").id

@@ -28,7 +28,8 @@ from planner.speed import step_model
 
 Metric = Literal["decode_tok_s", "prefill_tok_s", "throughput_tok_s", "e2e_latency_s", "spec_decode_speedup",
                  "spec_throughput_speedup"]
-RUN_FILES = ("published.csv", "spec-published.csv", "harness-h100.csv", "harness-h100-moe.csv", "harness-h200x2.csv")  # `planner validate`'s default
+RUN_FILES = ("published.csv", "spec-published.csv", "harness-h100.csv", "harness-h100-moe.csv", "harness-h200x2.csv",
+             "llamacpp-h200.csv")  # `planner validate`'s default
 
 
 class Run(Strict):
@@ -57,12 +58,21 @@ class Run(Strict):
     accept_len: float | None = Field(default=None, ge=1)
     split: Literal["layer", "tensor"] | None = None  # several GPUs: how the model was split (default: the engine's)
     peak_memory_gib: float | None = Field(default=None, gt=0)  # device memory in use at the run's peak (harness)
+    kv_quant_v: str | None = None  # V cache type where it differs from K (llama.cpp -ctv); not modelled yet
+    gpu_layers: int | None = Field(default=None, ge=0)  # llama.cpp -ngl (None: every layer on the GPUs)
+    cpu_moe_layers: int | None = Field(default=None, ge=0)  # llama.cpp --n-cpu-moe
+
+    @property
+    def expressible(self) -> bool:
+        """Whether a Deployment can state the run's conditions (an asymmetric K/V cache cannot)."""
+        return self.kv_quant_v in (None, self.kv_quant)
 
     def deployment(self) -> Deployment:
         return Deployment(model=self.model, gpus=(self.gpu,) * self.gpu_count, engine=self.engine, quant=self.quant,
                           kv_quant=self.kv_quant, batch=self.batch, ubatch_tokens=self.ubatch_tokens,
                           flash_attention=self.flash_attention == "on", split=self.split, spec=self.spec,
-                          draft_len=self.draft_len, accept=self.accept, accept_len=self.accept_len)
+                          draft_len=self.draft_len, accept=self.accept, accept_len=self.accept_len,
+                          gpu_layers=self.gpu_layers, cpu_moe_layers=self.cpu_moe_layers or 0)
 
     @property
     def label(self) -> str:
@@ -147,9 +157,10 @@ def predict(p: Prepared, cal: Calibration | None = None) -> float:
     return pre + dec  # e2e_latency_s
 
 
-def write_runs(path: Path, new_rows: list[dict], header: str = "") -> int:
+def write_runs(path: Path, new_rows: list[dict], header: str = "", replace_prefix: str | None = None) -> int:
     """Append rows to a runs CSV, atomically: the file is rewritten whole with its comment
-    lines and existing rows kept (columns the new rows add are appended). Returns the number
+    lines and existing rows kept (columns the new rows add are appended; rows whose ref_row
+    starts with `replace_prefix` are dropped first: a step measured again). Returns the number
     of rows now in the file."""
     import io
 
@@ -159,7 +170,7 @@ def write_runs(path: Path, new_rows: list[dict], header: str = "") -> int:
             lines = f.readlines()
         comments = [ln for ln in lines if ln.startswith("#")]
         reader = csv.DictReader([ln for ln in lines if not ln.startswith("#")])
-        old = list(reader)
+        old = [r for r in reader if not (replace_prefix and r.get("ref_row", "").startswith(replace_prefix))]
         fields = list(reader.fieldnames or []) + [k for k in fields if k not in (reader.fieldnames or [])]
     elif header:
         comments = [ln + "\n" for ln in header.rstrip("\n").split("\n")]
