@@ -64,22 +64,36 @@ def text_table(scored: list[Scored], worst: int = 8) -> str:
 
 @dataclass(frozen=True)
 class Section:
-    """Runs scored with one calibration profile."""
+    """Runs of one kind (published, harness, llama.cpp harness) scored with one calibration profile."""
 
     cal: Calibration
     scored: list[Scored]
+    kind: str = "published"
+    skipped: tuple = ()  # runs whose conditions a deployment cannot state (planner.runs.Run.expressible)
+
+
+LLAMACPP_SOURCE = "planner calibrate run --engine llama.cpp"  # source_url of planner.llamacpp's rows
+
+
+def run_kind(r) -> str:
+    if r.source_url.startswith(LLAMACPP_SOURCE):
+        return "llamacpp"
+    return "harness" if r.engine == "torch-cuda" else "published"
 
 
 def sections(catalog, rows, calibration: str | None) -> list[Section]:
     """Score every run with its profile: `calibration` if given, else the one `planner fit` would
-    use for the run's engine and GPU (an engine's own profile, else reference-fit)."""
+    use for the run's engine and GPU (an engine's own profile, else reference-fit); one section
+    per kind of run and profile."""
     from planner.runs import prepare
 
-    groups: dict[str, tuple[Calibration, list]] = {}
+    groups: dict[tuple[str, str], tuple[Calibration, list, list]] = {}
     for r in rows:
         cal = catalog.calibration(calibration, r.engine, r.gpu)
-        groups.setdefault(cal.id, (cal, []))[1].append(r)
-    return [Section(cal, score(prepare(catalog, rs, cal), cal)) for cal, rs in groups.values()]
+        g = groups.setdefault((run_kind(r), cal.id), (cal, [], []))
+        (g[1] if r.expressible else g[2]).append(r)
+    return [Section(cal, score(prepare(catalog, rs, cal), cal), kind, tuple(sk))
+            for (kind, _), (cal, rs, sk) in groups.items()]
 
 
 @dataclass(frozen=True)
@@ -149,6 +163,14 @@ INTRO = {
                  "the efficiency factors; **holdout** rows were not (GPUs and a model the fit never saw); **old-build** "
                  "rows are December 2023 llama.cpp builds, reported but not fitted; **spec** rows are predicted from "
                  "the acceptance the source reports and never fitted (docs/speculative.md).",
+    "llamacpp": "llama.cpp b11434 itself, measured by planner's llama.cpp harness (`planner calibrate run --engine "
+                "llama.cpp`, docs/calibration.md#llamacpp) on one NVIDIA H200: llama-bench and llama-batched-bench on "
+                "synthetic GGUFs with each model's exact tensors (`hwdb/runs/llamacpp-h200.csv`, raw tool output in "
+                "`hwdb/runs/llamacpp-h200.raw/`, the kernel table in `hwdb/runs/llamacpp-h200.ops.csv`). These rows "
+                "are scored **before any refit**: the profile is the one fitted to published consumer runs, so every "
+                "row here is, in effect, held out. The roles say what the next fit may use: **fit** rows "
+                "(llama-3.1-8b, qwen3-32b, qwen3.6-27b, qwen3.6-35b-a3b) and **holdout** rows (gpt-oss-20b, "
+                "gemma-4-31b), which no fit may use.",
     "harness": "Runs of the live calibration harness (`planner calibrate run`, docs/calibration.md): a "
                "transformer in PyTorch built from each catalog model's architecture, on real H100s "
                "(`hwdb/runs/harness-h100.csv`, `hwdb/runs/harness-h100-moe.csv`) and on a machine with two H200s "
@@ -169,10 +191,11 @@ def markdown(secs: list[Section], runs_shown: str, command: str, ceilings: dict 
          f"Runs: {runs_shown}. Each run is predicted with the profile `planner fit` would use for it (an engine's own "
          "profile where one was fitted with `calibrate fit --engine`, else `reference-fit`). Error is "
          "(predicted − measured) / measured.", ""]
+    titles = {"harness": "Harness runs", "published": "Published runs", "llamacpp": "llama.cpp runs on the H200"}
     for n, sec in enumerate(secs, 1):
-        harness = any(s.prepared.run.engine == "torch-cuda" for s in sec.scored)
-        L += [f"## {n}. {'Harness runs' if harness else 'Published runs'}: profile `{sec.cal.id}`", "",
-              INTRO["harness" if harness else "published"], "",
+        harness = sec.kind == "harness"
+        L += [f"## {n}. {titles[sec.kind]}: profile `{sec.cal.id}`", "",
+              INTRO[sec.kind], "",
               f"Profile: {sec.cal.name}.", "",
               "| metric | rows | n | median \\|error\\| | p90 \\|error\\| | max \\|error\\| |",
               "|---|---|---:|---:|---:|---:|"]
@@ -180,9 +203,15 @@ def markdown(secs: list[Section], runs_shown: str, command: str, ceilings: dict 
             L.append(f"| {METRIC_NAMES[s['metric']]} | {s['role']} | {s['n']} | {s['median_abs_error']:.1%} | "
                      f"{s['p90_abs_error']:.1%} | {s['max_abs_error']:.0%} |")
         L.append("")
+        if sec.skipped:
+            L += [f"Not scored: {len(sec.skipped)} runs with a K cache type different from the V cache type "
+                  f"({', '.join(sorted({f'{r.kv_quant}/{r.kv_quant_v}' for r in sec.skipped}))}), which a planner "
+                  "deployment cannot state yet.", ""]
         if harness:
             L += _by_group(sec.scored)
             L += memory_lines([m for m in memory or [] if m.run.engine == "torch-cuda"], markdown=True)
+        if sec.kind == "llamacpp":
+            L += _by_condition(sec.scored)
     if ceilings:
         L += ["## Measured ceilings against the datasheet", "",
               "`planner calibrate run` measures the card before the model: a device-to-device copy (bytes read + "
@@ -220,13 +249,17 @@ def markdown(secs: list[Section], runs_shown: str, command: str, ceilings: dict 
           "and frees only that engine's factors, its attention factors and MoE-layer time included (kept under the "
           "engine), so every other engine keeps the reference values.",
           "6. `planner validate --markdown docs/validation.md` writes this page.", ""]
+    seen = set()
     for sec in secs:
+        if sec.cal.id in seen:
+            continue
+        seen.add(sec.cal.id)
         L += [f"## Factors of `{sec.cal.id}`", "", "| factor | value | prior |", "|---|---:|---:|"]
         L += _factor_rows(sec.cal, only_engine="torch-cuda" if any(
             s.prepared.run.engine == "torch-cuda" for s in sec.scored) else None)
         L.append("")
     for sec in secs:
-        L += [f"## Every run (profile `{sec.cal.id}`)", "",
+        L += [f"## Every run: {titles[sec.kind].lower()} (profile `{sec.cal.id}`)", "",
               "| row | role | deployment | workload | metric | measured | predicted | error |",
               "|---:|---|---|---|---|---:|---:|---:|"]
         for s in sorted(sec.scored, key=lambda s: (s.prepared.run.role, _row_key(s.prepared.run.ref_row))):
@@ -235,6 +268,10 @@ def markdown(secs: list[Section], runs_shown: str, command: str, ceilings: dict 
                 ("" if r.flash_attention == "on" else " fa off")
             if r.spec:
                 wl += f" accept-len {s.prepared.spec.spec.accept_len:.2f}"
+            if r.gpu_layers is not None:
+                wl += f" ngl {r.gpu_layers}"
+            if r.cpu_moe_layers:
+                wl += f" n-cpu-moe {r.cpu_moe_layers}"
             L.append(f"| {r.ref_row} | {r.role} | {r.label}, KV {r.kv_quant} | {wl} | {METRIC_NAMES[r.metric]} | "
                      f"{r.value:g} | {s.predicted:.4g} | {s.error:+.0%} |")
         L.append("")
@@ -256,6 +293,34 @@ def _by_group(scored: list[Scored]) -> list[str]:
         e = [s.error for s in ss]
         L.append(f"| {role} | {model} | {gpus} | {METRIC_NAMES[metric]} | {len(e)} | {np.median(e):+.1%} | "
                  f"{np.median(np.abs(e)):.1%} | {max(np.abs(e)):.0%} |")
+    return L + [""]
+
+
+def _by_condition(scored: list[Scored]) -> list[str]:
+    """llama.cpp runs: signed error per model, quant and kind of point (what the next issue fixes)."""
+    groups: dict[tuple, list[Scored]] = {}
+    for s in scored:
+        r = s.prepared.run
+        if r.metric == "prefill_tok_s":
+            what = "prefill, batch 2-64" if r.batch > 1 else ("prefill at depth" if r.depth_tokens else "prefill")
+            if r.gpu_layers is not None or r.cpu_moe_layers:
+                what = "prefill, offloaded"
+        elif r.batch > 1:
+            what = "decode, batch 16-64" if r.batch >= 16 else "decode, batch 2-8"
+        elif r.gpu_layers is not None or r.cpu_moe_layers:
+            what = "decode, offloaded"
+        elif r.depth_tokens > 1024:
+            what = f"decode at depth, KV {r.kv_quant}"
+        else:
+            what = "decode"
+        if r.flash_attention == "off":
+            what += ", FA off"
+        groups.setdefault((r.role, r.model, r.quant, what), []).append(s)
+    L = ["Signed error by model, quant and kind of point (median over the points; negative = planner too slow):", "",
+         "| rows | model | quant | points | n | median error | max \\|error\\| |", "|---|---|---|---|---:|---:|---:|"]
+    for (role, model, quant, what), ss in sorted(groups.items()):
+        e = [s.error for s in ss]
+        L.append(f"| {role} | {model} | {quant} | {what} | {len(e)} | {np.median(e):+.0%} | {max(np.abs(e)):.0%} |")
     return L + [""]
 
 
