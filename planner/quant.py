@@ -78,7 +78,7 @@ class KvTypeTable(Strict):
     types: dict[str, KvType]
 
 
-ATTN_V_LIKE = ("attn_v", "attn_qkv")  # llama.cpp category_is_attn_v (attn_kv_b is role attn_v here)
+ATTN_V_LIKE = ("attn_v", "attn_qkv")  # llama.cpp category_is_attn_v (MLA stores attn_k_b/attn_v_b, category "other")
 # llama.cpp's fallback when a row is not a multiple of the block (tensor_type_fallback)
 FALLBACK = {
     "IQ1_S": "IQ4_NL", "IQ1_M": "IQ4_NL", "IQ2_XXS": "IQ4_NL", "IQ2_XS": "IQ4_NL", "IQ2_S": "IQ4_NL",
