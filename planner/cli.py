@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from planner import units
 from planner.catalog import Catalog
 from planner.deployment import MAX_DRAFT_LEN, Deployment, parse_gpus, resolve
 from planner.errors import PlannerError
-from planner.atomic import write_atomic
+from planner.atomic import target, write_atomic, write_errors
 from planner.emit import command as emit_command
 from planner.compare import WORKLOADS
 from planner.fit import fit
@@ -282,6 +283,14 @@ def _html_out(path: str, option: str = "-o") -> Path:
     return out
 
 
+def _refuse_overwriting_input(out: str | None, inputs, option: str) -> None:
+    """Refuse an output that is one of the command's input files (the same file by any name:
+    a symlink, a hard link, another spelling of the path)."""
+    for i in inputs:
+        if out and i and os.path.isfile(out) and os.path.isfile(i) and os.path.samefile(out, i):
+            raise PlannerError(f"{option} {out} is the input {i}; write the output to another file")
+
+
 @main.group("plot")
 def plot_group():
     """Interactive plots as standalone HTML pages (plotly.js embedded; they open offline).
@@ -397,6 +406,7 @@ def calibrate_fit_cmd(runs, out, engine, gpu, priors, name):
     from planner import calibrate, validate
     from planner.runs import load_runs, prepare
 
+    _refuse_overwriting_input(out, [*runs, priors], "-o")
     catalog = Catalog()
     if engine:
         engine = catalog.engine(engine).id
@@ -461,6 +471,7 @@ def calibrate_ingest_cmd(files, out, model, quant, gpu, engine, kv_quant, role, 
     from planner.ingest import Given, ingest
     from planner.runs import Run, write_runs
 
+    _refuse_overwriting_input(out, files, "-o")
     catalog = Catalog()
     rows = []
     for f in files:
@@ -533,7 +544,9 @@ def calibrate_gguf_cmd(model, quant, out, seed, header_only):
                                "tensors": [{"name": t.name, "ne": t.ne, "type": t.ggml_type, "bytes": t.nbytes}
                                            for t in lay.tensors]}, indent=1))
         return
-    synth.write(lay, Path(out), seed=seed, progress=lambda m: click.echo(m, err=True))
+    _refuse_overwriting_input(out, [model], "-o")
+    with write_errors(out):
+        synth.write(lay, target(Path(out)), seed=seed, progress=lambda m: click.echo(m, err=True))
     click.echo(f"wrote {out}: {lay.arch}, {len(lay.tensors)} tensors, {lay.tensor_bytes / units.GiB:.2f} GiB of weights")
 
 
@@ -747,6 +760,8 @@ def validate_cmd(runs, calibration, markdown_out, html_out):
 
     catalog = Catalog()
     paths = [Path(p) for p in runs] or default_run_files(catalog.root)
+    for o, option in ((markdown_out, "--markdown"), (html_out, "--html")):
+        _refuse_overwriting_input(o, [*paths, calibration], option)
     if html_out:
         html_path = _html_out(html_out, "--html")
     rows = [r for p in paths for r in load_runs(p)]

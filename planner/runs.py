@@ -11,13 +11,16 @@ included).
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
+from planner.atomic import locked, write_atomic
 from planner.calibration import Calibration, efficiency_for
 from planner.catalog import Catalog
 from planner.deployment import Deployment, resolve
@@ -87,14 +90,41 @@ def default_run_files(root: Path) -> list[Path]:
     return [root / "hwdb" / "runs" / f for f in RUN_FILES]
 
 
-def load_runs(path: Path) -> list[Run]:
+def read_text(path: Path) -> tuple[str, str]:
+    """A runs CSV's text and its encoding: UTF-8 (a BOM, as spreadsheets write it, is dropped and
+    kept on rewrite), else Windows-1252 (a spreadsheet's "CSV" on Windows)."""
     try:
-        with open(path, newline="") as f:
-            lines = [ln for ln in f if not ln.startswith("#")]
+        raw = path.read_bytes()
     except OSError as e:
-        raise PlannerError(f"{path}: cannot read: {e.strerror}") from None
+        raise PlannerError(f"{path}: cannot read: {e.strerror or e}") from None
+    if raw.startswith(codecs.BOM_UTF8):
+        enc = "utf-8-sig"
+    else:
+        try:
+            raw.decode("utf-8")
+            enc = "utf-8"
+        except UnicodeDecodeError:
+            enc = "cp1252"
+    try:
+        return raw.decode(enc), enc
+    except UnicodeDecodeError as e:
+        raise PlannerError(f"{path}: not UTF-8 or Windows-1252 text (byte 0x{raw[e.start]:02x} at offset "
+                           f"{e.start}); save it as UTF-8") from None
+
+
+def _lines(text: str) -> list[str]:
+    """The text's lines, line ends kept (\n, \r\n or \r; not the other breaks str.splitlines knows)."""
+    return list(io.StringIO(text, newline=""))
+
+
+def load_runs(path: Path) -> list[Run]:
+    lines = [ln for ln in _lines(read_text(path)[0]) if not ln.startswith("#")]
     out = []
-    for i, row in enumerate(csv.DictReader(lines), start=2):
+    try:
+        rows = list(csv.DictReader(lines))
+    except csv.Error as e:
+        raise PlannerError(f"{path}: not a CSV file: {e}") from None
+    for i, row in enumerate(rows, start=2):
         try:
             out.append(Run.model_validate({k: v for k, v in row.items() if v != "" or k == "note"}))
         except Exception as e:  # pydantic ValidationError: name the row and the first bad field
@@ -158,31 +188,39 @@ def predict(p: Prepared, cal: Calibration | None = None) -> float:
 
 
 def write_runs(path: Path, new_rows: list[dict], header: str = "", replace_prefix: str | None = None) -> int:
-    """Append rows to a runs CSV, atomically: the file is rewritten whole with its comment
-    lines and existing rows kept (columns the new rows add are appended; rows whose ref_row
-    starts with `replace_prefix` are dropped first: a step measured again). Returns the number
-    of rows now in the file."""
-    import io
-
-    comments, old, fields = [], [], list(Run.model_fields)
-    if path.exists():
-        with open(path, newline="") as f:
-            lines = f.readlines()
-        comments = [ln for ln in lines if ln.startswith("#")]
-        reader = csv.DictReader([ln for ln in lines if not ln.startswith("#")])
-        old = [r for r in reader if not (replace_prefix and r.get("ref_row", "").startswith(replace_prefix))]
-        fields = list(reader.fieldnames or []) + [k for k in fields if k not in (reader.fieldnames or [])]
-    elif header:
-        comments = [ln + "\n" for ln in header.rstrip("\n").split("\n")]
+    """Append rows to a runs CSV, atomically and under an exclusive lock (planner.atomic.locked),
+    so concurrent writers each see the other's rows: the file is read and rewritten whole with its
+    comment lines, existing rows, encoding and line ends kept (columns the new rows add are
+    appended; rows whose ref_row starts with `replace_prefix` are dropped first: a step measured
+    again). Returns the number of rows now in the file."""
     for r in new_rows:
         Run.model_validate({k: v for k, v in r.items() if v is not None})  # never write a row load_runs rejects
-    buf = io.StringIO()
-    buf.writelines(comments)
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    for r in old + new_rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
-    from planner.atomic import write_atomic
-
-    write_atomic(path, buf.getvalue())
+    path = Path(path)
+    with locked(path):
+        comments, old, fields, enc, nl = [], [], list(Run.model_fields), "utf-8", "\n"
+        if path.exists():
+            text, enc = read_text(path)
+            nl = "\r\n" if "\r\n" in text else "\n"
+            lines = _lines(text)
+            comments = [ln for ln in lines if ln.startswith("#")]
+            try:
+                reader = csv.DictReader([ln for ln in lines if not ln.startswith("#")])
+                old = [r for r in reader if not (replace_prefix and r.get("ref_row", "").startswith(replace_prefix))]
+            except csv.Error as e:
+                raise PlannerError(f"{path}: not a CSV file: {e}") from None
+            fields = list(reader.fieldnames or []) + [k for k in fields if k not in (reader.fieldnames or [])]
+        elif header:
+            comments = [ln + "\n" for ln in header.rstrip("\n").split("\n")]
+        buf = io.StringIO(newline="")
+        buf.writelines(comments)
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator=nl)
+        w.writeheader()
+        for r in old + new_rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
+        text = buf.getvalue()
+        try:
+            text.encode(enc)
+        except UnicodeEncodeError:  # a Windows-1252 file gains a character it cannot hold
+            enc = "utf-8-sig"
+        write_atomic(path, text, encoding=enc)
     return len(old) + len(new_rows)
