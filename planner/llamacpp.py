@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from planner import synth
-from planner.atomic import write_atomic
+from planner.atomic import locked, write_atomic
 from planner.catalog import Catalog, ModelCard, load_toml
 from planner.errors import PlannerError
 from planner.ingest import Given, _batched_bench, _llama_bench
@@ -303,7 +303,13 @@ def parse_ops(text: str) -> list[dict]:
 
 
 def write_ops(path: Path, text: str, env_note: str) -> int:
-    """Append the perf results to the kernel table CSV (one per GPU); returns rows added."""
+    """Append the perf results to the kernel table CSV (one per GPU), under the runs files' lock;
+    returns rows added."""
+    with locked(path):
+        return _write_ops(path, text, env_note)
+
+
+def _write_ops(path: Path, text: str, env_note: str) -> int:
     found = parse_ops(text)
     old = []
     if path.exists():
