@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import re
 import shutil
@@ -111,12 +110,11 @@ def model_steps(card: ModelCard, quant: str, g: Grid, model_id: str, label: str 
     depths = [d for d in g.depths if d + 512 + g.gen <= ctx_max]
     for pair in g.kv:
         k, v = kv_pair(pair)
-        ds = depths if (k, v) != ("f16", "f16") or not g.prompts else depths
-        if not ds:
+        if not depths:
             continue
         steps.append(Step(f"{base}.depth-{k}-{v}", "llama-bench",
-                          (*m, "-p", "512", "-n", str(g.gen), "-d", ",".join(map(str, ds)), "-fa", "1",
-                           "-ctk", k, "-ctv", v, *r), model_id, quant, (k, v), what=f"depths {ds}, KV {k}/{v}"))
+                          (*m, "-p", "512", "-n", str(g.gen), "-d", ",".join(map(str, depths)), "-fa", "1",
+                           "-ctk", k, "-ctv", v, *r), model_id, quant, (k, v), what=f"depths {depths}, KV {k}/{v}"))
     if g.fa_off_depths:
         ds = [d for d in g.fa_off_depths if d + 512 + g.gen <= ctx_max]
         steps.append(Step(f"{base}.fa-off", "llama-bench",
@@ -356,6 +354,3 @@ def summary(work: Path) -> dict:
     failed = sorted(p.stem for p in work.glob("*.failed"))
     return {"done": done, "failed": failed}
 
-
-def dumps(obj) -> str:
-    return json.dumps(obj, indent=1)

@@ -416,8 +416,6 @@ def _pad(f) -> None:
 
 
 def _add_kv(w, lay: GgufLayout) -> None:
-    import gguf
-
     w.add_name(f"planner synthetic {lay.arch}")
     for key, v in lay.kv.items():
         if isinstance(v, bool):
@@ -438,4 +436,3 @@ def _add_kv(w, lay: GgufLayout) -> None:
     w.add_tokenizer_model("test")
     w.add_token_list([f"tok_{i}" for i in range(n_vocab)])
     w.add_token_scores([0.0] * n_vocab)
-    del gguf
