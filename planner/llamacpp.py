@@ -33,6 +33,7 @@ from planner.schema import Strict
 TOOLS = ("llama-bench", "llama-batched-bench", "test-backend-ops")
 BATCHED_PROMPT = 512  # llama-batched-bench prompt per sequence
 OPS_TIMEOUT_S = 600  # test-backend-ops perf over the selected ops
+BATCHED_ATTEMPTS = 3  # runs of a benchmark until every test printed its line
 OFFLOAD_GEN = 32  # tg tokens with layers or experts in host RAM (decode there runs at host-memory speed)
 
 
@@ -214,13 +215,20 @@ def _do(catalog: Catalog, setup: Setup, s: Step, gguf: Path | None, env_note: st
         args += ["-t", str(setup.threads)]
     setup.log(f"{s.id}: {s.what} ...")
     t0 = time.monotonic()
-    try:
-        proc = subprocess.run(args, capture_output=True, text=True,
-                              timeout=OPS_TIMEOUT_S if s.tool == "test-backend-ops" else None)
-        out, err, rc = proc.stdout, proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as e:  # keep what the tool printed before the limit
-        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        err, rc = f"stopped after {OPS_TIMEOUT_S} s", 0
+    for attempt in range(1, BATCHED_ATTEMPTS + 1):
+        try:
+            proc = subprocess.run(args, capture_output=True, text=True,
+                                  timeout=OPS_TIMEOUT_S if s.tool == "test-backend-ops" else None)
+            out, err, rc = proc.stdout, proc.stderr, proc.returncode
+        except subprocess.TimeoutExpired as e:  # keep what the tool printed before the limit
+            out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+            err, rc = f"stopped after {OPS_TIMEOUT_S} s", 0
+        missing = _missing_combinations(s, out) if rc == 0 else 0
+        if not missing:
+            break
+        # llama-batched-bench prints its JSONL through llama.cpp's asynchronous log thread, which can lose
+        # the last line when the process exits (seen on the CPU build: 1 run in 8); measure again
+        setup.log(f"  {missing} test(s) missing from the output (attempt {attempt}); measuring again")
     dt = time.monotonic() - t0
     (setup.work / f"{s.id}.log").write_text(" ".join(args) + f"\n# exit {rc}, {dt:.1f} s\n" + err[-20000:])
     if rc != 0:
@@ -241,6 +249,22 @@ def _do(catalog: Catalog, setup: Setup, s: Step, gguf: Path | None, env_note: st
         write_runs(setup.out, rows, HEADER, replace_prefix=f"{setup.tag}.{s.id}.")
     setup.log(f"  {len(rows)} rows in {dt:.0f} s")
     return len(rows)
+
+
+def _missing_combinations(s: Step, out: str) -> int:
+    """How many of the step's tests have no JSONL line in `out`: llama-batched-bench prints one per
+    `-npl` value, llama-bench one per depth and per nonzero `-p` and `-n` value."""
+    def values(flag: str) -> list[str]:
+        return s.args[s.args.index(flag) + 1].split(",") if flag in s.args else []
+
+    if s.tool == "llama-batched-bench":
+        expected = len(values("-npl"))
+    elif s.tool == "llama-bench":
+        tests = [v for v in values("-p") + values("-n") if v != "0"]
+        expected = len(tests) * max(1, len(values("-d")))
+    else:
+        return 0
+    return max(0, expected - sum(1 for ln in out.splitlines() if ln.startswith("{")))
 
 
 HEADER = ("# Measured by `planner calibrate run --engine llama.cpp` (planner/llamacpp.py): llama.cpp's own\n"

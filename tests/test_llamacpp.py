@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 import subprocess
 from pathlib import Path
 
@@ -218,7 +219,8 @@ def test_calibrate_run_llamacpp_tiny_grid_and_resume(catalog, tmp_path):
     work = out.with_suffix(".work")
     steps = sorted(p.stem for p in work.glob("*.out"))
     # per model: bench (pp512 + tg), two KV depth steps (pp + tg each), batched (2 decode + 1 prefill), offload
-    assert len(rows) == 2 * (2 + 2 + 2 + 3 + 2)
+    per_step = sorted(Counter(r.ref_row.rsplit(".", 1)[0] for r in rows).items())
+    assert len(rows) == 2 * (2 + 2 + 2 + 3 + 2), (per_step, res.output[-3000:])
     assert {r.kv_quant for r in rows} == {"f16", "q8_0"}
     assert {r.gpu_layers for r in rows if r.gpu_layers is not None} == {1}  # 1 of the tiny llama's 2 layers
     assert {r.cpu_moe_layers for r in rows if r.cpu_moe_layers} == {2}  # experts of 2 of the tiny MoE's 4 layers
