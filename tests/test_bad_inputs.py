@@ -309,7 +309,8 @@ def test_every_ingest_error_names_the_file(tmp_path):
 def runs_file(tmp_path: Path, edit) -> Path:
     """The two llama-bench sample rows as a runs CSV, one field edited (an old or hand-made file)."""
     out = tmp_path / "good.csv"
-    assert CliRunner().invoke(main, ["calibrate", "ingest", str(SAMPLES / "llama-bench.json"), "-o", str(out)]).exit_code == 0
+    res = CliRunner().invoke(main, ["calibrate", "ingest", str(SAMPLES / "llama-bench.json"), "-o", str(out)])
+    assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(ln for ln in out.read_text().splitlines() if not ln.startswith("#")))
     edit(rows)
     path = tmp_path / "old.csv"
