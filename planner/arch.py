@@ -120,6 +120,55 @@ def _need(cfg: dict[str, Any], name: str, *alts: str) -> Any:
     return v
 
 
+MAX_LAYERS = 10_000  # more layers than this are refused, not planned: llama.cpp itself loads at most
+# LLAMA_MAX_LAYERS = 512 (src/llama-hparams.h:11, b11434); the largest released models have < 200
+MAX_SIZE = 2**53  # any size above this is not a model (and would lose precision as a float)
+
+
+def _as_int(key: str, v: Any) -> int:
+    """A JSON integer (4096 or 4096.0) or a one-line error naming the key."""
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, float):
+        raise PlannerError(f"config key {key!r}: {v!r} is not an integer size")
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise PlannerError(f"config key {key!r}: expected an integer, got {v!r}")
+    if abs(v) > MAX_SIZE:
+        raise PlannerError(f"config key {key!r}: {v} is out of range")
+    return v
+
+
+def _int(cfg: dict[str, Any], *names: str, default: Any = None) -> Any:
+    """The first of `names` the config sets, as an int; `default` if none is set."""
+    for n in names:
+        if cfg.get(n) is not None:
+            return _as_int(n, cfg[n])
+    return default
+
+
+def _need_int(cfg: dict[str, Any], name: str, *alts: str) -> int:
+    v = _int(cfg, name, *alts)
+    if v is None:
+        raise PlannerError(f"config has no {name!r} (needed to size the model)")
+    return v
+
+
+def _bool(cfg: dict[str, Any], *names: str, default: bool = False) -> bool:
+    """true/false (also the strings "true"/"false" and 0/1, as some exporters write them)."""
+    for n in names:
+        v = cfg.get(n)
+        if v is None:
+            continue
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, int) and v in (0, 1):
+            return bool(v)
+        if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+            return v.strip().lower() == "true"
+        raise PlannerError(f"config key {n!r}: expected true or false, got {v!r}")
+    return default
+
+
 def text_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Multimodal checkpoints nest the language model under text_config / llm_config."""
     for key in ("text_config", "llm_config", "language_config"):
@@ -139,19 +188,23 @@ def _layer_kinds(tc: dict[str, Any], n_layers: int) -> list[str]:
             raise PlannerError(f"layer_types lists {len(lt)} layers but num_hidden_layers is {n_layers}")
         table = {"full_attention": "full", "sliding_attention": "sliding", "linear_attention": "linear",
                  "chunked_attention": "sliding"}
-        try:
-            return [table[x] for x in lt[:n_layers]]
-        except KeyError as e:
-            raise PlannerError(f"unknown layer type {e.args[0]!r} in layer_types") from None
+        bad = next((x for x in lt[:n_layers] if not isinstance(x, str) or x not in table), None)
+        if bad is not None:
+            raise PlannerError(f"unknown layer type {bad!r} in layer_types")
+        return [table[x] for x in lt[:n_layers]]
     if tc.get("kv_lora_rank"):
         return ["mla"] * n_layers
     if tc.get("full_attention_interval"):  # Qwen3-Next / Qwen3.5: every Nth layer is full attention
-        n = int(tc["full_attention_interval"])
+        n = _int(tc, "full_attention_interval")
+        if n <= 0:
+            raise PlannerError(f"config key 'full_attention_interval': {n} is not positive")
         return ["full" if (i + 1) % n == 0 else "linear" for i in range(n_layers)]
     if tc.get("sliding_window_pattern") and tc.get("sliding_window"):  # Gemma 3: every Nth is global
-        n = int(tc["sliding_window_pattern"])
+        n = _int(tc, "sliding_window_pattern")
+        if n <= 0:
+            raise PlannerError(f"config key 'sliding_window_pattern': {n} is not positive")
         return ["full" if (i + 1) % n == 0 else "sliding" for i in range(n_layers)]
-    if tc.get("sliding_window") and tc.get("use_sliding_window", True) is True and tc.get("model_type") in (
+    if tc.get("sliding_window") and _bool(tc, "use_sliding_window", default=True) and tc.get("model_type") in (
         "mistral", "gemma2"
     ):
         return ["sliding"] * n_layers
@@ -161,11 +214,14 @@ def _layer_kinds(tc: dict[str, Any], n_layers: int) -> list[str]:
 def _moe_layers(tc: dict[str, Any], n_layers: int, n_experts: int) -> list[bool]:
     if n_experts <= 1:
         return [False] * n_layers
-    first_dense = int(_get(tc, "first_k_dense_replace", default=0))
-    only_mlp = set(tc.get("mlp_only_layers") or [])
-    step = int(_get(tc, "decoder_sparse_step", "moe_layer_freq", default=1) or 1)
     if isinstance(tc.get("moe_layer_freq"), list):
         return [bool(x) for x in tc["moe_layer_freq"][:n_layers]]
+    first_dense = _int(tc, "first_k_dense_replace", default=0)
+    only = tc.get("mlp_only_layers") or []
+    if not isinstance(only, list):
+        raise PlannerError(f"config key 'mlp_only_layers': expected a list of layer numbers, got {only!r}")
+    only_mlp = {_as_int("mlp_only_layers", x) for x in only}
+    step = _int(tc, "decoder_sparse_step", "moe_layer_freq", default=1) or 1
     return [i >= first_dense and i not in only_mlp and (i + 1) % step == 0 for i in range(n_layers)]
 
 
@@ -176,25 +232,25 @@ SCORE_BIAS_TYPES = ("deepseek_v3", "kimi_k2", "glm_moe_dsa", "mimo_v2")
 def _vision_params(vc: dict[str, Any] | None) -> int:
     """ViT encoder size from vision_config: blocks of (4 h^2 attention + 2 h i MLP), patch
     embedding and merger. An estimate (biases and norms omitted, <1% of the encoder)."""
-    if not vc:
+    if not isinstance(vc, dict) or not vc:
         return 0
-    h = _get(vc, "hidden_size", "width", "embed_dim")
-    depth = _get(vc, "depth", "num_hidden_layers", "num_layers")
-    inter = _get(vc, "intermediate_size", "mlp_dim", default=4 * (h or 0))
+    h = _int(vc, "hidden_size", "width", "embed_dim")
+    depth = _int(vc, "depth", "num_hidden_layers", "num_layers")
+    inter = _int(vc, "intermediate_size", "mlp_dim", default=4 * (h or 0))
     if not h or not depth:
         return 0
-    patch = int(_get(vc, "patch_size", default=14))
-    temporal = int(_get(vc, "temporal_patch_size", default=1))
-    channels = int(_get(vc, "in_channels", "num_channels", default=3))
+    patch = _int(vc, "patch_size", default=14)
+    temporal = _int(vc, "temporal_patch_size", default=1)
+    channels = _int(vc, "in_channels", "num_channels", default=3)
     blocks = depth * (4 * h * h + 2 * h * inter)  # q,k,v,o + up,down
     patch_embed = channels * patch * patch * temporal * h
-    merge = int(_get(vc, "spatial_merge_size", default=1))
-    out_h = _get(vc, "out_hidden_size", "projection_dim", default=None)
+    merge = _int(vc, "spatial_merge_size", default=1)
+    out_h = _int(vc, "out_hidden_size", "projection_dim", default=None)
     merger = 0
     if out_h:
         m = h * merge * merge
         merger = m * m + m * out_h  # Qwen-VL style merger MLP: (h m^2)^2 + (h m^2) out
-    pos = int(_get(vc, "num_position_embeddings", default=0)) * h
+    pos = _int(vc, "num_position_embeddings", default=0) * h
     return blocks + patch_embed + merger + pos
 
 
@@ -203,32 +259,55 @@ def parse_config(cfg: dict[str, Any]) -> Architecture:
     if not isinstance(cfg, dict):
         raise PlannerError("config is not a JSON object")
     tc = text_config(cfg)
-    h = int(_need(tc, "hidden_size", "d_model", "n_embd"))
-    n_layers = int(_need(tc, "num_hidden_layers", "n_layer", "num_layers"))
-    n_heads = int(_need(tc, "num_attention_heads", "n_head"))
-    n_kv = int(_get(tc, "num_key_value_heads", default=n_heads))
-    head_dim = int(_get(tc, "head_dim", default=h // n_heads))
-    vocab = int(_need(tc, "vocab_size"))
-    if min(h, n_layers, n_heads, n_kv, head_dim, vocab) <= 0:
-        raise PlannerError("config has a non-positive size (hidden_size, layers, heads, head_dim or vocab)")
-    max_pos = int(_get(tc, "max_position_embeddings", "max_sequence_length", "seq_length", default=4096))
-    tied = bool(_get(tc, "tie_word_embeddings", default=cfg.get("tie_word_embeddings", False)))
-    inter = int(_get(tc, "intermediate_size", "ffn_hidden_size", default=4 * h))
-    n_experts = int(_get(tc, "num_experts", "n_routed_experts", "num_local_experts", default=0) or 0)
-    if tc.get("enable_moe_block") is False:
+    mt = tc.get("model_type", cfg.get("model_type", "unknown"))
+    if not isinstance(mt, str):
+        raise PlannerError(f"config key 'model_type': expected a string, got {mt!r}")
+    tc = dict(tc, model_type=mt) if "model_type" in tc else tc
+    try:
+        return _parse(cfg, tc, mt)
+    except PlannerError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, ZeroDivisionError, OverflowError) as e:
+        # a value of a type the keys above do not check (a list where a number goes, ...)
+        raise PlannerError(f"config has a value planner cannot read ({type(e).__name__}: {e})") from None
+
+
+def _positive(cfg: dict[str, Any], value: int, *names: str) -> int:
+    if value <= 0:
+        key = next((n for n in names if cfg.get(n) is not None), names[0])
+        raise PlannerError(f"config key {key!r}: {value} is not a positive size")
+    return value
+
+
+def _parse(cfg: dict[str, Any], tc: dict[str, Any], mt: str) -> Architecture:
+    h = _positive(tc, _need_int(tc, "hidden_size", "d_model", "n_embd"), "hidden_size", "d_model", "n_embd")
+    n_layers = _positive(tc, _need_int(tc, "num_hidden_layers", "n_layer", "num_layers"), "num_hidden_layers",
+                         "n_layer", "num_layers")
+    if n_layers > MAX_LAYERS:
+        raise PlannerError(f"config key 'num_hidden_layers': {n_layers:,} layers is more than planner plans "
+                           f"({MAX_LAYERS:,}; llama.cpp loads at most 512)")
+    n_heads = _positive(tc, _need_int(tc, "num_attention_heads", "n_head"), "num_attention_heads", "n_head")
+    n_kv = _positive(tc, _int(tc, "num_key_value_heads", default=n_heads), "num_key_value_heads")
+    head_dim = _positive(tc, _int(tc, "head_dim", default=h // n_heads), "head_dim")
+    vocab = _positive(tc, _need_int(tc, "vocab_size"), "vocab_size")
+    max_pos = _int(tc, "max_position_embeddings", "max_sequence_length", "seq_length", default=4096)
+    tied = _bool(tc, "tie_word_embeddings", default=_bool(cfg, "tie_word_embeddings"))
+    inter = _int(tc, "intermediate_size", "ffn_hidden_size", default=4 * h)
+    n_experts = _int(tc, "num_experts", "n_routed_experts", "num_local_experts", default=0)
+    if not _bool(tc, "enable_moe_block", default=True):
         n_experts = 0
-    top_k = int(_get(tc, "num_experts_per_tok", "top_k_experts", "moe_topk", default=0) or 0)
-    moe_inter = int(_get(tc, "moe_intermediate_size", default=inter))
-    n_shared = int(_get(tc, "n_shared_experts", "num_shared_experts", default=0) or 0)
-    shared_inter = int(_get(tc, "shared_expert_intermediate_size", default=0) or 0)
+    top_k = _int(tc, "num_experts_per_tok", "top_k_experts", "moe_topk", default=0)
+    moe_inter = _int(tc, "moe_intermediate_size", default=inter)
+    n_shared = _int(tc, "n_shared_experts", "num_shared_experts", default=0)
+    shared_inter = _int(tc, "shared_expert_intermediate_size", default=0)
     if shared_inter == 0 and n_shared:
         shared_inter = n_shared * moe_inter
     kinds = _layer_kinds(tc, n_layers)
     moe = _moe_layers(tc, n_layers, n_experts)
-    window = _get(tc, "sliding_window", default=None)
-    n_shared_kv = int(_get(tc, "num_kv_shared_layers", default=0) or 0)
-    qkv_bias = bool(_get(tc, "attention_bias", "qkv_bias", default=tc.get("model_type") in ("qwen2", "qwen2_moe")))
-    out_gate = bool(tc.get("attn_output_gate", False))
+    window = _int(tc, "sliding_window", default=None)
+    n_shared_kv = _int(tc, "num_kv_shared_layers", default=0)
+    qkv_bias = _bool(tc, "attention_bias", "qkv_bias", default=tc.get("model_type") in ("qwen2", "qwen2_moe"))
+    out_gate = _bool(tc, "attn_output_gate")
     gemma4 = str(tc.get("model_type", "")).startswith("gemma4")
     notes: list[str] = []
 
@@ -262,9 +341,11 @@ def parse_config(cfg: dict[str, Any]) -> Architecture:
 
     if gemma4 and "full" in kinds:  # proportional-RoPE frequency factors of the global layers, one
         # table shared by all of them (conversion/gemma.py generate_extra_tensors; src/models/gemma4.cpp:94-98)
-        add("rope_freqs.weight", "unquantized", 1, int(_get(tc, "global_head_dim", default=head_dim)) // 2)
+        add("rope_freqs.weight", "unquantized", 1, _int(tc, "global_head_dim", default=head_dim) // 2)
     _per_layer_embeddings(tc, n_layers, h, add)
-    mtp = int(_get(tc, "mtp_num_hidden_layers", "num_nextn_predict_layers", "num_mtp_layers", default=0) or 0)
+    mtp = _int(tc, "mtp_num_hidden_layers", "num_nextn_predict_layers", "num_mtp_layers", default=0)
+    if mtp > MAX_LAYERS:
+        raise PlannerError(f"config: {mtp:,} MTP layers is more than planner plans ({MAX_LAYERS:,})")
     for j in range(mtp):
         # An MTP block is one more decoder layer (shaped like the last one) plus a projection
         # of [embedding; hidden] (2h -> h). It shares the token embedding and output head.
@@ -282,7 +363,7 @@ def parse_config(cfg: dict[str, Any]) -> Architecture:
         add("v.encoder.weight", "other", vision, 1, group="vision")
 
     return Architecture(
-        model_type=str(tc.get("model_type", cfg.get("model_type", "unknown"))),
+        model_type=mt,
         hidden_size=h,
         vocab_size=vocab,
         max_position_embeddings=max_pos,
@@ -300,11 +381,11 @@ def parse_config(cfg: dict[str, Any]) -> Architecture:
 
 def _attention(tc, i, kind, h, n_heads, n_kv, head_dim, window, shared, add, p, qkv_bias, out_gate) -> AttnLayer:
     if kind == "linear":  # Gated DeltaNet (Qwen3-Next, Qwen3.5/3.6)
-        nk = int(_need(tc, "linear_num_key_heads"))
-        nv = int(_need(tc, "linear_num_value_heads"))
-        dk = int(_need(tc, "linear_key_head_dim"))
-        dv = int(_need(tc, "linear_value_head_dim"))
-        kernel = int(_get(tc, "linear_conv_kernel_dim", default=4))
+        nk = _need_int(tc, "linear_num_key_heads")
+        nv = _need_int(tc, "linear_num_value_heads")
+        dk = _need_int(tc, "linear_key_head_dim")
+        dv = _need_int(tc, "linear_value_head_dim")
+        kernel = _int(tc, "linear_conv_kernel_dim", default=4)
         conv_dim = 2 * nk * dk + nv * dv  # q, k and v go through the short convolution
         add(p + "attn_qkv.weight", "attn_qkv", conv_dim, h)
         add(p + "attn_gate.weight", "other", nv * dv, h)  # z gate
@@ -324,11 +405,11 @@ def _attention(tc, i, kind, h, n_heads, n_kv, head_dim, window, shared, add, p, 
             conv_state_elems=(kernel - 1) * conv_dim,  # last kernel-1 inputs of the convolution
         )
     if kind == "mla":  # DeepSeek-V3 / Kimi / GLM-5 multi-head latent attention
-        q_rank = _get(tc, "q_lora_rank")
-        kv_rank = int(_need(tc, "kv_lora_rank"))
-        rope = int(_need(tc, "qk_rope_head_dim"))
-        nope = int(_need(tc, "qk_nope_head_dim"))
-        v_dim = int(_need(tc, "v_head_dim"))
+        q_rank = _int(tc, "q_lora_rank")
+        kv_rank = _need_int(tc, "kv_lora_rank")
+        rope = _need_int(tc, "qk_rope_head_dim")
+        nope = _need_int(tc, "qk_nope_head_dim")
+        v_dim = _need_int(tc, "v_head_dim")
         if q_rank:
             add(p + "attn_q_a.weight", "other", int(q_rank), h)
             add(p + "attn_q_a_norm.weight", "unquantized", 1, int(q_rank))
@@ -345,7 +426,7 @@ def _attention(tc, i, kind, h, n_heads, n_kv, head_dim, window, shared, add, p, 
         add(p + "attn_output.weight", "attn_output", h, n_heads * v_dim)
         idx_dim = 0
         if tc.get("index_n_heads"):  # DSA lightning indexer (GLM-5, DeepSeek-V3.2); src/models/glm-dsa.cpp:143-147
-            ih, idim = int(tc["index_n_heads"]), int(_need(tc, "index_head_dim"))
+            ih, idim = _int(tc, "index_n_heads"), _need_int(tc, "index_head_dim")
             add(p + "indexer.attn_q_b.weight", "other", ih * idim, int(q_rank or h))  # wq_b
             add(p + "indexer.attn_k.weight", "other", idim, h)  # wk
             add(p + "indexer.proj.weight", "other", ih, h)  # weights_proj
@@ -361,17 +442,17 @@ def _attention(tc, i, kind, h, n_heads, n_kv, head_dim, window, shared, add, p, 
         if not window:
             raise PlannerError("config has sliding layers but no sliding_window")
         win = int(window)
-        kv = int(_get(tc, "swa_num_key_value_heads", default=kv))
-        k_dim = int(_get(tc, "swa_head_dim", default=k_dim))
-        v_dim = int(_get(tc, "swa_v_head_dim", default=_get(tc, "v_head_dim", default=k_dim)))
+        kv = _int(tc, "swa_num_key_value_heads", default=kv)
+        k_dim = _int(tc, "swa_head_dim", default=k_dim)
+        v_dim = _int(tc, "swa_v_head_dim", "v_head_dim", default=k_dim)
     else:
-        kv = int(_get(tc, "num_global_key_value_heads", default=kv))
-        k_dim = int(_get(tc, "global_head_dim", default=k_dim))
-        v_dim = int(_get(tc, "v_head_dim", default=k_dim)) if not tc.get("global_head_dim") else k_dim
+        kv = _int(tc, "num_global_key_value_heads", default=kv)
+        k_dim = _int(tc, "global_head_dim", default=k_dim)
+        v_dim = _int(tc, "v_head_dim", default=k_dim) if not tc.get("global_head_dim") else k_dim
     q_out = n_heads * k_dim * (2 if out_gate else 1)  # gated attention: q_proj also emits the gate
     add(p + "attn_q.weight", "attn_q", q_out, h)
     add(p + "attn_k.weight", "attn_k", kv * k_dim, h)
-    k_eq_v = bool(tc.get("attention_k_eq_v")) and kind == "full"
+    k_eq_v = _bool(tc, "attention_k_eq_v") and kind == "full"
     if not k_eq_v:  # Gemma 4 global layers reuse the K projection as V
         add(p + "attn_v.weight", "attn_v", kv * v_dim, h)
     add(p + "attn_output.weight", "attn_output", h, n_heads * v_dim)
@@ -393,9 +474,9 @@ def _attention(tc, i, kind, h, n_heads, n_kv, head_dim, window, shared, add, p, 
 
 def _ffn(tc, i, is_moe, h, inter, moe_inter, n_experts, shared_inter, kv_shared, add, p) -> None:
     dense_inter = inter
-    if kv_shared and tc.get("use_double_wide_mlp"):  # Gemma 4 E2B: double-wide MLP on shared-KV layers
+    if kv_shared and _bool(tc, "use_double_wide_mlp"):  # Gemma 4 E2B: double-wide MLP on shared-KV layers
         dense_inter = 2 * inter
-    has_dense = not is_moe or tc.get("enable_moe_block")  # Gemma 4 26B: dense MLP beside the experts
+    has_dense = not is_moe or _bool(tc, "enable_moe_block")  # Gemma 4 26B: dense MLP beside the experts
     if has_dense:
         add(p + "ffn_gate.weight", "ffn_gate", dense_inter, h)
         add(p + "ffn_up.weight", "ffn_up", dense_inter, h)
@@ -440,10 +521,10 @@ def _block_norms(tc: dict[str, Any]) -> tuple[str, ...]:
 
 def _per_layer_embeddings(tc, n_layers, h, add) -> None:
     """Gemma 3n/4 'E' models: a per-layer embedding table looked up per token (PLE)."""
-    ple = tc.get("hidden_size_per_layer_input")
+    ple = _int(tc, "hidden_size_per_layer_input")
     if not ple:
         return
-    vocab_ple = int(_get(tc, "vocab_size_per_layer_input", "vocab_size"))
+    vocab_ple = _int(tc, "vocab_size_per_layer_input", "vocab_size")
     add("per_layer_token_embd.weight", "token_embd", vocab_ple, n_layers * int(ple))
     add("per_layer_model_proj.weight", "unquantized", n_layers * int(ple), h)
     add("per_layer_proj_norm.weight", "unquantized", 1, int(ple))  # src/models/gemma4.cpp:62

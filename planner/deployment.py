@@ -79,16 +79,21 @@ def weight_format(engine: Engine) -> str:
     return "gguf" if engine.family == "llama.cpp" else "safetensors"
 
 
+MEMO_ENTRIES = 256  # (model, recipe) weight lists kept: every catalog model x its usual quants
+
+
 def recipe_weights(catalog: Catalog, arch: Architecture, recipe) -> tuple[WeightTensor, ...]:
     """Every tensor of `arch` with the storage type the quant recipe gives it, and its bytes.
     Memoised on the catalog: comparisons resolve the same model and recipe many times."""
     key = ("recipe_weights", id(arch), id(recipe))
-    hit = catalog.memo.get(key)
+    hit = catalog.memo.pop(key, None)
     if hit is None or hit[0] is not arch or hit[1] is not recipe:
         types = catalog.formats.types
         hit = (arch, recipe, tuple(WeightTensor(t, s, tensor_bytes(t, types[s]))
                                    for t, s in assign_types(arch, recipe, types)))
-        catalog.memo[key] = hit
+    catalog.memo[key] = hit  # most recently used last
+    while len(catalog.memo) > MEMO_ENTRIES:  # a new Architecture per call (a local file) must not grow it
+        catalog.memo.pop(next(iter(catalog.memo)))
     return hit[2]
 
 

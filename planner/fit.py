@@ -11,7 +11,7 @@ from typing import Any
 from planner.calibration import Calibration
 from planner.catalog import Catalog
 from planner.deployment import Resolved
-from planner.memory import MemoryPlan, max_context, plan_memory, with_
+from planner.memory import MemoryPlan, layer_table, max_context, plan_memory, with_
 from planner.schema import Strict
 from planner.speed import PerfEstimate, estimate
 from planner.spec import Claim, SpecEstimate, check_claim, estimate_spec
@@ -104,15 +104,16 @@ def _auto_offload(r: Resolved, ctx: int) -> tuple[Resolved, str | None]:
     the expert tensors of the first layers in host RAM (MoE), else the first layers. The least
     offload that fits; none if even the most does not."""
     n = r.arch.n_layers
+    table = layer_table(r, ctx)  # the same for every candidate: each plans in O(devices)
     if r.arch.n_experts > 1:
         for k in range(1, n + 1):
             alt = with_(r, cpu_moe_layers=k, auto_offload=False)
-            if plan_memory(alt, ctx).fits:
+            if plan_memory(alt, ctx, table).fits:
                 return alt, (f"planned as llama.cpp's --fit would: the experts of the first {k} of {n} layers stay in "
                              f"host RAM (--n-cpu-moe {k}); pass --cpu-moe or -ngl to choose yourself")
     for ngl in range(n - 1, -1, -1):
         alt = with_(r, gpu_layers=ngl, auto_offload=False)
-        if plan_memory(alt, ctx).fits:
+        if plan_memory(alt, ctx, table).fits:
             return alt, (f"planned as llama.cpp's --fit would: {n - ngl} of {n} layers stay in host RAM (-ngl {ngl}); "
                          "pass -ngl to choose yourself")
     return r, None
@@ -221,17 +222,18 @@ def _suggest(catalog: Catalog, r: Resolved, ctx: int, best: int) -> list[Suggest
                 break
     # host-RAM offload (llama.cpp)
     if r.engine.family == "llama.cpp" and r.gpus[0].memory_kind == "dedicated":
+        table = layer_table(r, ctx)  # the same for every offload candidate
         if r.arch.n_experts > 1:
             for k in range(1, r.arch.n_layers + 1):
                 alt = with_(r, cpu_moe_layers=k)
-                if plan_memory(alt, ctx).fits:
-                    p = plan_memory(alt, ctx)
+                p = plan_memory(alt, ctx, table)
+                if p.fits:
                     out.append(Suggestion(change=f"--n-cpu-moe {k}", fits=True, max_ctx_tokens=max_context(alt),
                                           effect=f"experts of the first {k} layers in host RAM ({p.host_bytes / GiB:.1f} GiB on the host)"))
                     break
         for ngl in range(r.gpu_layers - 1, -1, -1):
             alt = with_(r, gpu_layers=ngl)
-            p = plan_memory(alt, ctx)
+            p = plan_memory(alt, ctx, table)
             if p.fits:
                 out.append(Suggestion(change=f"-ngl {ngl}", fits=True, max_ctx_tokens=max_context(alt),
                                       effect=f"{r.arch.n_layers - ngl} of {r.arch.n_layers} layers in host RAM "

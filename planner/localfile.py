@@ -7,9 +7,12 @@ metadata is mapped onto config.json names so the same architecture code sizes th
 from __future__ import annotations
 
 import json
+import re
+import struct
 from pathlib import Path
 from typing import Any
 
+from planner.arch import MAX_LAYERS
 from planner.catalog import ModelCard
 from planner.deployment import WeightTensor
 from planner.errors import PlannerError
@@ -56,26 +59,95 @@ _GGUF_KEYS = {
 }
 
 
-def load_gguf(path: Path) -> tuple[ModelCard, list[WeightTensor]]:
+# llama.cpp's shard names (llama_split_path, src/llama.cpp: "%s-%05d-of-%05d.gguf"); gguf-py SHARD_NAME_FORMAT
+SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
+MAX_GGUF_TENSORS = 64 * MAX_LAYERS  # header tensor counts above this are refused before reading
+MAX_GGUF_KV = 1_000_000  # metadata entries (a vocabulary array is one entry)
+
+
+def _check_header(path: Path) -> None:
+    """Refuse absurd counts from the 24-byte header (magic, version, tensors, metadata entries)
+    before the gguf package walks them one by one."""
     try:
-        from gguf import GGUFReader
-    except ImportError:  # pragma: no cover - gguf is a dependency
-        raise PlannerError("reading .gguf files needs the `gguf` package (pip install gguf)") from None
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError as e:
+        raise PlannerError(f"{path}: cannot read: {e.strerror}") from None
+    if len(head) < 24 or head[:4] != b"GGUF":
+        raise PlannerError(f"{path}: not a GGUF file (no GGUF magic)")
+    version, n_tensors, n_kv = struct.unpack("<IQQ", head[4:])
+    if version > 0xFFFF:  # a big-endian file
+        version, n_tensors, n_kv = struct.unpack(">IQQ", head[4:])
+    if n_tensors > MAX_GGUF_TENSORS or n_kv > MAX_GGUF_KV:
+        raise PlannerError(f"{path}: GGUF header lists {n_tensors:,} tensors and {n_kv:,} metadata entries: more than "
+                           f"planner reads ({MAX_GGUF_TENSORS:,} tensors, {MAX_GGUF_KV:,} entries)")
+
+
+def _reader(path: Path):
+    from gguf import GGUFReader
+
+    _check_header(path)
     try:
-        reader = GGUFReader(str(path), "r")
+        return GGUFReader(str(path), "r")
     except OSError as e:
         raise PlannerError(f"{path}: cannot read: {e.strerror}") from None
     except Exception as e:  # the gguf package raises ValueError/struct errors on bad files
         raise PlannerError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
 
+
+def _field(reader, key: str) -> Any:
+    f = reader.fields.get(key)
+    if f is None:
+        return None
+    try:
+        return f.contents()
+    except Exception:
+        return None
+
+
+def _shards(path: Path, reader) -> list:
+    """The readers of every shard of a split GGUF, `path` (the first) included; [reader] if not split.
+    The first shard holds the metadata; the tensors are spread over all of them."""
+    count = _field(reader, "split.count")
+    if not isinstance(count, int) or count <= 1:
+        return [reader]
+    no = _field(reader, "split.no")
+    m = SHARD_RE.match(path.name)
+    if no not in (0, None) or (m and int(m["no"]) != 1):
+        first = f"{m['prefix']}-00001-of-{count:05d}.gguf" if m else "the -00001-of- file"
+        raise PlannerError(f"{path}: shard {(no or 0) + 1} of a {count}-shard GGUF: give the first one ({first})")
+    if not m or int(m["count"]) != count:
+        raise PlannerError(f"{path}: the header says a split GGUF of {count} shards, but the name does not follow "
+                           f"<name>-00001-of-{count:05d}.gguf, so the other shards cannot be found")
+    names = [path.with_name(f"{m['prefix']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    missing = [p.name for p in names if not p.is_file()]
+    if missing:
+        raise PlannerError(f"{path}: split GGUF of {count} shards; missing {len(missing)} in {path.parent}: "
+                           f"{', '.join(missing)}")
+    readers = [reader] + [_reader(p) for p in names[1:]]
+    for i, (p, r) in enumerate(zip(names, readers)):
+        if _field(r, "split.count") != count or _field(r, "split.no") not in (i, None):
+            raise PlannerError(f"{p}: not shard {i + 1} of {count} (its header says split.no "
+                               f"{_field(r, 'split.no')}, split.count {_field(r, 'split.count')})")
+    want = _field(reader, "split.tensors.count")
+    got = sum(len(r.tensors) for r in readers)
+    if isinstance(want, int) and want != got:
+        raise PlannerError(f"{path}: the shards hold {got} tensors but split.tensors.count is {want}")
+    return readers
+
+
+def load_gguf(path: Path) -> tuple[ModelCard, list[WeightTensor]]:
+    """A model from a .gguf file; for a split GGUF, from its first shard with all shards read."""
+    try:
+        import gguf  # noqa: F401
+    except ImportError:  # pragma: no cover - gguf is a dependency
+        raise PlannerError("reading .gguf files needs the `gguf` package (pip install gguf)") from None
+    reader = _reader(path)
+    readers = _shards(path, reader)
+    tensors = [t for r in readers for t in r.tensors]
+
     def field(key: str) -> Any:
-        f = reader.fields.get(key)
-        if f is None:
-            return None
-        try:
-            return f.contents()
-        except Exception:
-            return None
+        return _field(reader, key)
 
     arch = field("general.architecture")
     if not arch:
@@ -84,28 +156,40 @@ def load_gguf(path: Path) -> tuple[ModelCard, list[WeightTensor]]:
     for k, name in _GGUF_KEYS.items():
         v = field(f"{arch}.{k}")
         if isinstance(v, list):  # per-layer arrays (e.g. head_count_kv): keep the largest
-            v = max(v) if v else None
+            nums = [x for x in v if isinstance(x, (int, float)) and not isinstance(x, bool)]
+            v = max(nums) if nums and len(nums) == len(v) else (v or None)
         if v is not None:
             cfg[name] = v
-    names = {t.name for t in reader.tensors}
-    tok = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    names = {t.name for t in tensors}
+    tok = next((t for t in tensors if t.name == "token_embd.weight"), None)
     if tok is None:
         raise PlannerError(f"{path}: GGUF has no token_embd.weight")
     cfg["vocab_size"] = int(tok.shape[1]) if len(tok.shape) > 1 else int(tok.shape[0])
     cfg["tie_word_embeddings"] = "output.weight" not in names
     if "ssm.time_step_rank" in str(reader.fields.keys()) and cfg.get("linear_num_value_heads"):
         cfg.setdefault("linear_value_head_dim", cfg.get("linear_key_head_dim"))
-    if cfg.get("kv_lora_rank"):
-        cfg.setdefault("qk_nope_head_dim", int(cfg.get("head_dim", 192)) - int(cfg.get("qk_rope_head_dim", 64)))
-    card = _card(field("general.name") or path.stem, cfg, path)
+    hd, rope = cfg.get("head_dim", 192), cfg.get("qk_rope_head_dim", 64)
+    if cfg.get("kv_lora_rank") and isinstance(hd, int) and isinstance(rope, int):
+        cfg.setdefault("qk_nope_head_dim", hd - rope)
+    shard = SHARD_RE.match(path.name)
+    name = field("general.name")
+    try:
+        card = _card(name if isinstance(name, str) and name else shard["prefix"] if shard else path.stem, cfg, path)
+    except PlannerError as e:  # name the GGUF key the config field came from
+        msg = str(e)
+        for k, cfg_key in _GGUF_KEYS.items():
+            msg = msg.replace(f"'{cfg_key}'", f"'{arch}.{k}'")
+        raise PlannerError(f"{path}: {msg}") from None
     arch_obj = card.arch
     weights = []
-    for t in reader.tensors:
+    for t in tensors:
         layer = None
         if t.name.startswith("blk."):
             try:
                 layer = int(t.name.split(".")[1])
             except ValueError:
+                layer = None
+            if layer is not None and layer < 0:
                 layer = None
         n_exp = int(t.shape[2]) if len(t.shape) > 2 else 1
         role = "token_embd" if t.name in ("token_embd.weight", "per_layer_token_embd.weight") else (

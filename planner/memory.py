@@ -6,6 +6,7 @@ across devices. Pure functions; every equation is explained in docs/equations.md
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from itertools import accumulate
 
 from planner.deployment import Resolved
 from planner.schema import Strict
@@ -171,20 +172,62 @@ def layer_devices(r: Resolved) -> list[int]:
     return out
 
 
-def plan_memory(r: Resolved, ctx: int) -> MemoryPlan:
-    """Bytes on every device and in host RAM at `ctx` tokens per sequence."""
+@dataclass(frozen=True)
+class LayerTable:
+    """What plan_memory reads of a deployment at one context: per-layer bytes as prefix sums
+    (p[i] = layers below i), compute buffers and the drafter. It does not depend on how many
+    layers or expert stacks are offloaded, so an offload search builds it once and plans each
+    candidate in O(devices) instead of O(layers + tensors)."""
+
+    lb: _LayerBytes
+    weights: list[int]
+    experts: list[int]
+    kv: list[int]
+    state: list[int]
+    compute: tuple[int, int]  # compute buffer of a device without / with the output head
+    draft: tuple[int, int, int, int]
+
+
+def layer_table(r: Resolved, ctx: int) -> LayerTable:
+    def prefix(xs: list[int]) -> list[int]:
+        return list(accumulate(xs, initial=0))
+
     lb = _layer_bytes(r)
-    kv = layer_kv_bytes(r, ctx)
-    st = layer_state_bytes(r)
+    return LayerTable(lb, prefix(lb.weights), prefix(lb.experts), prefix(layer_kv_bytes(r, ctx)),
+                      prefix(layer_state_bytes(r)),
+                      (compute_buffer_bytes(r, ctx, False), compute_buffer_bytes(r, ctx, True)), draft_memory(r, ctx))
+
+
+def _device_spans(r: Resolved) -> list[tuple[int, int]]:
+    """[first, end) of the GPU layers each device holds under a layer split (layer_devices as
+    contiguous runs)."""
+    n, n_host = r.arch.n_layers, r.arch.n_layers - r.gpu_layers
+    if r.split == "tensor" or len(r.gpus) == 1:
+        return [(n_host, n)] + [(n, n)] * (len(r.gpus) - 1)
+    spans, start = [], n_host
+    for c in _assign_layers(r.gpu_layers, shares(r)):
+        end = min(start + max(c, 0), n)
+        spans.append((start, end))
+        start = end
+    return spans
+
+
+def plan_memory(r: Resolved, ctx: int, table: LayerTable | None = None) -> MemoryPlan:
+    """Bytes on every device and in host RAM at `ctx` tokens per sequence. `table`: this
+    deployment's layer_table at `ctx` (or that of one differing only in offload), if built."""
+    t = table or layer_table(r, ctx)
+    lb = t.lb
     n = r.arch.n_layers
     n_host = n - r.gpu_layers  # llama.cpp keeps the first n - ngl layers on the CPU
-    host_layers = range(n_host)
-    gpu_layer_ids = list(range(n_host, n))
+    moe_end = max(n_host, min(r.cpu_moe_layers, n))  # GPU layers below cpu_moe_layers: experts in host RAM
     m = r.engine.memory
 
-    host = sum(lb.weights[i] + kv[i] + st[i] for i in host_layers)
-    host_kv = sum(kv[i] for i in host_layers)
-    host += sum(lb.experts[i] for i in gpu_layer_ids if i < r.cpu_moe_layers)  # --n-cpu-moe
+    def span(p: list[int], a: int, b: int) -> int:  # sum over layers a..b-1
+        return p[b] - p[a] if b > a else 0
+
+    host = span(t.weights, 0, n_host) + span(t.kv, 0, n_host) + span(t.state, 0, n_host)
+    host_kv = span(t.kv, 0, n_host)
+    host += span(t.experts, n_host, moe_end)  # --n-cpu-moe
     input_on_host = m.token_embedding_on_host or r.gpu_layers < n
     if input_on_host:
         host += lb.input_bytes
@@ -194,21 +237,16 @@ def plan_memory(r: Resolved, ctx: int) -> MemoryPlan:
     g = len(r.gpus)
     per = [dict(w=0, kv=0, st=0, layers=0) for _ in range(g)]
     if r.split == "layer":
-        dev = layer_devices(r)
-        for i in gpu_layer_ids:
-            d = dev[i]
-            expert_off = lb.experts[i] if i < r.cpu_moe_layers else 0
-            per[d]["w"] += lb.weights[i] - expert_off
-            per[d]["kv"] += kv[i]
-            per[d]["st"] += st[i]
-            per[d]["layers"] += 1
+        for d, (a, b) in enumerate(_device_spans(r)):
+            per[d].update(w=span(t.weights, a, b) - span(t.experts, a, min(b, moe_end)), kv=span(t.kv, a, b),
+                          st=span(t.state, a, b), layers=max(b - a, 0))
     else:  # tensor split: every layer's weights, heads and state shared out
-        gpu_w = sum(lb.weights[i] - (lb.experts[i] if i < r.cpu_moe_layers else 0) for i in gpu_layer_ids)
-        gpu_kv = sum(kv[i] for i in gpu_layer_ids)
-        gpu_st = sum(st[i] for i in gpu_layer_ids)
+        gpu_w = span(t.weights, n_host, n) - span(t.experts, n_host, moe_end)
+        gpu_kv = span(t.kv, n_host, n)
+        gpu_st = span(t.state, n_host, n)
         for d in range(g):
             per[d].update(w=int(gpu_w * share[d]), kv=int(gpu_kv * share[d]), st=int(gpu_st * share[d]),
-                          layers=len(gpu_layer_ids))
+                          layers=n - n_host)
     out_dev = g - 1
     if r.split == "tensor":
         for d in range(g):  # vocab-parallel embedding and head
@@ -219,12 +257,12 @@ def plan_memory(r: Resolved, ctx: int) -> MemoryPlan:
             per[0]["w"] += lb.input_bytes
         per[0]["w"] += vision
 
-    dw, dc, dx, dh = draft_memory(r, ctx)
+    dw, dc, dx, dh = t.draft
     host += dh
     devices = []
     for d, gpu in enumerate(r.gpus):
         holds_output = d == out_dev or r.split == "tensor"
-        cb = compute_buffer_bytes(r, ctx, holds_output)
+        cb = t.compute[holds_output]
         oh = int(m.runtime_overhead.si)
         cap = gpu.memory_bytes
         usable = int(cap * m.gpu_memory_utilization.value) if m.gpu_memory_utilization else cap

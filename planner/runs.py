@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -119,18 +120,45 @@ def _lines(text: str) -> list[str]:
 
 def load_runs(path: Path) -> list[Run]:
     lines = [ln for ln in _lines(read_text(path)[0]) if not ln.startswith("#")]
-    out = []
+    out: list[Run] = []
+    seen: dict[str, int] = {}
     try:
         rows = list(csv.DictReader(lines))
     except csv.Error as e:
         raise PlannerError(f"{path}: not a CSV file: {e}") from None
     for i, row in enumerate(rows, start=2):
         try:
-            out.append(Run.model_validate({k: v for k, v in row.items() if v != "" or k == "note"}))
+            run = Run.model_validate({k: v for k, v in row.items() if v != "" or k == "note"})
         except Exception as e:  # pydantic ValidationError: name the row and the first bad field
             err = e.errors()[0] if hasattr(e, "errors") else {"loc": ("?",), "msg": str(e)}
             raise PlannerError(f"{path}: row {i}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        why = _unusable(run)
+        if why:
+            raise PlannerError(f"{path}: row {i} ({run.ref_row}): {why}")
+        if run.ref_row in seen:
+            raise PlannerError(f"{path}: row {i}: ref_row {run.ref_row!r} is already row {seen[run.ref_row]}")
+        seen[run.ref_row] = i
+        out.append(run)
     return out
+
+
+MAX_TOK_S = 1e7  # tok/s: ~100x the fastest batched throughput of one 8-GPU node (as planner.ingest refuses)
+
+
+def _unusable(run: Run) -> str | None:
+    """Why the speed model cannot score the row (it would divide by zero or fit to infinity), if so."""
+    if not math.isfinite(run.value):
+        return f"value {run.value} is not finite"
+    if run.metric.endswith("tok_s") and run.value > MAX_TOK_S:
+        return f"value {run.value:.4g} tok/s is not believable (more than {MAX_TOK_S:.0e})"
+    if run.metric in ("decode_tok_s", "throughput_tok_s", "spec_decode_speedup", "spec_throughput_speedup") \
+            and not run.gen_tokens:
+        return f"{run.metric} with gen_tokens 0"
+    if run.metric == "prefill_tok_s" and not run.prompt_tokens:
+        return "prefill_tok_s with prompt_tokens 0"
+    if run.metric == "e2e_latency_s" and not (run.prompt_tokens or run.gen_tokens):
+        return "e2e_latency_s with no prompt and no generated tokens"
+    return None
 
 
 @dataclass(frozen=True)
