@@ -134,6 +134,23 @@ def load_toml(path: Path, model: type[T], **extra: Any) -> T:
         raise PlannerError(f"{path}: key {loc}: {err['msg']} (value {shown})") from None
 
 
+def _check_names(table: dict[str, Any], rel: str) -> None:
+    """Every id and alias of a folder names one entity: an alias equal to another entry's id or
+    alias (case-insensitively) would let a lookup silently pick the wrong file."""
+    owner: dict[str, str] = {}  # lower-case name -> the id whose file claims it
+    for k in table:
+        if k.lower() in owner:
+            raise PlannerError(f"{rel}/{k}.toml and {rel}/{owner[k.lower()]}.toml: ids differ only in case")
+        owner[k.lower()] = k
+    for k, v in table.items():
+        for a in getattr(v, "aliases", ()):
+            other = owner.setdefault(a.strip().lower(), k)
+            if other != k:
+                what = "id" if other.lower() == a.strip().lower() else "alias"
+                raise PlannerError(f"{rel}/{k}.toml: alias {a!r} is also the {what} of {rel}/{other}.toml; "
+                                   "an alias must name one entry")
+
+
 class Catalog:
     """Everything in the databases, validated. Construct once; lookups are dict hits."""
 
@@ -177,6 +194,7 @@ class Catalog:
         out: dict[str, T] = {}
         for path in sorted(d.glob("*.toml")):
             out[path.stem] = load_toml(path, model, id=path.stem)
+        _check_names(out, rel)
         return out
 
     # --- lookups -------------------------------------------------------------------------

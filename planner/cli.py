@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
 
 from planner import units
 from planner.catalog import Catalog
@@ -31,9 +33,9 @@ class TokensType(click.ParamType):
 
     def convert(self, value, param, ctx):
         try:
-            return units.parse_tokens(value, f"--{param.name}" if param else "size")
+            return units.parse_tokens(value, _opt(param))
         except PlannerError as e:
-            self.fail(str(e), param, ctx)
+            raise click.UsageError(str(e), ctx) from None
 
 
 class BytesType(click.ParamType):
@@ -41,13 +43,80 @@ class BytesType(click.ParamType):
 
     def convert(self, value, param, ctx):
         try:
-            return units.parse_bytes(value, f"--{param.name.replace('_', '-')}" if param else "size")
+            return units.parse_bytes(value, _opt(param))
         except PlannerError as e:
-            self.fail(str(e), param, ctx)
+            raise click.UsageError(str(e), ctx) from None
+
+
+class FiniteFloat(click.ParamType):
+    """A finite number (no nan or inf), at least `min` when given."""
+
+    name = "number"
+
+    def __init__(self, min: float | None = None):
+        self.min = min
+
+    def convert(self, value, param, ctx):
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            raise click.UsageError(f"{_opt(param)} {str(value)[:40]!r} is not a number", ctx) from None
+        if not math.isfinite(x):
+            raise click.UsageError(f"{_opt(param)} {value}: give a finite number", ctx)
+        if self.min is not None and x < self.min:
+            raise click.UsageError(f"{_opt(param)} {value}: give a number of at least {self.min:g}", ctx)
+        return x
+
+
+def _opt(param) -> str:
+    """The option as the user typed it: --host-ram."""
+    return f"--{param.name.replace('_', '-')}" if param is not None and param.name else "value"
 
 
 TOKENS = TokensType()
 BYTES = BytesType()
+
+
+def one_line(text: str) -> str:
+    """A message on one line: line breaks of a longer explanation become '; '."""
+    return "; ".join(x.strip() for x in str(text).splitlines() if x.strip())
+
+
+class OneLineUsageError(click.UsageError):
+    """A click usage error shown as one line, `error: <message> (see `planner CMD --help`)`."""
+
+    def show(self, file=None):
+        names, c = [], self.ctx
+        while c is not None:
+            names.append(c.info_name if c.parent is not None else "planner")
+            c = c.parent
+        cmd = " ".join(reversed(names)) or "planner"
+        click.echo(f"error: {one_line(self.format_message())} (see `{cmd} --help`)", err=True)
+
+
+class PlannerGroup(click.Group):
+    """The root group: click's usage errors (an unknown option, a missing argument, a bad
+    value) become one line on stderr with exit status 2."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as e:
+            raise _one_line_usage(e) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            raise _one_line_usage(e) from None
+
+
+def _one_line_usage(e: click.UsageError) -> click.UsageError:
+    if isinstance(e, (OneLineUsageError, click.exceptions.NoArgsIsHelpError)):  # `planner plot` alone: its help
+        return e
+    out = OneLineUsageError(e.format_message(), e.ctx)
+    out.exit_code = e.exit_code
+    return out
 
 
 def friendly(f):
@@ -58,13 +127,13 @@ def friendly(f):
         try:
             return f(*a, **kw)
         except PlannerError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {one_line(e)}", err=True)
             sys.exit(2)
 
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=PlannerGroup, name="planner", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="planner")
 def main():
     """planner: will this LLM fit on this hardware, and how should I run it?"""
@@ -90,8 +159,8 @@ _DEPLOYMENT_OPTIONS = [
     click.option("--depth", type=TOKENS, default=None, help="tokens already in context before the prompt (default 0)"),
     click.option("--calibration", default=None, help="efficiency profile (default reference-fit; 'none' = priors only); see hwdb/calibrations"),
     click.option("--spec", default=None, help="speculative decoding: mtp, dflash, eagle (the catalog's drafter for the model), dflash:ID / eagle:ID, or draft:MODEL; see `planner drafts`"),
-    click.option("--accept", type=float, default=None, help="per-token acceptance of drafted tokens, 0-1 (Leviathan's alpha)"),
-    click.option("--accept-len", "accept_len", type=float, default=None, help="mean tokens per verification step (accepted drafts + 1), as vLLM/SGLang report"),
+    click.option("--accept", type=FiniteFloat(), default=None, help="per-token acceptance of drafted tokens, 0-1 (Leviathan's alpha)"),
+    click.option("--accept-len", "accept_len", type=FiniteFloat(), default=None, help="mean tokens per verification step (accepted drafts + 1), as vLLM/SGLang report"),
     click.option("--draft-len", "draft_len", type=click.IntRange(1, MAX_DRAFT_LEN), default=None, help="tokens drafted per step (default: the drafter's recommended, else the engine's)"),
     click.option("--draft-quant", "draft_quant", default=None, help="weight quant of the drafter (default: the drafter's recommended, or the target's)"),
 ]
@@ -156,7 +225,7 @@ def run_fit(catalog: Catalog, opts: dict, sweep_accept: bool = False, observed: 
 @click.argument("model")
 @deployment_options
 @click.option("--sweep-accept", "sweep_accept", is_flag=True, help="with --spec: a table of speed by acceptance and draft length")
-@click.option("--observed", type=float, default=None, help="check a claimed decode speed (tok/s per stream) against this deployment's physics")
+@click.option("--observed", type=FiniteFloat(), default=None, help="check a claimed decode speed (tok/s per stream) against this deployment's physics")
 @click.option("--explain", is_flag=True, help="show the per-operation roofline behind the speeds")
 @click.option("--emit", type=click.Choice(["llama.cpp", "vllm", "sglang"]), default=None, help="print the engine command line for this plan")
 @click.option("--json", "as_json", is_flag=True, help="print the stable JSON contract")
@@ -205,7 +274,7 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 _COMPARE_OPTIONS = [
     click.option("--gpus", default=None, help="GPU sets to compare, comma-separated: rtx5090,2xrtx3090,rtx5090+rtx3090ti (default: every catalog GPU, 1 to --max-gpus of each)"),
     click.option("--max-gpus", type=click.IntRange(1, 8), default=4, show_default=True, help="with no --gpus: the most cards of one kind in a set"),
-    click.option("--budget", type=click.FloatRange(min=0), default=None, help="most USD to spend on the GPUs (street price, else launch price)"),
+    click.option("--budget", type=FiniteFloat(min=0), default=None, help="most USD to spend on the GPUs (street price, else launch price)"),
     click.option("--workload", type=click.Choice(sorted(WORKLOADS)), default="chat", show_default=True, help="chat: one stream, ranked by decode tok/s; batch: 16 streams, ranked by total tok/s"),
     click.option("--ctx", type=TOKENS, default=None, help="context per sequence (default: chat 32k, batch 8k)"),
     click.option("--batch", type=click.IntRange(1, 65536), default=None, help="concurrent sequences (default: chat 1, batch 16)"),
@@ -473,7 +542,7 @@ def calibrate_ingest_cmd(files, out, model, quant, gpu, engine, kv_quant, role, 
 
     _refuse_overwriting_input(out, files, "-o")
     catalog = Catalog()
-    rows = []
+    rows, origin = [], []  # the rows, and the file each came from
     for f in files:
         p = Path(f)
         if not p.exists():
@@ -483,11 +552,18 @@ def calibrate_ingest_cmd(files, out, model, quant, gpu, engine, kv_quant, role, 
         fmt, new = ingest(catalog, p, g)
         click.echo(f"{f}: {fmt}, {len(new)} runs", err=True)
         rows += new
+        origin += [f] * len(new)
     if len(files) > 1 and tag:  # one tag over several files: keep the ids unique
         for i, r in enumerate(rows, 1):
             r["ref_row"] = f"{tag}-{i:03d}"
-    for r in rows:
-        Run.model_validate({k: v for k, v in r.items() if v is not None})
+    for i, (r, f) in enumerate(zip(rows, origin)):
+        try:
+            Run.model_validate({k: v for k, v in r.items() if v is not None})
+        except ValidationError as e:  # a row the file's values make invalid: name the file, the row and the key
+            err = e.errors()[0]
+            key = ".".join(str(x) for x in err["loc"]) or "(row)"
+            raise PlannerError(f"{f}: run {origins_before(origin, i) + 1} ({r.get('metric') or 'row'}): "
+                               f"{key}: {err['msg']} (value {str(err.get('input'))[:40]!r})") from None
     if out:
         path = Path(out)
         if path.exists():
@@ -506,6 +582,11 @@ def calibrate_ingest_cmd(files, out, model, quant, gpu, engine, kv_quant, role, 
     for r in rows:
         w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in Run.model_fields})
     click.echo(buf.getvalue(), nl=False)
+
+
+def origins_before(origin: list[str], i: int) -> int:
+    """How many rows before row `i` came from the same file."""
+    return sum(1 for f in origin[:i] if f == origin[i])
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:

@@ -5,6 +5,7 @@ combinations) happens here; the physics in planner.memory never sees a name.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -20,6 +21,7 @@ from planner.schema import Strict
 
 Split = Literal["layer", "tensor"]
 MAX_DRAFT_LEN = 64  # input bound on tokens drafted per step (an autoregressive drafter has no block size)
+DEFAULT_HOST = "ddr5-5600x2"  # a current desktop, when offloading without --host
 
 
 class Deployment(Strict):
@@ -125,6 +127,9 @@ class Resolved:
     hf_repo: str = ""
     auto_offload: bool = False  # llama.cpp --fit (default on) may choose -ngl / --n-cpu-moe itself
     spec: Any = None  # planner.spec.SpecPlan: the drafter (itself a Resolved) and the acceptance assumed
+    # without --host-ram: the most RAM the host (--host, else DEFAULT_HOST) holds, and that host's id
+    host_max_bytes: int | None = None
+    host_max_from: str = ""
 
 
 def pick_engine(catalog: Catalog, gpus: tuple[Gpu, ...], name: str | None, model_is_gguf: bool) -> Engine:
@@ -181,12 +186,15 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         raise PlannerError(f"{engine.id} tensor parallelism needs identical GPUs; use --split layer or --engine llama.cpp-*")
     tensor_split = dep.tensor_split
     if tensor_split is not None:
-        if len(tensor_split) != len(gpus) or any(x < 0 for x in tensor_split) or sum(tensor_split) <= 0:
+        if len(tensor_split) != len(gpus) or not all(0 <= x < math.inf for x in tensor_split):
             raise PlannerError(f"--tensor-split needs {len(gpus)} non-negative numbers, one per GPU")
+        # a share of 0 leaves that GPU without layers, as llama.cpp does (llama-model.cpp, load_tensors)
     elif dep.balance == "speed" and len(gpus) > 1:
         tensor_split = tuple(g.bandwidth_bytes_per_s or 0.0 for g in gpus)  # decode speed follows bandwidth
     elif dep.balance == "memory" and len(gpus) > 1:
         tensor_split = tuple(float(g.memory_bytes) for g in gpus)
+    if tensor_split is not None and not any(tensor_split):
+        tensor_split = None  # llama.cpp: all zero = the default split (by memory)
     fa = engine.flash_attention_default if dep.flash_attention is None else dep.flash_attention
     if engine.family != "llama.cpp" and (dep.gpu_layers is not None or dep.cpu_moe_layers):
         raise PlannerError(f"{engine.id} plans no layer offload to host RAM here; use a llama.cpp engine for -ngl / --n-cpu-moe")
@@ -208,6 +216,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
     if engine.family == "llama.cpp" and kv_name not in ("f32", "f16", "bf16") and not fa:
         raise PlannerError(f"a quantized V cache ({kv_name}) needs flash attention in llama.cpp; drop --no-flash-attn")
     host = catalog.host(dep.host) if dep.host else None
+    assumed_host = host or catalog.hosts.get(DEFAULT_HOST)
 
     r = Resolved(
         model_id=card.id, model_name=card.name, arch=arch, weights=weights, gpus=gpus, engine=engine,
@@ -220,6 +229,8 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         kernel_of={k: t.kernel for k, t in catalog.formats.types.items()}, hf_repo=card.hf_repo,
         auto_offload=(engine.family == "llama.cpp" and dep.gpu_layers is None and not dep.cpu_moe_layers
                       and gpus[0].memory_kind == "dedicated" and not (split == "tensor" and len(gpus) > 1)),
+        host_max_bytes=assumed_host.max_capacity_bytes if assumed_host else None,
+        host_max_from=assumed_host.id if assumed_host else "",
     )
     if dep.spec:
         from planner.spec import resolve_spec

@@ -166,8 +166,21 @@ def _warnings(r: Resolved, ctx: int, plan: MemoryPlan) -> list[str]:
     if r.engine.memory.gpu_memory_utilization is not None:
         w.append(f"{r.engine.id} preallocates the KV cache: it takes all memory under gpu_memory_utilization, "
                  "whatever the context asked for")
-    if plan.host_bytes and r.host_ram_bytes is None and (r.gpu_layers < r.arch.n_layers or r.cpu_moe_layers):
-        w.append("host RAM size not given (--host-ram): not checked")
+    if plan.host_fits is False and r.host_ram_bytes is None:
+        w.append(f"host RAM: the plan needs {plan.host_bytes / GiB:,.1f} GiB, more than the {r.host_max_bytes / GiB:,.0f} GiB "
+                 f"a {r.host_max_from} host holds at most; give --host-ram (or --host) if yours holds more")
+    elif plan.host_fits is False:
+        w.append(f"host RAM: the plan needs {plan.host_bytes / GiB:,.1f} GiB, more than --host-ram "
+                 f"{r.host_ram_bytes / GiB:,.1f} GiB")
+    elif plan.host_bytes and r.host_ram_bytes is None and (r.gpu_layers < r.arch.n_layers or r.cpu_moe_layers):
+        w.append("host RAM size not given (--host-ram): "
+                 + (f"checked only against the most a {r.host_max_from} host holds ({r.host_max_bytes / GiB:,.0f} GiB)"
+                    if r.host_max_bytes is not None else "not checked"))
+    unused = [f"{d.device} #{i + 1}" for i, d in enumerate(plan.devices)
+              if r.split == "layer" and len(plan.devices) > 1 and d.layers == 0 and d.weights_bytes == 0]
+    if unused:
+        w.append(f"{', '.join(unused)} hold(s) no layers (a --tensor-split share of 0, or more GPUs than layers): "
+                 "only runtime memory is spent there")
     if r.arch.mtp_layers and not (r.spec is not None and r.spec.method == "mtp"):
         why = ("no speculative decoding; --spec mtp --accept A plans with them" if r.spec is None
                else f"speculation uses {r.spec.method}")

@@ -111,7 +111,14 @@ class HostMemory(Sourced):
     channels: int = Field(ge=1)
     transfer_rate: Quantity  # MT/s
     bus_width_bits_per_channel: int = 64
+    # the most RAM a host of this kind holds (DIMM slots x the largest DIMM): the host-RAM check
+    # when --host-ram is not given; a bound, so that an absurd plan never passes unchecked
+    max_capacity: Quantity | None = None
     notes: str = ""
+
+    @property
+    def max_capacity_bytes(self) -> int | None:
+        return int(self.max_capacity.si) if self.max_capacity is not None else None
 
     @property
     def bandwidth_bytes_per_s(self) -> float:

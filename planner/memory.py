@@ -42,6 +42,8 @@ class MemoryPlan(Strict):
     host_bytes: int
     host_kv_bytes: int
     fits: bool
+    # the host bytes within --host-ram (True/False); without it, False when they pass the most RAM
+    # the host holds (HostMemory.max_capacity), else None (not checked against a size of the user's)
     host_fits: bool | None
 
 
@@ -158,6 +160,13 @@ def _assign_layers(n_gpu_layers: int, shares: list[float]) -> list[int]:
     return counts
 
 
+def output_device(r: Resolved) -> int:
+    """The GPU holding the output head under a layer split: llama.cpp gives it the device of
+    the position after the last layer (llama-model.cpp, load_tensors: dev_output), which is the
+    last GPU with a non-zero share; a GPU given a share of 0 holds nothing."""
+    return max(d for d, x in enumerate(shares(r)) if x > 0) if len(r.gpus) > 1 else 0
+
+
 def layer_devices(r: Resolved) -> list[int]:
     """Where each layer runs: -1 = host RAM (llama.cpp keeps the first n - ngl layers on the
     CPU), else the GPU index holding it (layer split); under a tensor split every GPU layer is
@@ -247,7 +256,7 @@ def plan_memory(r: Resolved, ctx: int, table: LayerTable | None = None) -> Memor
         for d in range(g):
             per[d].update(w=int(gpu_w * share[d]), kv=int(gpu_kv * share[d]), st=int(gpu_st * share[d]),
                           layers=n - n_host)
-    out_dev = g - 1
+    out_dev = output_device(r)
     if r.split == "tensor":
         for d in range(g):  # vocab-parallel embedding and head
             per[d]["w"] += int((lb.output_bytes + (0 if input_on_host else lb.input_bytes) + vision) * share[d])
@@ -274,7 +283,10 @@ def plan_memory(r: Resolved, ctx: int, table: LayerTable | None = None) -> Memor
             kv_cache_bytes=per[d]["kv"], recurrent_state_bytes=per[d]["st"], compute_buffer_bytes=cb,
             runtime_overhead_bytes=oh, draft_weights_bytes=draft[0], draft_cache_bytes=draft[1],
             draft_compute_bytes=draft[2], total_bytes=total, layers=per[d]["layers"]))
-    host_fits = None if r.host_ram_bytes is None else host <= r.host_ram_bytes
+    if r.host_ram_bytes is not None:
+        host_fits = host <= r.host_ram_bytes
+    else:
+        host_fits = False if r.host_max_bytes is not None and host > r.host_max_bytes else None
     fits = all(dv.fits for dv in devices) and host_fits is not False
     return MemoryPlan(ctx_tokens=ctx, kv_cells=kv_cells(r, ctx), batch=r.batch, devices=tuple(devices),
                       host_bytes=host, host_kv_bytes=host_kv, fits=fits, host_fits=host_fits)

@@ -24,7 +24,7 @@ import numpy as np
 from planner.calibration import Efficiency
 from planner.deployment import Resolved
 from planner.hardware import Gpu, HostMemory, LinkTable
-from planner.memory import layer_devices, shares
+from planner.memory import layer_devices, output_device, shares
 from planner.schema import Strict
 
 KERNELS = ("float", "legacy", "kquant", "iquant", "fp8", "fp4", "int4")
@@ -151,9 +151,11 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
     acc = [blank() for _ in range(n_stage)]
     host_acc = blank()
 
+    out_stage = min(output_device(r), n_stage - 1)
+
     def where(layer: int | None) -> dict:
         if layer is None:
-            return acc[-1]  # output head and final norm: the last GPU
+            return acc[out_stage]  # output head and final norm: the last GPU with a share
         d = dev_of[layer]
         return host_acc if d < 0 else acc[min(d, n_stage - 1)]
 
@@ -260,10 +262,11 @@ class Ops:
     compute_time: list[np.ndarray]
     peak_flops: list[float]
     peak_bw: list[float]
+    shape: tuple[int, ...] = ()  # of the workload arrays
 
     @property
     def total(self) -> np.ndarray:
-        return sum(self.time)
+        return sum(self.time, np.zeros(self.shape))  # a stage with no operations (a GPU given a share of 0) takes no time
 
 
 def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> Ops:
@@ -271,7 +274,7 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> 
     at `depth` tokens of context. Arguments are numpy arrays of equal shape."""
     e = sm.eff
     tokens = np.asarray(tokens, dtype=float)
-    ops = Ops(s.name, [], [], [], [], [], [], [], [])
+    ops = Ops(s.name, [], [], [], [], [], [], [], [], np.broadcast(tokens, seqs, q, depth).shape)
     # which kernel path and which processor: host layers run on the CPU for small steps, on
     # GPU 0 (weights streamed over PCIe) for steps of at least offload_min_batch tokens
     on_cpu = s.kind == "host"

@@ -26,6 +26,7 @@ import numpy as np
 from planner.arch import Architecture, Tensor
 from planner.catalog import Catalog, DraftCard
 from planner.errors import PlannerError, did_you_mean
+from planner.memory import output_device
 from planner.schema import Strict
 from planner.units import MS
 
@@ -196,7 +197,7 @@ def resolve_spec(catalog: Catalog, r, method_text: str, draft_len: int | None, a
     notes = [eng.method_notes[method]] if method in eng.method_notes else []
     card = _pick_card(catalog, r.model_id, method, ident)
     fmt = weight_format(r.engine)
-    dev = len(r.gpus) - 1  # the drafter sits with the target's output head
+    dev = output_device(r)  # the drafter sits with the target's output head
     gpu = r.gpus[dev]
     common = dict(gpus=(gpu,), split="layer", cpu_moe_layers=0, tensor_split=None, auto_offload=False,
                   exact_weights=False, host_ram_bytes=None)

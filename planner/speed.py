@@ -14,7 +14,7 @@ import numpy as np
 
 from planner.calibration import Calibration, efficiency_for
 from planner.catalog import Catalog
-from planner.deployment import Resolved
+from planner.deployment import DEFAULT_HOST, Resolved
 from planner.perf import (PhaseBreakdown, StepModel, bound_of, breakdown, ceiling_step_time, compile_steps,
                           decode_step_time, decode_time, prefill_time)
 from planner.schema import Strict
@@ -70,7 +70,6 @@ def step_model(catalog: Catalog, r: Resolved, cal: Calibration) -> StepModel:
     return compile_steps(r, efficiency_for(cal, r.engine.id, r.flash_attention), catalog.links, host)
 
 
-DEFAULT_HOST = "ddr5-5600x2"  # a current desktop, when offloading without --host
 
 
 def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None, gen: int | None = None,

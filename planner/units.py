@@ -96,11 +96,13 @@ def parse_tokens(text: str | int, what: str = "size") -> int:
         m = _TOKEN_RE.match(str(text))
         if not m:
             raise PlannerError(
-                f"{what} {text!r} is not a token count; use e.g. 32768, 200k, 128Ki or 1M"
+                f"{what} {_short(text)} is not a token count; use e.g. 32768, 200k, 128Ki or 1M"
             )
         n_float = float(m.group(1)) * _TOKEN_SUFFIX[m.group(2) or ""]
+        if not n_float <= MAX_TOKENS:  # also inf, from a number too long for a float
+            raise PlannerError(f"{what} {_short(text)} is absurdly large (more than {MAX_TOKENS} tokens)")
         if n_float != int(n_float):
-            raise PlannerError(f"{what} {text!r} is not a whole number of tokens")
+            raise PlannerError(f"{what} {_short(text)} is not a whole number of tokens")
         n = int(n_float)
     if n < 0:
         raise PlannerError(f"{what} must not be negative (got {n})")
@@ -117,15 +119,28 @@ _BYTES_SUFFIX = {
 }
 
 
+# A sanity bound on any byte size a user can give: 2**60 bytes (1 EiB; no host holds more).
+MAX_BYTES = 2**60
+
+
 def parse_bytes(text: str, what: str = "memory") -> int:
-    """Parse a byte size: '64GiB', '64G' (= GiB), '64GB' (= 1e9), '512MiB'."""
+    """Parse a byte size: '64GiB', '64G' (= GiB), '64GB' (= 1e9), '512MiB'. A whole number of
+    bytes from 1 to MAX_BYTES."""
     m = _BYTES_RE.match(str(text))
     if not m:
-        raise PlannerError(f"{what} {text!r} is not a size; use e.g. 64GiB, 64GB or 512MiB")
+        raise PlannerError(f"{what} {_short(text)} is not a size; use e.g. 64GiB, 64GB or 512MiB")
     n = float(m.group(1)) * _BYTES_SUFFIX[(m.group(2) or "B").lower()]
-    if n <= 0:
-        raise PlannerError(f"{what} must be positive (got {text!r})")
+    if not n <= MAX_BYTES:  # also inf, from a number too long for a float
+        raise PlannerError(f"{what} {_short(text)} is absurdly large (more than 2^60 bytes)")
+    if n < 1:
+        raise PlannerError(f"{what} {_short(text)}: give a size such as 64GiB (at least one byte)")
     return int(n)
+
+
+def _short(text) -> str:
+    """`text` as shown in an error: quoted, and cut short when long."""
+    s = repr(str(text))
+    return s if len(s) <= 40 else s[:37] + "..."
 
 
 # --- rendering ---------------------------------------------------------------------------
