@@ -1,6 +1,6 @@
 """Benchmark: the CLI fuzz of tests/test_fuzz.py, run longer. Prints counts: invocations, exit
-statuses, tracebacks (by the planner module they came from; those of modules another change of
-issue 17 fixes marked known), hangs and malformed exit-2 messages. Asserts nothing.
+statuses, tracebacks (by the planner module they came from; any module listed in
+tests/fuzzing.py KNOWN_ELSEWHERE marked known), hangs and malformed exit-2 messages. Asserts nothing.
 
     python bench/bench_fuzz.py            # 5,000 invocations
     python bench/bench_fuzz.py 20000 --show 5
