@@ -135,6 +135,12 @@ def load_runs(path: Path) -> list[Run]:
         why = _unusable(run)
         if why:
             raise PlannerError(f"{path}: row {i} ({run.ref_row}): {why}")
+        try:  # conditions a deployment refuses (a batch beyond its bound, ...) are named here, not later
+            run.deployment()
+        except Exception as e:
+            err = e.errors()[0] if hasattr(e, "errors") else {"loc": ("?",), "msg": str(e)}
+            raise PlannerError(f"{path}: row {i} ({run.ref_row}): {'.'.join(map(str, err['loc']))}: "
+                               f"{err['msg']}") from None
         if run.ref_row in seen:
             raise PlannerError(f"{path}: row {i}: ref_row {run.ref_row!r} is already row {seen[run.ref_row]}")
         seen[run.ref_row] = i

@@ -334,3 +334,24 @@ def test_old_runs_files_with_unusable_rows_are_refused(tmp_path, edit, message):
         load_runs(path)
     for cmd in (["validate", str(path)], ["calibrate", "fit", str(path), "-o", str(tmp_path / "cal.toml")]):
         assert str(path) in one_line_error(cmd)
+
+
+def test_runs_row_a_deployment_refuses_is_one_line(tmp_path):
+    """A runs row whose conditions no deployment takes (a batch beyond Deployment's bound) is
+    named when the file is read, not a pydantic traceback in `validate` (found by bench/bench_fuzz.py)."""
+    import csv
+
+    from click.testing import CliRunner
+
+    from planner.cli import main
+
+    src = Path(__file__).resolve().parent.parent / "hwdb" / "runs" / "llamacpp-h200.csv"
+    row = next(csv.DictReader(ln for ln in src.read_text().splitlines() if not ln.startswith("#")))
+    row["batch"] = "100000"
+    p = tmp_path / "r.csv"
+    with open(p, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        w.writeheader()
+        w.writerow(row)
+    res = CliRunner().invoke(main, ["validate", str(p)])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "batch" in res.output and "row 2" in res.output
