@@ -93,7 +93,7 @@ def use_more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
-def _holds(rule: Rule, i: int, n: int, arch: Architecture) -> bool:
+def _holds(rule: Rule, i: int, n: int, arch: Architecture, gqa_ratio: int) -> bool:
     if rule.when == "always":
         return True
     if rule.when == "use_more_bits":
@@ -103,7 +103,7 @@ def _holds(rule: Rule, i: int, n: int, arch: Architecture) -> bool:
     if rule.when == "first_count":
         return i < int(rule.value or 0)
     if rule.when == "gqa_ge":
-        return arch.gqa_ratio >= (rule.value or 0)
+        return gqa_ratio >= (rule.value or 0)
     if rule.when == "n_expert_eq":
         return arch.n_experts == int(rule.value or -1)
     raise AssertionError(rule.when)
@@ -129,6 +129,7 @@ def assign_types(arch: Architecture, recipe: Recipe, types: dict[str, StorageTyp
     n_layers_all = arch.n_layers + arch.mtp_layers  # llama.cpp hparams.n_layer_all
     i_attn_v = 0
     quantized_base = types[recipe.base].block_weights > 1
+    gqa_ratio = arch.gqa_ratio  # a walk over every layer: once, not once per tensor
     for t in arch.tensors:
         if t.group == "vision":  # llama.cpp keeps encoders in a separate mmproj file at F16
             out.append((t, "F16"))
@@ -151,7 +152,7 @@ def assign_types(arch: Architecture, recipe: Recipe, types: dict[str, StorageTyp
                 roles = set(rule.roles)
                 if "attn_v" in roles:
                     roles.update(ATTN_V_LIKE)
-                if t.role in roles and _holds(rule, idx, n, arch):
+                if t.role in roles and _holds(rule, idx, n, arch, gqa_ratio):
                     chosen = rule.type
                     break
         if t.role in ATTN_V_LIKE:
