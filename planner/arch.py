@@ -140,17 +140,14 @@ def _as_int(key: str, v: Any) -> int:
 
 def _int(cfg: dict[str, Any], *names: str, default: Any = None) -> Any:
     """The first of `names` the config sets, as an int; `default` if none is set."""
-    for n in names:
-        if cfg.get(n) is not None:
-            return _as_int(n, cfg[n])
-    return default
+    n = next((n for n in names if cfg.get(n) is not None), None)
+    return default if n is None else _as_int(n, cfg[n])
 
 
 def _need_int(cfg: dict[str, Any], name: str, *alts: str) -> int:
-    v = _int(cfg, name, *alts)
-    if v is None:
-        raise PlannerError(f"config has no {name!r} (needed to size the model)")
-    return v
+    """`_need` for sizes: the value as an int."""
+    n = next((n for n in (name, *alts) if cfg.get(n) is not None), name)
+    return _as_int(n, _need(cfg, name, *alts))
 
 
 def _bool(cfg: dict[str, Any], *names: str, default: bool = False) -> bool:
