@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from planner import synth
+from planner import synth, units
 from planner.catalog import Catalog
 
 
@@ -28,13 +28,13 @@ def main() -> None:
         t = time.perf_counter()
         lay = synth.layout(catalog, catalog.model(mid), q)
         dt = time.perf_counter() - t
-        print(f"  {mid:<18} {q:<10} {len(lay.tensors):>6} tensors {lay.tensor_bytes / 2**30:>8.2f} GiB  {dt * 1e3:7.1f} ms")
+        print(f"  {mid:<18} {q:<10} {len(lay.tensors):>6} tensors {lay.tensor_bytes / units.GiB:>8.2f} GiB  {dt * 1e3:7.1f} ms")
     print("random block pools (64 MiB each):")
     for ty in ("F16", "Q8_0", "Q4_K", "Q6_K", "IQ4_XS", "MXFP4"):
         t = time.perf_counter()
         synth._pool(ty, synth.CHUNK_BYTES, np.random.default_rng(0))
         dt = time.perf_counter() - t
-        print(f"  {ty:<7} {synth.CHUNK_BYTES / 2**20 / dt:8.0f} MiB/s")
+        print(f"  {ty:<7} {synth.CHUNK_BYTES / units.MiB / dt:8.0f} MiB/s")
     print("writing full-size files:")
     with tempfile.TemporaryDirectory() as d:
         for q in ("Q4_K_M", "F16"):
@@ -43,8 +43,8 @@ def main() -> None:
             t = time.perf_counter()
             synth.write(lay, path)
             dt = time.perf_counter() - t
-            print(f"  llama-3.2-1b {q:<7} {lay.tensor_bytes / 2**30:6.2f} GiB in {dt:6.2f} s = "
-                  f"{lay.tensor_bytes / 2**30 / dt:6.2f} GiB/s")
+            print(f"  llama-3.2-1b {q:<7} {lay.tensor_bytes / units.GiB:6.2f} GiB in {dt:6.2f} s = "
+                  f"{lay.tensor_bytes / units.GiB / dt:6.2f} GiB/s")
             path.unlink()
 
 

@@ -739,7 +739,7 @@ def _calibrate_llamacpp(llama_bin, models, quants, grid_name, prompts, depths, b
                         ops, work,
                         backend, threads, engine_id, keep_gguf, reingest, out, gpu, role, tag, repeats):
     """`calibrate run --engine llama.cpp`: the grid over each model and quant (planner.llamacpp)."""
-    from planner import llamacpp
+    from planner import llamacpp, synth
     from planner.runs import load_runs
 
     if not llama_bin and not reingest:
@@ -792,8 +792,6 @@ def _calibrate_llamacpp(llama_bin, models, quants, grid_name, prompts, depths, b
         model_id = mid if is_local(mid) else card.id
         label = card.id
         for q in g.quants:
-            from planner import synth
-
             synth.layout(catalog, card, q)  # refuse an unsupported model or quant before running anything
             plan.append((card, model_id, q, llamacpp.model_steps(card, q, g, model_id, label)))
     path = Path(out)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from planner import synth
+from planner import synth, units
 from planner.atomic import locked, write_atomic
 from planner.catalog import Catalog, ModelCard, load_toml
 from planner.errors import PlannerError
@@ -31,6 +31,7 @@ from planner.ingest import Given, _batched_bench, _llama_bench
 from planner.schema import Strict
 
 TOOLS = ("llama-bench", "llama-batched-bench", "test-backend-ops")
+SOURCE = "planner calibrate run --engine llama.cpp"  # the rows' source_url starts so (planner.validate.run_kind)
 BATCHED_PROMPT = 512  # llama-batched-bench prompt per sequence
 OPS_TIMEOUT_S = 600  # test-backend-ops perf over the selected ops
 BATCHED_ATTEMPTS = 3  # runs of a benchmark until every test printed its line
@@ -198,7 +199,7 @@ def run(catalog: Catalog, setup: Setup, plan: list[tuple[ModelCard, str, str, li
         gguf = setup.work / f"{todo[0].id.split(f'.{quant}.')[0]}.{quant}.gguf"  # the steps' label
         if not gguf.exists():
             lay = synth.layout(catalog, card, quant)
-            setup.log(f"{model_id} {quant}: writing {gguf.name} ({lay.tensor_bytes / 2**30:.2f} GiB)")
+            setup.log(f"{model_id} {quant}: writing {gguf.name} ({lay.tensor_bytes / units.GiB:.2f} GiB)")
             t0 = time.monotonic()
             synth.write(lay, gguf, progress=None)
             setup.log(f"  written in {time.monotonic() - t0:.0f} s")
@@ -282,20 +283,18 @@ def rows_of(catalog: Catalog, setup: Setup, s: Step, out: str, env_note: str) ->
         rows = (_llama_bench if s.tool == "llama-bench" else _batched_bench)(catalog, out, g)
     except PlannerError as e:
         raise PlannerError(f"{s.id}: {e}") from None
-    for i, r in enumerate(rows, 1):
-        r["_i"] = i
+    numbered = list(enumerate(rows, 1))  # ref_row numbers stay those of the tool's output
     if s.tool == "llama-batched-bench":
         # llama-batched-bench warms up with 16 tokens only (tools/batched-bench/batched-bench.cpp:100-112), so
         # its first prompt carries one-time costs: on the H200, gpt-oss-20b's first S_PP was 3,637 tok/s against
         # llama-bench's 11,725 for the same pp512 (hwdb/runs/README.md). The first combination's prefill is dropped.
-        first = next((r for r in rows if r["metric"] == "prefill_tok_s"), None)
-        rows = [r for r in rows if r is not first]
-    for r in rows:
-        i = r.pop("_i")
-        r.update(ref_row=f"{setup.tag}.{s.id}.{i}", source_url=f"planner calibrate run --engine llama.cpp; {env_note}",
+        first = next((i for i, r in numbered if r["metric"] == "prefill_tok_s"), None)
+        numbered = [(i, r) for i, r in numbered if i != first]
+    for i, r in numbered:
+        r.update(ref_row=f"{setup.tag}.{s.id}.{i}", source_url=f"{SOURCE}; {env_note}",
                  role=setup.role, kv_quant_v=v if v != k else None, gpu_layers=s.gpu_layers,
                  cpu_moe_layers=s.cpu_moe_layers or None)
-    return rows
+    return [r for _, r in numbered]
 
 
 # --------------------------------------------------------------------------------------------

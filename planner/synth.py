@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from planner import units
 from planner.arch import Architecture, text_config
 from planner.catalog import Catalog, ModelCard
 from planner.deployment import WeightTensor, recipe_weights
@@ -32,7 +33,7 @@ from planner.errors import PlannerError
 
 GGUF_ALIGNMENT = 32  # bytes: gguf's default general.alignment (gguf-py GGUF_DEFAULT_ALIGNMENT)
 TARGET_RMS = 0.02  # RMS of the random weights: keeps activations finite through every layer
-CHUNK_BYTES = 64 << 20  # tensor data is written in pieces of this size
+CHUNK_BYTES = 64 * units.MiB  # tensor data is written in pieces of this size
 # Offsets of the fp16 scale fields in each block (ggml/src/ggml-common.h block_* structs); MXFP4
 # has one E8M0 exponent byte at offset 0 instead.
 FP16_SCALES = {

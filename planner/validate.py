@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from planner.calibration import Calibration
+from planner.llamacpp import SOURCE as LLAMACPP_SOURCE
 from planner.units import GiB
 from planner.runs import Prepared, predict
 
@@ -70,9 +71,6 @@ class Section:
     scored: list[Scored]
     kind: str = "published"
     skipped: tuple = ()  # runs whose conditions a deployment cannot state (planner.runs.Run.expressible)
-
-
-LLAMACPP_SOURCE = "planner calibrate run --engine llama.cpp"  # source_url of planner.llamacpp's rows
 
 
 def run_kind(r) -> str:
