@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import Field
@@ -16,7 +17,7 @@ from planner.arch import Architecture, Tensor
 from planner.catalog import Catalog, ModelCard
 from planner.errors import PlannerError
 from planner.hardware import Engine, Gpu, HostMemory
-from planner.quant import assign_types, tensor_bytes
+from planner.quant import TensorClasses, assign_types, recipe_bytes, tensor_bytes, tensor_classes
 from planner.schema import Strict
 
 Split = Literal["layer", "tensor"]
@@ -81,22 +82,61 @@ def weight_format(engine: Engine) -> str:
     return "gguf" if engine.family == "llama.cpp" else "safetensors"
 
 
-MEMO_ENTRIES = 256  # (model, recipe) weight lists kept: every catalog model x its usual quants
+MEMO_ENTRIES = 256  # derived values kept: every catalog model x its usual quants
+
+
+def _memo(catalog: Catalog, key: tuple, owners: tuple, make):
+    """catalog.memo[key], made by make() unless it was made for these very objects (`owners`:
+    ids in a key can be reused once an object is gone, so the entry keeps them and checks)."""
+    hit = catalog.memo.pop(key, None)
+    if hit is None or any(a is not b for a, b in zip(hit[0], owners)):
+        hit = (owners, make())
+    catalog.memo[key] = hit  # most recently used last
+    while len(catalog.memo) > MEMO_ENTRIES:  # a new Architecture per call (a local file) must not grow it
+        catalog.memo.pop(next(iter(catalog.memo)))
+    return hit[1]
+
+
+def _classes(catalog: Catalog, arch: Architecture) -> TensorClasses:
+    return _memo(catalog, ("tensor_classes", id(arch)), (arch,), lambda: tensor_classes(arch))
 
 
 def recipe_weights(catalog: Catalog, arch: Architecture, recipe) -> tuple[WeightTensor, ...]:
     """Every tensor of `arch` with the storage type the quant recipe gives it, and its bytes.
     Memoised on the catalog: comparisons resolve the same model and recipe many times."""
-    key = ("recipe_weights", id(arch), id(recipe))
-    hit = catalog.memo.pop(key, None)
-    if hit is None or hit[0] is not arch or hit[1] is not recipe:
+    def make() -> tuple[WeightTensor, ...]:
         types = catalog.formats.types
-        hit = (arch, recipe, tuple(WeightTensor(t, s, tensor_bytes(t, types[s]))
-                                   for t, s in assign_types(arch, recipe, types)))
-    catalog.memo[key] = hit  # most recently used last
-    while len(catalog.memo) > MEMO_ENTRIES:  # a new Architecture per call (a local file) must not grow it
-        catalog.memo.pop(next(iter(catalog.memo)))
-    return hit[2]
+        sizes: dict[tuple[int, int, int, str], int] = {}  # many tensors share a shape and type
+
+        def size(t: Tensor, s: str) -> int:
+            key = (t.rows, t.cols, t.n_experts, s)
+            if key not in sizes:
+                sizes[key] = tensor_bytes(t, types[s])
+            return sizes[key]
+
+        return tuple(WeightTensor(t, s, size(t, s)) for t, s in assign_types(arch, recipe, types, _classes(catalog, arch)))
+
+    return _memo(catalog, ("recipe_weights", id(arch), id(recipe)), (arch, recipe), make)
+
+
+def recipe_total(catalog: Catalog, arch: Architecture, recipe) -> int:
+    """The bytes of recipe_weights, summed per tensor class without building the tensor list."""
+    return _memo(catalog, ("recipe_total", id(arch), id(recipe)), (arch, recipe),
+                 lambda: recipe_bytes(arch, recipe, catalog.formats.types, _classes(catalog, arch)))
+
+
+@dataclass(frozen=True)
+class LayerBytes:
+    """Weight bytes of a resolved deployment by where they sit: each layer (and its expert
+    part), the input embedding, the output head, MTP layers, a vision encoder."""
+
+    weights: tuple[int, ...]  # per layer, on the layer's device
+    experts: tuple[int, ...]  # per layer, the expert part of weights
+    input_bytes: int  # token embeddings (and per-layer embedding tables)
+    output_bytes: int  # output head + final norm
+    mtp_bytes: int
+    vision_bytes: int
+    ffn_rows: tuple[int, int]  # rows of the widest dense and the widest expert FFN up-projection (0: none)
 
 
 @dataclass(frozen=True)
@@ -130,6 +170,34 @@ class Resolved:
     # without --host-ram: the most RAM the host (--host, else DEFAULT_HOST) holds, and that host's id
     host_max_bytes: int | None = None
     host_max_from: str = ""
+
+    @cached_property
+    def layer_bytes(self) -> LayerBytes:
+        """Summed once per deployment: the memory plan reads it for every context and offload tried."""
+        n = self.arch.n_layers
+        weights, experts = [0] * n, [0] * n
+        inp = out = mtp = vis = 0
+        for w in self.weights:
+            t = w.tensor
+            if t.group == "vision":
+                vis += w.bytes
+            elif t.group == "mtp":
+                mtp += w.bytes
+            elif t.layer is not None and t.layer < n:
+                weights[t.layer] += w.bytes
+                if t.n_experts > 1:
+                    experts[t.layer] += w.bytes
+            elif t.role == "token_embd":
+                inp += w.bytes
+            else:
+                out += w.bytes
+        if self.arch.tie_word_embeddings:
+            # the output head reads the (tied) token embedding; an engine that keeps the input
+            # layer in host RAM loads a second copy next to the output (llama.cpp TENSOR_DUPLICATED)
+            out += next(w.bytes for w in self.weights if w.tensor.name == "token_embd.weight")
+        up = [t for t in self.arch.tensors if t.role == "ffn_up"]  # the plan's shapes (a GGUF's tensors carry no roles)
+        ffn = (max([t.rows for t in up if t.n_experts == 1], default=0), max([t.rows for t in up if t.n_experts > 1], default=0))
+        return LayerBytes(tuple(weights), tuple(experts), inp, out, mtp, vis, ffn)
 
 
 def pick_engine(catalog: Catalog, gpus: tuple[Gpu, ...], name: str | None, model_is_gguf: bool) -> Engine:

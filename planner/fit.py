@@ -11,7 +11,7 @@ from typing import Any
 from planner.calibration import Calibration
 from planner.catalog import Catalog
 from planner.deployment import Resolved
-from planner.memory import MemoryPlan, layer_table, max_context, plan_memory, with_
+from planner.memory import MemoryPlan, least_offload, max_context, plan_memory, with_
 from planner.schema import Strict
 from planner.speed import PerfEstimate, estimate
 from planner.spec import Claim, SpecEstimate, check_claim, estimate_spec
@@ -104,18 +104,17 @@ def _auto_offload(r: Resolved, ctx: int) -> tuple[Resolved, str | None]:
     the expert tensors of the first layers in host RAM (MoE), else the first layers. The least
     offload that fits; none if even the most does not."""
     n = r.arch.n_layers
-    table = layer_table(r, ctx)  # the same for every candidate: each plans in O(devices)
     if r.arch.n_experts > 1:
-        for k in range(1, n + 1):
-            alt = with_(r, cpu_moe_layers=k, auto_offload=False)
-            if plan_memory(alt, ctx, table).fits:
-                return alt, (f"planned as llama.cpp's --fit would: the experts of the first {k} of {n} layers stay in "
-                             f"host RAM (--n-cpu-moe {k}); pass --cpu-moe or -ngl to choose yourself")
-    for ngl in range(n - 1, -1, -1):
-        alt = with_(r, gpu_layers=ngl, auto_offload=False)
-        if plan_memory(alt, ctx, table).fits:
-            return alt, (f"planned as llama.cpp's --fit would: {n - ngl} of {n} layers stay in host RAM (-ngl {ngl}); "
-                         "pass -ngl to choose yourself")
+        hit = least_offload(r, ctx, [with_(r, cpu_moe_layers=k, auto_offload=False) for k in range(1, n + 1)])
+        if hit:
+            k = hit[0].cpu_moe_layers
+            return hit[0], (f"planned as llama.cpp's --fit would: the experts of the first {k} of {n} layers stay in "
+                            f"host RAM (--n-cpu-moe {k}); pass --cpu-moe or -ngl to choose yourself")
+    hit = least_offload(r, ctx, [with_(r, gpu_layers=ngl, auto_offload=False) for ngl in range(n - 1, -1, -1)])
+    if hit:
+        ngl = hit[0].gpu_layers
+        return hit[0], (f"planned as llama.cpp's --fit would: {n - ngl} of {n} layers stay in host RAM (-ngl {ngl}); "
+                        "pass -ngl to choose yourself")
     return r, None
 
 
@@ -214,20 +213,24 @@ def _suggest(catalog: Catalog, r: Resolved, ctx: int, best: int) -> list[Suggest
                 break
     # smaller weights (same format, in order of size)
     if not r.exact_weights:
-        from planner.deployment import recipe_weights, weight_format
+        from planner.deployment import recipe_total, recipe_weights, weight_format
 
         fmt = weight_format(r.engine)
         cur = sum(w.bytes for w in r.weights)
+        usable = sum(d.usable_bytes for d in base_kv)
+        # bytes that may sit off the GPUs whatever the recipe (at most F32, 4 bytes a weight):
+        # a recipe whose other weights pass every GPU's usable memory cannot fit, so it is not built
+        off_gpu = (4 * sum(t.params for t in r.arch.tensors if t.role == "token_embd" or t.group in ("vision", "mtp"))
+                   if r.gpu_layers == r.arch.n_layers and not r.cpu_moe_layers else None)
         options = []
         for name, rec in catalog.recipes.recipes.items():
             if rec.format != fmt or name == r.quant:
                 continue
-            ws = recipe_weights(catalog, r.arch, rec)
-            total = sum(w.bytes for w in ws)
-            if total < cur:
-                options.append((total, name, ws))
-        for total, name, ws in sorted(options, reverse=True):  # the largest (best quality) that fits
-            alt = with_(r, quant=name, weights=ws)
+            total = recipe_total(catalog, r.arch, rec)
+            if total < cur and (off_gpu is None or total - off_gpu <= usable):
+                options.append((total, name, rec))
+        for total, name, rec in sorted(options, reverse=True):  # the largest (best quality) that fits
+            alt = with_(r, quant=name, weights=recipe_weights(catalog, r.arch, rec))
             ok, m = _try(alt, ctx)
             if ok:
                 out.append(Suggestion(change=f"--quant {name}", fits=True, max_ctx_tokens=m,
@@ -235,23 +238,18 @@ def _suggest(catalog: Catalog, r: Resolved, ctx: int, best: int) -> list[Suggest
                 break
     # host-RAM offload (llama.cpp)
     if r.engine.family == "llama.cpp" and r.gpus[0].memory_kind == "dedicated":
-        table = layer_table(r, ctx)  # the same for every offload candidate
         if r.arch.n_experts > 1:
-            for k in range(1, r.arch.n_layers + 1):
-                alt = with_(r, cpu_moe_layers=k)
-                p = plan_memory(alt, ctx, table)
-                if p.fits:
-                    out.append(Suggestion(change=f"--n-cpu-moe {k}", fits=True, max_ctx_tokens=max_context(alt),
-                                          effect=f"experts of the first {k} layers in host RAM ({p.host_bytes / GiB:.1f} GiB on the host)"))
-                    break
-        for ngl in range(r.gpu_layers - 1, -1, -1):
-            alt = with_(r, gpu_layers=ngl)
-            p = plan_memory(alt, ctx, table)
-            if p.fits:
-                out.append(Suggestion(change=f"-ngl {ngl}", fits=True, max_ctx_tokens=max_context(alt),
-                                      effect=f"{r.arch.n_layers - ngl} of {r.arch.n_layers} layers in host RAM "
-                                             f"({p.host_bytes / GiB:.1f} GiB on the host); decode slows to host-memory speed"))
-                break
+            hit = least_offload(r, ctx, [with_(r, cpu_moe_layers=k) for k in range(1, r.arch.n_layers + 1)])
+            if hit:
+                alt, p = hit
+                out.append(Suggestion(change=f"--n-cpu-moe {alt.cpu_moe_layers}", fits=True, max_ctx_tokens=max_context(alt),
+                                      effect=f"experts of the first {alt.cpu_moe_layers} layers in host RAM ({p.host_bytes / GiB:.1f} GiB on the host)"))
+        hit = least_offload(r, ctx, [with_(r, gpu_layers=ngl) for ngl in range(r.gpu_layers - 1, -1, -1)])
+        if hit:
+            alt, p = hit
+            out.append(Suggestion(change=f"-ngl {alt.gpu_layers}", fits=True, max_ctx_tokens=max_context(alt),
+                                  effect=f"{r.arch.n_layers - alt.gpu_layers} of {r.arch.n_layers} layers in host RAM "
+                                         f"({p.host_bytes / GiB:.1f} GiB on the host); decode slows to host-memory speed"))
     # one more GPU of the same kind
     if len(r.gpus) < 8 and r.gpus[0].memory_kind == "dedicated":
         alt = with_(r, gpus=r.gpus + (r.gpus[-1],), tensor_split=None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from itertools import accumulate
 
-from planner.deployment import Resolved
+from planner.deployment import LayerBytes, Resolved
 from planner.schema import Strict
 
 F32_BYTES = 4  # llama.cpp keeps activations, logits and recurrent state in f32
@@ -47,41 +47,6 @@ class MemoryPlan(Strict):
     host_fits: bool | None
 
 
-@dataclass(frozen=True)
-class _LayerBytes:
-    weights: list[int]  # per layer, on the layer's device
-    experts: list[int]  # per layer, the expert part of weights
-    input_bytes: int  # token embeddings (and per-layer embedding tables)
-    output_bytes: int  # output head + final norm
-    mtp_bytes: int
-    vision_bytes: int
-
-
-def _layer_bytes(r: Resolved) -> _LayerBytes:
-    n = r.arch.n_layers
-    weights, experts = [0] * n, [0] * n
-    inp = out = mtp = vis = 0
-    for w in r.weights:
-        t = w.tensor
-        if t.group == "vision":
-            vis += w.bytes
-        elif t.group == "mtp":
-            mtp += w.bytes
-        elif t.layer is not None and t.layer < n:
-            weights[t.layer] += w.bytes
-            if t.n_experts > 1:
-                experts[t.layer] += w.bytes
-        elif t.role == "token_embd":
-            inp += w.bytes
-        else:
-            out += w.bytes
-    if r.arch.tie_word_embeddings:
-        # the output head reads the (tied) token embedding; an engine that keeps the input
-        # layer in host RAM loads a second copy next to the output (llama.cpp TENSOR_DUPLICATED)
-        out += next(w.bytes for w in r.weights if w.tensor.name == "token_embd.weight")
-    return _LayerBytes(weights, experts, inp, out, mtp, vis)
-
-
 def kv_cells(r: Resolved, ctx: int) -> int:
     """Cache slots for `batch` sequences of `ctx` tokens, padded as the engine pads them."""
     pad = r.engine.memory.ctx_padding_tokens
@@ -116,8 +81,7 @@ def layer_state_bytes(r: Resolved) -> list[int]:
 def compute_buffer_bytes(r: Resolved, ctx: int, holds_output: bool) -> int:
     """Activation scratch of one device (an estimate: docs/equations.md#compute-buffers)."""
     a = r.arch
-    inter = max([t.rows for t in (w.tensor for w in r.weights) if t.role == "ffn_up" and t.n_experts == 1] + [0])
-    moe = max([t.rows for t in (w.tensor for w in r.weights) if t.role == "ffn_up" and t.n_experts > 1] + [0])
+    inter, moe = r.layer_bytes.ffn_rows
     ffn = max(inter, moe * max(a.n_experts_per_tok, 1))
     if r.engine.memory.compute_buffer_rule == "llamacpp":
         ub = min(r.ubatch_tokens, max(r.batch * ctx, 1))
@@ -188,7 +152,7 @@ class LayerTable:
     layers or expert stacks are offloaded, so an offload search builds it once and plans each
     candidate in O(devices) instead of O(layers + tensors)."""
 
-    lb: _LayerBytes
+    lb: LayerBytes
     weights: list[int]
     experts: list[int]
     kv: list[int]
@@ -201,7 +165,7 @@ def layer_table(r: Resolved, ctx: int) -> LayerTable:
     def prefix(xs: list[int]) -> list[int]:
         return list(accumulate(xs, initial=0))
 
-    lb = _layer_bytes(r)
+    lb = r.layer_bytes
     return LayerTable(lb, prefix(lb.weights), prefix(lb.experts), prefix(layer_kv_bytes(r, ctx)),
                       prefix(layer_state_bytes(r)),
                       (compute_buffer_bytes(r, ctx, False), compute_buffer_bytes(r, ctx, True)), draft_memory(r, ctx))
@@ -329,6 +293,38 @@ def max_context(r: Resolved, limit: int | None = None) -> int:
         else:
             hi = mid
     return lo * step
+
+
+def least_offload(r: Resolved, ctx: int, candidates: list[Resolved]) -> tuple[Resolved, MemoryPlan] | None:
+    """The first of `candidates` (one deployment with ever more of it in host RAM: -ngl down, or
+    --n-cpu-moe up) that fits at `ctx`, with its plan; None if none does.
+
+    Bytes on the GPUs together only fall along the list and bytes on the host only grow, so a
+    binary search finds the first candidate whose GPUs together could hold it, and a walk from
+    there finds the first that fits (one step on one GPU; more only where a layer split's rounding
+    leaves one GPU over while the total fits) and stops as soon as the host no longer fits."""
+    table = layer_table(r, ctx)  # the same for every candidate: each plans in O(devices)
+
+    def plan(i: int) -> MemoryPlan:
+        return plan_memory(candidates[i], ctx, table)
+
+    def gpus_could(p: MemoryPlan) -> bool:
+        return sum(d.total_bytes for d in p.devices) <= sum(d.usable_bytes for d in p.devices)
+
+    lo, hi = 0, len(candidates)  # the first index whose GPUs could hold it lies in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if gpus_could(plan(mid)):
+            hi = mid
+        else:
+            lo = mid + 1
+    for i in range(lo, len(candidates)):
+        p = plan(i)
+        if p.fits:
+            return candidates[i], p
+        if p.host_fits is False:
+            return None
+    return None
 
 
 def with_(r: Resolved, **changes) -> Resolved:

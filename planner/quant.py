@@ -6,6 +6,7 @@ See docs/equations.md#weights for the rules and their source (llama.cpp's llama-
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field
@@ -109,56 +110,106 @@ def _holds(rule: Rule, i: int, n: int, arch: Architecture, gqa_ratio: int) -> bo
     raise AssertionError(rule.when)
 
 
-def _fit_block(t: Tensor, type_name: str, types: dict[str, StorageType]) -> str:
-    """Fall back to a compatible type when the row length is not a multiple of the block."""
-    st = types[type_name]
-    if t.cols % st.block_weights == 0:
-        return type_name
-    fb = FALLBACK.get(type_name)
-    if fb and t.cols % types[fb].block_weights == 0:
-        return fb
-    return "F16"
+@dataclass(frozen=True)
+class TensorClasses:
+    """The tensors of an architecture grouped by everything a recipe's choice and a tensor's
+    bytes depend on except the layer index: a 4,000-layer model has a few dozen classes, so a
+    recipe is decided per class (per class and index only where a rule reads the index)."""
+
+    keys: tuple[tuple[str, str, int, int, int, bool], ...]  # (group, role, experts, rows, cols, tied embedding)
+    members: tuple[tuple[int, ...], ...]  # per class: positions in arch.tensors
+    index: tuple[int, ...]  # per tensor: the index a rule sees (attn_v ordinal, else layer)
+    n_attn_v: int
+    n_layers_all: int  # llama.cpp hparams.n_layer_all: layers + MTP layers
 
 
-def assign_types(arch: Architecture, recipe: Recipe, types: dict[str, StorageType]) -> list[tuple[Tensor, str]]:
+def tensor_classes(arch: Architecture) -> TensorClasses:
+    groups: dict[tuple, list[int]] = {}
+    index, i_attn_v = [], 0
+    for pos, t in enumerate(arch.tensors):
+        tied = t.role == "token_embd" and arch.tie_word_embeddings and t.name == "token_embd.weight"
+        groups.setdefault((t.group, t.role, t.n_experts, t.rows, t.cols, tied), []).append(pos)
+        if t.role in ATTN_V_LIKE and t.group != "vision":
+            index.append(i_attn_v)
+            i_attn_v += 1
+        else:
+            index.append(t.layer or 0)
+    return TensorClasses(tuple(groups), tuple(tuple(m) for m in groups.values()), tuple(index), i_attn_v,
+                         arch.n_layers + arch.mtp_layers)
+
+
+def _class_types(arch: Architecture, recipe: Recipe, types: dict[str, StorageType],
+                 c: TensorClasses) -> list[str | dict[int, str]]:
+    """Per class: its storage type, or {index: type} where a rule reads the layer index."""
+    quantized_base = types[recipe.base].block_weights > 1
+    gqa_ratio = arch.gqa_ratio  # a walk over every layer: once, not once per tensor
+    rule_roles = [set(r.roles) | (set(ATTN_V_LIKE) if "attn_v" in r.roles else set()) for r in recipe.rules]
+    by_layer = set().union(*[roles for rule, roles in zip(recipe.rules, rule_roles)
+                             if rule.when in ("use_more_bits", "first_fraction", "first_count")])
+
+    def fit_block(cols: int, type_name: str) -> str:  # llama.cpp's fallback when a row is not whole blocks
+        if cols % types[type_name].block_weights == 0:
+            return type_name
+        fb = FALLBACK.get(type_name)
+        return fb if fb and cols % types[fb].block_weights == 0 else "F16"
+
+    def by_rules(role: str, idx: int, n: int) -> str:
+        return next((rule.type for rule, roles in zip(recipe.rules, rule_roles)
+                     if role in roles and _holds(rule, idx, n, arch, gqa_ratio)), recipe.base)
+
+    out: list[str | dict[int, str]] = []
+    for (group, role, n_exp, _rows, cols, tied), members in zip(c.keys, c.members):
+        if group == "vision":  # llama.cpp keeps encoders in a separate mmproj file at F16
+            out.append("F16")
+        elif role in ("unquantized", "router", "conv"):
+            out.append("F32")
+        elif not quantized_base and role != "output":
+            out.append(recipe.base)
+        elif role == "output" or tied:
+            chosen = recipe.output or recipe.base
+            if types[chosen].block_weights > 1 and cols % types[chosen].block_weights:
+                chosen = "Q8_0"
+            out.append(fit_block(cols, chosen))
+        elif recipe.experts and n_exp > 1:
+            out.append(fit_block(cols, recipe.experts))
+        elif role == "token_embd":
+            out.append(fit_block(cols, recipe.base))
+        else:
+            n = c.n_attn_v if role in ATTN_V_LIKE else c.n_layers_all
+            if role in by_layer:
+                out.append({c.index[p]: fit_block(cols, by_rules(role, c.index[p], n)) for p in members})
+            else:
+                out.append(fit_block(cols, by_rules(role, 0, n)))
+    return out
+
+
+def assign_types(arch: Architecture, recipe: Recipe, types: dict[str, StorageType],
+                 classes: TensorClasses | None = None) -> list[tuple[Tensor, str]]:
     """The storage type of every tensor of `arch` under `recipe`."""
     if recipe.format == "safetensors":
         return [(t, _safetensors_type(t, recipe)) for t in arch.tensors]
-    out: list[tuple[Tensor, str]] = []
-    n_attn_v = sum(1 for t in arch.tensors if t.role in ATTN_V_LIKE and t.group != "vision")
-    n_layers_all = arch.n_layers + arch.mtp_layers  # llama.cpp hparams.n_layer_all
-    i_attn_v = 0
-    quantized_base = types[recipe.base].block_weights > 1
-    gqa_ratio = arch.gqa_ratio  # a walk over every layer: once, not once per tensor
-    for t in arch.tensors:
-        if t.group == "vision":  # llama.cpp keeps encoders in a separate mmproj file at F16
-            out.append((t, "F16"))
-            continue
-        if t.role in ("unquantized", "router", "conv") or not quantized_base and t.role != "output":
-            out.append((t, "F32" if t.role in ("unquantized", "router", "conv") else recipe.base))
-            continue
-        if t.role == "output" or (t.role == "token_embd" and arch.tie_word_embeddings and t.name == "token_embd.weight"):
-            chosen = recipe.output or recipe.base
-            if types[chosen].block_weights > 1 and t.cols % types[chosen].block_weights:
-                chosen = "Q8_0"
-            out.append((t, _fit_block(t, chosen, types)))
-            continue
-        chosen = recipe.base
-        if recipe.experts and t.n_experts > 1:
-            chosen = recipe.experts
-        elif t.role != "token_embd":
-            idx, n = (i_attn_v, n_attn_v) if t.role in ATTN_V_LIKE else (t.layer or 0, n_layers_all)
-            for rule in recipe.rules:
-                roles = set(rule.roles)
-                if "attn_v" in roles:
-                    roles.update(ATTN_V_LIKE)
-                if t.role in roles and _holds(rule, idx, n, arch, gqa_ratio):
-                    chosen = rule.type
-                    break
-        if t.role in ATTN_V_LIKE:
-            i_attn_v += 1
-        out.append((t, _fit_block(t, chosen, types)))
-    return out
+    c = classes or tensor_classes(arch)
+    chosen: list[str] = [""] * len(arch.tensors)
+    for members, typ in zip(c.members, _class_types(arch, recipe, types, c)):
+        for p in members:
+            chosen[p] = typ if isinstance(typ, str) else typ[c.index[p]]
+    return list(zip(arch.tensors, chosen))
+
+
+def recipe_bytes(arch: Architecture, recipe: Recipe, types: dict[str, StorageType],
+                 classes: TensorClasses | None = None) -> int:
+    """Total weight bytes of `arch` under `recipe` (the sum of assign_types' tensors, per class)."""
+    if recipe.format == "safetensors":
+        return sum(tensor_bytes(t, types[s]) for t, s in assign_types(arch, recipe, types))
+    c = classes or tensor_classes(arch)
+    total = 0
+    for (_g, role, n_exp, rows, cols, _tied), members, typ in zip(c.keys, c.members, _class_types(arch, recipe, types, c)):
+        t = Tensor("", role, rows, cols, None, n_exp)
+        if isinstance(typ, str):
+            total += tensor_bytes(t, types[typ]) * len(members)
+        else:
+            total += sum(tensor_bytes(t, types[typ[c.index[p]]]) for p in members)
+    return total
 
 
 def _safetensors_type(t: Tensor, recipe: Recipe) -> str:

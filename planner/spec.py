@@ -188,7 +188,6 @@ def resolve_spec(catalog: Catalog, r, method_text: str, draft_len: int | None, a
                  accept_len: float | None, draft_quant: str | None):
     """The SpecPlan of a resolved target deployment `r`."""
     from planner.deployment import MAX_DRAFT_LEN, Deployment, resolve, weight_format
-    from planner.memory import _layer_bytes
 
     method, ident = parse_method(method_text)
     eng = r.engine.speculative
@@ -236,7 +235,7 @@ def resolve_spec(catalog: Catalog, r, method_text: str, draft_len: int | None, a
         if card.draft_vocab is None and vocab not in (None, r.arch.vocab_size):
             notes.append(f"{card.id} was built for a vocabulary of {vocab:,} tokens, not {r.arch.vocab_size:,}")
 
-    lb = _layer_bytes(d)
+    lb = d.layer_bytes
     emb_on_host = d.engine.memory.token_embedding_on_host
     shared_dev = (lb.output_bytes if shares_head else 0) + (lb.input_bytes if shares_emb and not emb_on_host else 0)
     shared_host = lb.input_bytes if shares_emb and emb_on_host else 0

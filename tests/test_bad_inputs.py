@@ -214,6 +214,107 @@ def test_fit_is_unchanged_by_the_offload_table():
                 assert plan_memory(alt, 32768, table) == plan_memory(alt, 32768)
 
 
+def _first_fit_by_walk(cands, ctx):
+    from planner.memory import plan_memory
+
+    return next((c for c in cands if plan_memory(c, ctx).fits), None)
+
+
+@pytest.mark.parametrize("model, gpus, ctx", [
+    ("qwen3-30b-a3b", ("rtx4090", "rtx3090"), 32768), ("qwen3-30b-a3b", ("rtx3070ti",), 131072),
+    ("gemma-3-27b", ("rtx4090",), 131072), ("qwen3.6-27b", ("rtx3090", "rtx3090", "rtx3090"), 262144),
+    ("llama-3.1-70b", ("rtx3070ti", "rtx4090", "rtx3090"), 65536), ("qwen3.6-27b", ("rtx5090",), 262144)])
+def test_the_offload_search_finds_what_a_walk_finds(model, gpus, ctx):
+    """least_offload (a binary search, then a short walk) returns the first candidate that fits,
+    the one a walk through every candidate finds: -ngl from the top down and --n-cpu-moe up, on
+    one GPU and on uneven layer splits, with and without a host-RAM limit."""
+    from planner.catalog import Catalog
+    from planner.deployment import Deployment, resolve
+    from planner.memory import least_offload, with_
+
+    c = Catalog()
+    for host_ram in (None, 8 * 2**30, 64 * 2**30):
+        r = resolve(c, Deployment(model=model, gpus=gpus, ctx_tokens=ctx))
+        r = with_(r, host_ram_bytes=host_ram)
+        lists = [[with_(r, gpu_layers=n) for n in range(r.arch.n_layers, -1, -1)]]
+        if r.arch.n_experts > 1:
+            lists.append([with_(r, cpu_moe_layers=k) for k in range(0, r.arch.n_layers + 1)])
+        for cands in lists:
+            hit = least_offload(r, ctx, cands)
+            walk = _first_fit_by_walk(cands, ctx)
+            assert (hit and hit[0]) == walk
+
+
+def test_recipe_totals_are_the_sum_of_the_tensors():
+    """recipe_total (per tensor class) equals the bytes of every tensor recipe_weights lists, for
+    every catalog model and every recipe."""
+    from planner.catalog import Catalog
+    from planner.deployment import recipe_total, recipe_weights
+
+    c = Catalog()
+    for card in c.models.values():
+        arch = card.arch
+        for rec in c.recipes.recipes.values():
+            assert recipe_total(c, arch, rec) == sum(w.bytes for w in recipe_weights(c, arch, rec)), (model, rec)
+
+
+def _types_tensor_by_tensor(arch, recipe, types):
+    """llama-quant.cpp's loop as it reads: one tensor at a time, attn_v counted in file order."""
+    from planner.quant import ATTN_V_LIKE, FALLBACK, _holds
+
+    def fit_block(t, name):
+        if t.cols % types[name].block_weights == 0:
+            return name
+        fb = FALLBACK.get(name)
+        return fb if fb and t.cols % types[fb].block_weights == 0 else "F16"
+
+    out, i_v = [], 0
+    n_v = sum(1 for t in arch.tensors if t.role in ATTN_V_LIKE and t.group != "vision")
+    quantized = types[recipe.base].block_weights > 1
+    for t in arch.tensors:
+        if t.group == "vision":
+            out.append("F16")
+        elif t.role in ("unquantized", "router", "conv"):
+            out.append("F32")
+        elif not quantized and t.role != "output":
+            out.append(recipe.base)
+        elif t.role == "output" or (t.role == "token_embd" and arch.tie_word_embeddings and t.name == "token_embd.weight"):
+            chosen = recipe.output or recipe.base
+            if types[chosen].block_weights > 1 and t.cols % types[chosen].block_weights:
+                chosen = "Q8_0"
+            out.append(fit_block(t, chosen))
+        else:
+            chosen = recipe.base
+            if recipe.experts and t.n_experts > 1:
+                chosen = recipe.experts
+            elif t.role != "token_embd":
+                idx, n = (i_v, n_v) if t.role in ATTN_V_LIKE else (t.layer or 0, arch.n_layers + arch.mtp_layers)
+                for rule in recipe.rules:
+                    roles = set(rule.roles) | (set(ATTN_V_LIKE) if "attn_v" in rule.roles else set())
+                    if t.role in roles and _holds(rule, idx, n, arch, arch.gqa_ratio):
+                        chosen = rule.type
+                        break
+            if t.role in ATTN_V_LIKE:
+                i_v += 1
+            out.append(fit_block(t, chosen))
+    return out
+
+
+def test_types_decided_per_class_are_those_of_the_tensor_by_tensor_rules():
+    """assign_types decides once per tensor class (and index, where a rule reads it): the same
+    types as the rules applied to each tensor in turn, for every catalog model and GGUF recipe."""
+    from planner.catalog import Catalog
+    from planner.quant import assign_types
+
+    c = Catalog()
+    types = c.formats.types
+    for card in c.models.values():
+        for name, rec in c.recipes.recipes.items():
+            if rec.format == "gguf":
+                got = [s for _, s in assign_types(card.arch, rec, types)]
+                assert got == _types_tensor_by_tensor(card.arch, rec, types), (card.id, name)
+
+
 def test_repeated_fit_calls_keep_a_bounded_memo(tmp_path):
     from planner.catalog import Catalog
     from planner.deployment import MEMO_ENTRIES, Deployment, resolve
