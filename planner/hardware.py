@@ -64,6 +64,9 @@ class Gpu(Sourced):
     name: str
     vendor: Literal["nvidia", "amd", "intel", "apple"]
     architecture: str
+    # the architecture family kernels and fitted efficiencies are keyed by (docs/kernel-paths.md)
+    family: Literal["volta", "turing", "ampere", "ada", "hopper", "blackwell", "blackwell-dc", "gcn5", "cdna3",
+                    "rdna3", "rdna3.5", "rdna4", "apple-m", "xe"] | None = None  # None: no kernel data, said so
     compute_capability: str
     memory_type: str
     memory_kind: Literal["dedicated", "unified"]
