@@ -28,6 +28,9 @@ from planner.schema import Quantity
 PRIOR_SIGMA = math.log(2.0)  # a prior is believed within a factor of two
 
 
+FAMILY_SIGMA = math.log(1.5)  # a family's factor is believed within 1.5x of its engine's (the shrinkage prior)
+
+
 @dataclass(frozen=True)
 class Param:
     path: tuple[str, ...]  # where it lives in the profile, e.g. ("engines", "llama.cpp-cuda", "gemm_eff")
@@ -35,6 +38,7 @@ class Param:
     lo: float
     hi: float
     unit: str
+    base: int | None = None  # a family factor: the index of its engine-level factor; this one is the ratio to it
 
 
 def _get(cal: Calibration, path: tuple[str, ...]) -> Quantity:
@@ -83,6 +87,7 @@ def parameters(priors: Calibration, rows: list[Prepared], engine: str | None = N
             if any(p.run.metric != "decode_tok_s" for p in moe_rows):
                 add(("engines", engine, "moe_gemm_eff"), ep.moe_gemm_eff or ep.gemm_eff, 0.02, 1.0)
         return out
+    _path_parameters(priors, rows, base, out)
     classes = set()
     for p in rows:
         for st in p.sm.gpus:
@@ -96,6 +101,44 @@ def parameters(priors: Calibration, rows: list[Prepared], engine: str | None = N
     if any(len(p.sm.gpus) > 1 for p in rows):
         add(("link_latency",), priors.link_latency, 1e-7, 5e-4)
     return out
+
+
+PATH_BOUNDS = {"weight_bw_eff": (0.02, 1.0), "layer_overhead": (1e-7, 5e-4), "gemm_eff": (0.005, 1.0),
+               "float_gemm_eff": (0.005, 1.0), "gemm_min_tokens": (0.5, 1024.0), "dot_eff": (0.005, 1.0),
+               "kv_quant_bw_eff": (0.05, 2.0), "moe_layer_overhead": (1e-7, 5e-4), "linear_layer_overhead": (1e-7, 5e-4)}
+PATH_UNITS = {"layer_overhead": "us", "moe_layer_overhead": "us", "linear_layer_overhead": "us", "gemm_min_tokens": "tokens"}
+
+
+def _path_parameters(priors: Calibration, rows: list[Prepared], base: dict[str, str], out: list[Param]) -> None:
+    """Kernel-path engines (rows whose step model runs hwdb/paths/): the path factors at engine
+    level, and each architecture family's own factors as ratios to them, each with a prior
+    centred on 1 (sigma log 1.5), so that a family with few runs stays near the engine's value
+    and one with many runs takes its own (docs/validation.md#procedure)."""
+    from planner.calibration import PATH_DEFAULTS
+
+    pathed: dict[str, set[str]] = {}
+    for p in rows:
+        if p.sm.paths and p.family:
+            pathed.setdefault(p.engine, set()).add(p.family)
+    for e, fams in sorted(pathed.items()):
+        ep = priors.engines[base[e]]
+        index: dict[str, int] = {}
+        for name in ("float_gemm_eff", "gemm_min_tokens", "dot_eff", "kv_quant_bw_eff"):
+            q = getattr(ep, name)
+            prior = q.si if q is not None else (ep.gemm_eff.si if name == "float_gemm_eff" else PATH_DEFAULTS[name])
+            if not any(x.path == ("engines", e, name) for x in out):
+                index[name] = len(out)
+                lo, hi = PATH_BOUNDS[name]
+                out.append(Param(("engines", e, name), prior, lo, hi, PATH_UNITS.get(name, "ratio")))
+        for name in ("weight_bw_eff", "layer_overhead", "gemm_eff"):
+            index[name] = next(i for i, x in enumerate(out) if x.path == ("engines", e, name)) \
+                if any(x.path == ("engines", e, name) for x in out) else None
+        for fam in sorted(fams):
+            for name, i in index.items():
+                if i is None:
+                    continue
+                lo, hi = PATH_BOUNDS[name]
+                out.append(Param(("engines", e, "families", fam, name), 1.0, lo, hi, PATH_UNITS.get(name, "ratio"), base=i))
 
 
 def _resolve_engine(cal: Calibration, engine: str) -> str:
@@ -114,7 +157,9 @@ def with_values(priors: Calibration, params: list[Param], values: np.ndarray, so
     for e in {p.path[1] for p in params if p.path[0] == "engines"}:
         if e not in d["engines"]:
             d["engines"][e] = priors.engines[_resolve_engine(priors, e)].model_dump(exclude_none=True)
-    for p, v in zip(params, values):
+    values = np.asarray(values, dtype=float)
+    absolute = [min(max(v * values[p.base], p.lo), p.hi) if p.base is not None else v for p, v in zip(params, values)]
+    for p, v in zip(params, absolute):
         node = d
         for key in p.path[:-1]:
             if key not in node or node[key] is None:  # an engine's own attention, only the modes fitted
@@ -148,16 +193,22 @@ def fit(priors: Calibration, rows: list[Prepared], source_key: str = "fit", max_
         raise PlannerError("no runs to fit")
     params = parameters(priors, rows, engine)
     x0 = np.log([p.prior for p in params])
-    lo = np.log([p.lo for p in params])
-    hi = np.log([p.hi for p in params])
+    lo = np.log([p.lo / 20 if p.base is not None else p.lo for p in params])  # family ratios: within 20x
+    hi = np.log([20.0 if p.base is not None else p.hi for p in params])
+    lo = np.where([p.base is not None for p in params], np.log(1 / 20), lo)
     x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
+    sigma = np.array([FAMILY_SIGMA if p.base is not None else PRIOR_SIGMA for p in params])
+    # an engine-level prior weighs as 1/sqrt(rows) of a run (it only keeps unconstrained factors
+    # in place); a family's ratio prior weighs as one run at log error sigma, so a family with a
+    # handful of runs moves part of the way and one with many runs all the way
+    weight = np.array([1.0 if p.base is not None else 1 / math.sqrt(len(rows)) for p in params])
     meas = np.log([p.run.value for p in rows])
     sign = np.array([-1.0 if p.run.metric == "e2e_latency_s" else 1.0 for p in rows])
 
     def residuals(x):
         cal = with_values(priors, params, np.exp(x), None, "trial", "trial")
         pred = np.log([max(predict(p, cal), 1e-12) for p in rows])
-        return np.concatenate([(pred - meas) * sign, (x - x0) / PRIOR_SIGMA * (1 / math.sqrt(len(rows)))])
+        return np.concatenate([(pred - meas) * sign, (x - x0) / sigma * weight])
 
     res = least_squares(residuals, x0, bounds=(lo, hi), method="trf", x_scale=1.0, diff_step=1e-3,
                         max_nfev=max_nfev)

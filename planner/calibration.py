@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from planner.intervals import Bucket
 from planner.schema import Quantity, Sourced, Strict
 
 FaMode = Literal["fa_on", "fa_off"]
@@ -25,6 +26,35 @@ class AttentionEfficiency(Strict):
     prefill_eff: Quantity  # ratio of peak compute in prefill attention
 
 
+# factors a kernel-path engine (hwdb/paths/) may hold per architecture family; each falls back
+# to the engine's own value, then to the default named here (docs/kernel-paths.md#efficiencies)
+PATH_FACTORS = {
+    "weight_bw_eff": "weight_bw_eff",  # mat-vec kernels: ratio of peak bandwidth
+    "layer_overhead": "layer_overhead",
+    "gemm_eff": "gemm_eff",  # quantized GEMM (MMQ): ratio of the path's peak
+    "float_gemm_eff": "gemm_eff",  # float GEMM (cuBLAS, MMF): ratio of the FP16 tensor peak
+    "gemm_min_tokens": None,  # a GEMM costs at least as much as this many extra columns (tile fill, staging)
+    "dot_eff": None,  # mat-vec compute: ratio of the INT8 dot (quantized) or FP32 (float) peak
+    "kv_quant_bw_eff": None,  # vector flash attention on a quantized cache: bandwidth ratio against an f16 cache
+    "moe_layer_overhead": None,
+    "linear_layer_overhead": None,
+}
+
+
+class FamilyEfficiency(Strict):
+    """One engine's factors on one GPU architecture family (kernel-path engines)."""
+
+    weight_bw_eff: Quantity | None = None
+    layer_overhead: Quantity | None = None
+    gemm_eff: Quantity | None = None
+    float_gemm_eff: Quantity | None = None
+    gemm_min_tokens: Quantity | None = None
+    dot_eff: Quantity | None = None
+    kv_quant_bw_eff: Quantity | None = None
+    moe_layer_overhead: Quantity | None = None
+    linear_layer_overhead: Quantity | None = None
+
+
 class EngineEfficiency(Strict):
     weight_bw_eff: Quantity  # ratio of peak memory bandwidth, weights streamed by F16 kernels
     layer_overhead: Quantity  # time per layer per step
@@ -33,6 +63,13 @@ class EngineEfficiency(Strict):
     attention: dict[Literal["fa_on", "fa_off"], AttentionEfficiency] | None = None
     moe_layer_overhead: Quantity | None = None
     moe_gemm_eff: Quantity | None = None  # ratio of peak compute in routed-expert matmuls (default: gemm_eff)
+    # kernel-path engines: the path factors at engine level (shared by families) and per family
+    float_gemm_eff: Quantity | None = None
+    gemm_min_tokens: Quantity | None = None
+    dot_eff: Quantity | None = None
+    kv_quant_bw_eff: Quantity | None = None
+    linear_layer_overhead: Quantity | None = None
+    families: dict[str, FamilyEfficiency] = Field(default_factory=dict)
 
 
 class Calibration(Sourced):
@@ -50,6 +87,8 @@ class Calibration(Sourced):
     host_bw_eff: Quantity  # ratio of peak host (DDR) bandwidth reached by CPU-side layers
     link_latency: Quantity  # one cross-GPU transfer or reduction, fixed part
     fit: dict[str, Any] = Field(default_factory=dict)  # what the fit used and the error it got
+    # residuals of the fitted profile by engine | family | kind of point (planner.intervals)
+    intervals: dict[str, Bucket] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,9 +108,26 @@ class Efficiency:
     link_latency_s: float
     moe_layer_overhead_s: float
     linear_layer_overhead_s: float
+    float_gemm: float = 0.0  # kernel-path factors (0: the engine has none; the classic model runs)
+    gemm_min_tokens: float = 0.0
+    dot: float = 0.0
+    kv_quant_bw: float = 1.0
+    family: str | None = None  # the family whose own factors were found (None: engine-level only)
 
 
-def efficiency_for(cal: Calibration, engine_id: str, flash_attention: bool) -> Efficiency:
+# defaults of the kernel-path factors no profile sets (estimates; docs/kernel-paths.md#efficiencies)
+PATH_DEFAULTS = {"gemm_min_tokens": 32.0, "dot_eff": 0.25, "kv_quant_bw_eff": 1.0}
+
+
+def engine_chain(cal: Calibration, engine_id: str) -> list[str]:
+    """The engine, then the engines whose factors it borrows (the profile's fallback chain)."""
+    out = [engine_id]
+    while out[-1] in cal.fallback and cal.fallback[out[-1]] not in out:
+        out.append(cal.fallback[out[-1]])
+    return out
+
+
+def efficiency_for(cal: Calibration, engine_id: str, flash_attention: bool, family: str | None = None) -> Efficiency:
     src = engine_id
     seen = set()
     while src not in cal.engines:
@@ -83,10 +139,25 @@ def efficiency_for(cal: Calibration, engine_id: str, flash_attention: bool) -> E
     e = cal.engines[src]
     fa = "fa_on" if flash_attention else "fa_off"
     att = e.attention[fa] if e.attention and fa in e.attention else cal.attention[fa]
+    fam = e.families.get(family) if family else None
+
+    def factor(name: str, engine_default: Quantity | None = None, default: float | None = None) -> float:
+        """The family's value, else the engine's, else `engine_default`, else `default`."""
+        for holder in (fam, e):
+            q = getattr(holder, name, None) if holder is not None else None
+            if q is not None:
+                return q.si
+        if engine_default is not None:
+            return engine_default.si
+        return PATH_DEFAULTS.get(name, 0.0) if default is None else default
+
     return Efficiency(
-        calibration=cal.id, engine_source=src, weight_bw=e.weight_bw_eff.si, layer_overhead_s=e.layer_overhead.si,
-        gemm=e.gemm_eff.si, moe_gemm=(e.moe_gemm_eff or e.gemm_eff).si, kv_bw=att.decode_bw_eff.si, attn_compute=att.prefill_eff.si,
+        calibration=cal.id, engine_source=src, weight_bw=factor("weight_bw_eff"), layer_overhead_s=factor("layer_overhead"),
+        gemm=factor("gemm_eff"), moe_gemm=(e.moe_gemm_eff.si if e.moe_gemm_eff else factor("gemm_eff")),
+        kv_bw=att.decode_bw_eff.si, attn_compute=att.prefill_eff.si,
         quant_bw={k: q.si for k, q in cal.quant_kernels.items()}, host_bw=cal.host_bw_eff.si,
         link_latency_s=cal.link_latency.si,
-        moe_layer_overhead_s=(e.moe_layer_overhead or cal.moe_layer_overhead).si,
-        linear_layer_overhead_s=cal.linear_layer_overhead.si)
+        moe_layer_overhead_s=factor("moe_layer_overhead", cal.moe_layer_overhead),
+        linear_layer_overhead_s=factor("linear_layer_overhead", cal.linear_layer_overhead),
+        float_gemm=factor("float_gemm_eff", e.gemm_eff), gemm_min_tokens=factor("gemm_min_tokens"),
+        dot=factor("dot_eff"), kv_quant_bw=factor("kv_quant_bw_eff"), family=family if fam is not None else None)

@@ -20,6 +20,7 @@ from planner.arch import Architecture, parse_config
 from planner.errors import PlannerError, did_you_mean
 from planner.calibration import Calibration
 from planner.hardware import Engine, Gpu, HostMemory, LinkTable
+from planner.paths import PathTable
 from planner.quant import FormatTable, KvTypeTable, RecipeTable, check_recipe
 from planner.schema import Quantity, Sourced, Strict
 
@@ -169,6 +170,10 @@ class Catalog:
         self.drafts = self._load_dir("models_db/drafts", DraftCard)
         self.links = load_toml(self.root / "hwdb" / "links.toml", LinkTable)
         self.calibrations = self._load_dir("hwdb/calibrations", Calibration)
+        self.paths = self._load_dir("hwdb/paths", PathTable) if (self.root / "hwdb" / "paths").is_dir() else {}
+        for k, t in self.paths.items():
+            if t.engine != k or k not in self.engines:
+                raise PlannerError(f"hwdb/paths/{k}.toml: engine {t.engine!r} must be the file's name and an engine of hwdb/engines")
         if DEFAULT_CALIBRATION not in self.calibrations or "priors" not in self.calibrations:
             raise PlannerError(f"hwdb/calibrations needs {DEFAULT_CALIBRATION}.toml and priors.toml")
         q = self.root / "models_db" / "quant"

@@ -487,7 +487,7 @@ def calibrate_fit_cmd(runs, out, engine, gpu, priors, name):
     if not rows:
         raise PlannerError(f"no rows of {' and '.join(x for x in (engine, gpu) if x)} in {', '.join(runs)}")
     prepared = prepare(catalog, rows, pri)
-    fit_rows = [p for p in prepared if p.run.role in ("fit", "harness")]
+    fit_rows = [p for p in prepared if p.run.role in ("fit", "harness") and p.run.expressible]
     click.echo(f"fitting {len(fit_rows)} of {len(rows)} runs ...", err=True)
     runs_label = ", ".join(runs)
     cal, info = calibrate.fit(pri, fit_rows, runs_file=runs_label, engine=engine)
@@ -496,6 +496,8 @@ def calibrate_fit_cmd(runs, out, engine, gpu, priors, name):
         info["priors"] = pri.id
     scored = validate.score(prepared, cal)
     info["error"] = validate.summary(scored)
+    fitted = {id(p) for p in fit_rows}
+    cal = cal.model_copy(update={"intervals": validate.interval_buckets([s for s in scored if id(s.prepared) in fitted])})
     cmd = f"planner calibrate fit {' '.join(runs)}" + (f" --engine {engine}" if engine else "") + \
         (f" --gpu {gpu}" if gpu else "") + (f" --priors {priors}" if priors else "")
     scope = f" ({', '.join(x for x in (engine, gpu) if x)} rows)" if engine or gpu else ""

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from planner import paths as paths_mod
 from planner.calibration import Efficiency
 from planner.deployment import Resolved
 from planner.hardware import Gpu, HostMemory, LinkTable
 from planner.memory import layer_devices, output_device, shares
+from planner.paths import PathTable
 from planner.schema import Strict
 
 KERNELS = ("float", "legacy", "kquant", "iquant", "fp8", "fp4", "int4")
@@ -58,6 +60,28 @@ class Stage:
     gemm_peak: np.ndarray  # FLOP/s by kernel class for steps above gemv_max_tokens (inf = unknown)
     gemv_peak: float
     attn_peak: float
+    # kernel paths (hwdb/paths/): per kernel class, the kernel for every token count of the dense
+    # (mul_mat) and the expert (mul_mat_id) matmuls; None where the engine has no table for the GPU
+    dense_paths: tuple["ClassPaths | None", ...] | None = None
+    expert_paths: tuple["ClassPaths | None", ...] | None = None
+    attn_vec_max: float = -1.0  # query tokens per sequence up to which the vector FA kernel runs
+    attn_convert: bool = False  # batched FA converts a quantized cache to f16 first
+    kv_quantized: bool = False
+    kv_f16_per_byte: float = 1.0  # f16 bytes per cache byte (2 / bytes per value)
+
+
+@dataclass(frozen=True)
+class ClassPaths:
+    """The kernels one weight class runs, by token count: segment i covers tokens >= cuts[i]."""
+
+    cuts: np.ndarray
+    gemm: np.ndarray  # bool per segment: a GEMM kernel (compute at the tensor/dot peak) or a mat-vec
+    peak: np.ndarray  # FLOP/s per segment (GEMM: its ceiling; mat-vec: the INT8 dot or FP32 rate)
+    kernels: tuple[str, ...]
+    float_weights: bool  # f16/bf16/f32: float GEMM efficiency, else the quantized one
+
+    def at(self, tokens: np.ndarray) -> np.ndarray:
+        return np.clip(np.searchsorted(self.cuts, tokens, side="right") - 1, 0, len(self.cuts) - 1)
 
 
 @dataclass(frozen=True)
@@ -79,6 +103,7 @@ class StepModel:
     activation_bytes: int
     syncs_per_layer: int
     compute_known: bool  # every GPU publishes the compute peaks its kernels use
+    paths: str = ""  # the kernel-path table the GPUs run (empty: the classic roofline)
 
 
 # --- compile ---------------------------------------------------------------------------------
@@ -131,8 +156,29 @@ def pcie_bandwidth(gpus: tuple[Gpu, ...], links: LinkTable) -> tuple[float, str]
     return min(best)
 
 
-def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemory | None) -> StepModel:
-    """The per-stage numbers every step needs, computed once per deployment."""
+def _class_paths(table: PathTable, op: str, storage: str, gpu: Gpu) -> ClassPaths | None:
+    segs = paths_mod.segments(table, op, storage, gpu.family)
+    if any(sg.rule is None for sg in segs):
+        return None  # a token range no rule covers: the table does not describe this case
+    floats = storage.lower() in paths_mod.FLOAT_TYPES
+
+    def compute_peak(rule) -> float:
+        if rule.ceiling != "memory_bandwidth":
+            return _peak(gpu, (rule.ceiling,))
+        # mat-vec kernels: quantized ones quantize the activations to q8_1 and use the INT8 dot
+        # product (ggml-cuda mmvq.cu vec_dot_*_q8_1 -> ggml_cuda_dp4a); float ones FP32 FMAs
+        return _peak(gpu, ("fp32_vector",) if floats else ("int8_dot",))
+
+    return ClassPaths(cuts=np.array([sg.lo for sg in segs], dtype=float),
+                      gemm=np.array([sg.rule.ceiling != "memory_bandwidth" for sg in segs]),
+                      peak=np.array([compute_peak(sg.rule) for sg in segs]),
+                      kernels=tuple(sg.rule.kernel for sg in segs), float_weights=floats)
+
+
+def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemory | None,
+                  table: PathTable | None = None) -> StepModel:
+    """The per-stage numbers every step needs, computed once per deployment. `table`: the
+    engine's kernel paths, if it has any."""
     arch, kern = r.arch, r.engine.kernels
     n_gpu = len(r.gpus)
     types = {w.tensor.name: w for w in r.weights}
@@ -159,11 +205,14 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         d = dev_of[layer]
         return host_acc if d < 0 else acc[min(d, n_stage - 1)]
 
+    storage_bytes: dict[tuple[int, bool], dict[str, int]] = {}  # (class, expert) -> bytes by storage type
     for w in r.weights:
         t = w.tensor
         if t.group != "text" or t.role == "token_embd" or (t.layer is not None and t.layer >= arch.n_layers):
             continue  # vision/MTP not run in text decode; embeddings: one row per token
         c = kidx[_kernel_of(r, w.storage)]
+        by_type = storage_bytes.setdefault((c, t.n_experts > 1), {})
+        by_type[w.storage] = by_type.get(w.storage, 0) + w.bytes
         if t.layer is None:
             a = where(None)
             a["head_bytes"][c] += w.bytes
@@ -203,10 +252,41 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         s["state_bytes"] += st * state_dtype
         s["state_flops"] += 4 * a.ssm_state_elems  # decay, rank-1 update and readout, ~2 MAC per element
 
+    def main_type(c: int, expert: bool) -> str | None:  # the class's storage type with the most bytes
+        by_type = storage_bytes.get((c, expert))
+        return max(by_type, key=by_type.get) if by_type else None
+
+    def class_paths(gpu: Gpu | None, op: str, expert: bool):
+        if table is None or gpu is None:
+            return None
+        out = []
+        for c in range(K):
+            st = main_type(c, expert) or (main_type(c, not expert) if c == 0 else None)
+            out.append(_class_paths(table, op, st, gpu) if st else None)
+        return tuple(out)
+
+    kv_name = r.kv_quant.lower()
+    kv_quant = kv_name not in paths_mod.FLOAT_TYPES
+
+    def attn_paths(gpu: Gpu | None) -> dict:
+        if table is None or gpu is None:
+            return {}
+        def is_vec(q: int) -> bool:
+            rule = paths_mod.attention_rule(table, gpu.family, q, kv_name, r.flash_attention)
+            return rule is not None and rule.kernel.endswith("vec")
+
+        vec_max = max((q for q in range(1, 65) if is_vec(q)), default=-1)
+        big = paths_mod.attention_rule(table, gpu.family, max(r.ubatch_tokens, 2), kv_name, r.flash_attention)
+        return dict(attn_vec_max=float(vec_max),
+                    attn_convert=bool(big is not None and kv_quant and big.kv_conversion == "to_f16"),
+                    kv_quantized=kv_quant, kv_f16_per_byte=2.0 / max(r.kv_bytes_per_value, 1e-9))
+
     def stage(name: str, kind: str, gpu: Gpu | None, bw: float, a: dict, frac: float) -> Stage:
         peaks = np.array([_peak(gpu, kern.gemm_peaks.get(k, kern.gemm_peaks.get("float", ()))) if gpu else math.inf
                           for k in KERNELS])
         return Stage(
+            dense_paths=class_paths(gpu, "mul_mat", False), expert_paths=class_paths(gpu, "mul_mat_id", True),
+            **attn_paths(gpu),
             name=name, kind=kind, bandwidth=bw, layers=a["layers"], moe_layers=a["moe_layers"],
             linear_layers=a["linear_layers"],
             w_bytes=a["w_bytes"] * frac, w_params=a["w_params"] * frac, e_bytes=a["e_bytes"] * frac,
@@ -234,12 +314,18 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
     compute_known = all(np.isfinite(s.gemm_peak[kidx[_kernel_of(r, r.weights[0].storage)]]) or s.kind == "host"
                         for s in stages)
     compute_known = compute_known and all(any(getattr(g.specs, f) is not None for f in kern.attention_peaks) for g in r.gpus)
+    pathed = table is not None and all(s.dense_paths is not None and any(p is not None for p in s.dense_paths)
+                                       for s in stages)
+    if pathed:  # every kernel a prefill can take must have its real peak
+        compute_known = all(np.all(np.isfinite(p.peak[p.gemm])) for s in stages for p in s.dense_paths + s.expert_paths
+                            if p is not None) and all(np.isfinite(s.attn_peak) for s in stages)
     return StepModel(
         gpus=stages, host=host_stage, split=split, eff=eff, hidden=arch.hidden_size, gpu_layers=r.gpu_layers,
         n_experts=max(arch.n_experts, 1), experts_per_tok=max(arch.n_experts_per_tok, 1),
         gemv_max_tokens=kern.gemv_max_tokens, offload_min_batch=kern.offload_min_batch,
         pipeline_prefill=kern.pipeline_prefill, link_bandwidth=lbw, link_name=lname, pcie_bandwidth=pbw,
-        activation_bytes=kern.activation_bytes, syncs_per_layer=kern.tp_syncs_per_layer, compute_known=compute_known)
+        activation_bytes=kern.activation_bytes, syncs_per_layer=kern.tp_syncs_per_layer, compute_known=compute_known,
+        paths=table.id if pathed else "")
 
 
 def _kernel_of(r: Resolved, storage: str) -> str:
@@ -283,9 +369,10 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> 
     peak_src = gpu0 if on_cpu else s
     gemv = tokens <= sm.gemv_max_tokens
 
-    def add(name, flops, nbytes, peak, bw, bw_eff, c_eff):
+    def add(name, flops, nbytes, peak, bw, bw_eff, c_eff, work=None):
+        """`work`: the FLOPs the kernel's time is priced on, where it pays for more than `flops`."""
         mt = nbytes / (bw * bw_eff)
-        ct = np.where(np.isfinite(peak), flops / (np.asarray(peak) * c_eff), 0.0)
+        ct = np.where(np.isfinite(peak), (flops if work is None else work) / (np.asarray(peak) * c_eff), 0.0)
         if on_cpu:
             ct = np.where(streamed, ct, 0.0)  # CPU compute of a decode step: bandwidth-bound (not modelled)
         ops.names.append(name)
@@ -303,6 +390,9 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> 
     for c, kname in enumerate(KERNELS):
         wb, eb, hb = s.w_bytes[c], s.e_bytes[c], s.head_bytes[c]
         if wb == 0 and eb == 0 and hb == 0:
+            continue
+        if s.dense_paths is not None and not on_cpu and (s.dense_paths[c] is not None or s.expert_paths[c] is not None):
+            _path_matmuls(sm, s, c, kname, tokens, seqs, q, touched, kE, add)
             continue
         nbytes = wb + eb * touched + hb
         last = np.asarray(seqs, dtype=float)  # logits for the last token of each sequence only
@@ -325,7 +415,16 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> 
         for w, f in s.attn_flops_window:
             fl = fl + tokens * f * np.minimum(depth + (q + 1) / 2, w)
         bw_a = s.bandwidth * (e.host_bw if on_cpu else 1.0)
-        add("attention", fl, kv, peak_src.attn_peak, bw_a, 1.0 if on_cpu else e.kv_bw, e.attn_compute)
+        if s.dense_paths is not None and not on_cpu and s.kv_quantized:
+            # kernel paths (docs/kernel-paths.md#attention): the vector kernel dequantizes a
+            # quantized cache as it reads it (kv_quant_bw_eff); the batched kernels first convert
+            # it to f16 in a buffer (written, then read: 2 x the f16 bytes on top)
+            vec = q <= s.attn_vec_max
+            kv_bytes = np.where(vec | (not s.attn_convert), kv, kv * (1 + 2 * s.kv_f16_per_byte))
+            add("attention", fl, kv_bytes, peak_src.attn_peak, bw_a, np.where(vec, e.kv_bw * e.kv_quant_bw, e.kv_bw),
+                e.attn_compute)
+        else:
+            add("attention", fl, kv, peak_src.attn_peak, bw_a, 1.0 if on_cpu else e.kv_bw, e.attn_compute)
     if s.state_bytes:
         nbytes = 2 * seqs * s.state_bytes  # read and write each sequence's state
         bw_s = s.bandwidth * (e.host_bw if on_cpu else 1.0)
@@ -343,6 +442,45 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> 
         ops.peak_flops.append(math.inf)
         ops.peak_bw.append(math.inf)
     return ops
+
+
+def _path_matmuls(sm: StepModel, s: Stage, c: int, kname: str, tokens, seqs, q, touched, kE, add) -> None:
+    """The matmuls of weight class `c` on a GPU stage by the kernel each token count takes
+    (docs/kernel-paths.md#matmul-time):
+
+    mat-vec (MMVQ, MMVF): max(bytes / (bandwidth x weight_bw x class factor), FLOPs / (dot peak x dot_eff))
+    GEMM (MMQ, cuBLAS, MMF): max(bytes / (bandwidth x weight_bw), FLOPs' / (ceiling x gemm_eff)), where
+    FLOPs' counts `gemm_min_tokens` extra columns per weight matrix (a partly filled tile and the
+    staging of the weights cost about as much as that many tokens); for routed experts the extra
+    columns are paid once per expert touched."""
+    e = sm.eff
+    last = np.asarray(seqs, dtype=float)
+    parts = []  # (name, paths, bytes, params of the matmul, FLOPs, extra FLOPs of a GEMM)
+    dense_params = s.w_params[c]
+    head_params = s.head_params[c]
+    head_tokens = np.where(q > 1, last, tokens)
+    if s.w_bytes[c] or s.head_bytes[c]:
+        fl = 2 * tokens * dense_params + 2 * head_tokens * head_params
+        extra = 2 * e.gemm_min_tokens * (dense_params + head_params)
+        parts.append(("", s.dense_paths[c], s.w_bytes[c] + s.head_bytes[c], fl, extra))
+    if s.e_bytes[c]:
+        n_touched = touched * sm.n_experts
+        fl = 2 * tokens * s.e_params[c] * kE
+        extra = 2 * e.gemm_min_tokens * s.e_params[c] / sm.n_experts * n_touched
+        parts.append((" (experts)", s.expert_paths[c] or s.dense_paths[c], s.e_bytes[c] * touched, fl, extra))
+    qeff = min(e.weight_bw * e.quant_bw.get(kname, 1.0), 1.0)
+    for suffix, cp, nbytes, flops, extra in parts:
+        if cp is None:
+            continue
+        i = cp.at(tokens)
+        gemm = cp.gemm[i]
+        peak = cp.peak[i]
+        c_eff = np.where(gemm, e.float_gemm if cp.float_weights else e.gemm, e.dot)
+        fl_eff = np.where(gemm, flops + extra, flops)
+        bw_eff = np.where(gemm, min(e.weight_bw, 1.0), qeff)
+        kernels = sorted({cp.kernels[j] for j in np.unique(i)})
+        add(f"matmul {kname}{suffix} [{'/'.join(kernels)}]", flops, nbytes * np.ones_like(tokens), peak,
+            s.bandwidth, bw_eff, c_eff, work=fl_eff)
 
 
 @dataclass

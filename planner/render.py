@@ -71,6 +71,10 @@ def fit_text(res: FitResult, r: Resolved) -> str:
     return "\n".join(lines)
 
 
+def _span(iv) -> str:
+    return f"{_rate(iv.low)}-{_rate(iv.high)}"
+
+
 def _rate(x: float | None) -> str:
     if x is None:
         return "n/a"
@@ -84,8 +88,12 @@ def perf_text(p, ctx: int) -> list[str]:
     if p.prefill_tok_s is not None:
         out.append(f"  prefill  {_rate(p.prefill_tok_s):>9} tok/s   time to first token {p.ttft_s:.2f} s   "
                    f"bound: {p.prefill_bound}")
+        if p.prefill_interval:
+            out.append(f"           80% interval {_span(p.prefill_interval)} tok/s ({p.prefill_interval.basis})")
     out.append(f"  decode   {_rate(p.decode_tok_s):>9} tok/s per stream, {_rate(p.decode_total_tok_s)} across the batch, "
                f"{p.tpot_s / MS:.1f} ms/token   bound: {p.decode_bound}")
+    if p.decode_interval:
+        out.append(f"           80% interval {_span(p.decode_interval)} tok/s per stream ({p.decode_interval.basis})")
     ceil = f"  physical ceiling: decode {_rate(p.ceiling_decode_tok_s)} tok/s"
     if p.ceiling_prefill_tok_s:
         ceil += f", prefill {_rate(p.ceiling_prefill_tok_s)} tok/s"

@@ -176,6 +176,7 @@ class Prepared:
     engine: str
     fa: bool
     spec: object = None  # planner.spec.SpecModel for speculative runs
+    family: str | None = None  # the GPU's architecture family (its own fitted factors, if any)
 
 
 def prepare(catalog: Catalog, runs: list[Run], cal: Calibration) -> list[Prepared]:
@@ -185,13 +186,13 @@ def prepare(catalog: Catalog, runs: list[Run], cal: Calibration) -> list[Prepare
     for run in runs:
         r = resolve(catalog, run.deployment())
         out.append(Prepared(run, step_model(catalog, r, cal), r.engine.id, r.flash_attention,
-                            compile_spec(catalog, r, cal) if r.spec is not None else None))
+                            compile_spec(catalog, r, cal) if r.spec is not None else None, r.gpus[0].family))
     return out
 
 
 def predict(p: Prepared, cal: Calibration | None = None) -> float:
     """The run's metric as the model predicts it (with `cal`'s efficiencies if given)."""
-    sm = p.sm if cal is None else replace(p.sm, eff=efficiency_for(cal, p.engine, p.fa))
+    sm = p.sm if cal is None else replace(p.sm, eff=efficiency_for(cal, p.engine, p.fa, p.family))
     r = p.run
     pre = float(prefill_time(sm, [r.batch], [r.prompt_tokens], [r.depth_tokens], [r.ubatch_tokens])[0]) \
         if r.prompt_tokens else 0.0

@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from planner.calibration import Calibration, efficiency_for
+from planner.calibration import Calibration, efficiency_for, engine_chain
+from planner.intervals import Interval, interval
 from planner.catalog import Catalog
 from planner.deployment import DEFAULT_HOST, Resolved
 from planner.perf import (PhaseBreakdown, StepModel, bound_of, breakdown, ceiling_step_time, compile_steps,
@@ -55,6 +56,10 @@ class PerfEstimate(Strict):
     decode_step: PhaseBreakdown
     prefill_step: PhaseBreakdown | None
     notes: tuple[str, ...]
+    # 80% intervals from the validation residuals of the nearest runs (planner.intervals); None: no runs
+    decode_interval: Interval | None = None
+    prefill_interval: Interval | None = None
+    kernel_paths: str = ""  # the kernel-path table the speeds were priced with (empty: the classic roofline)
 
     def contract(self, explain: bool = False) -> dict:
         d = self.model_dump(exclude={"decode_step", "prefill_step"})
@@ -67,7 +72,8 @@ class PerfEstimate(Strict):
 
 def step_model(catalog: Catalog, r: Resolved, cal: Calibration) -> StepModel:
     host = r.host or catalog.host(DEFAULT_HOST)
-    return compile_steps(r, efficiency_for(cal, r.engine.id, r.flash_attention), catalog.links, host)
+    return compile_steps(r, efficiency_for(cal, r.engine.id, r.flash_attention, r.gpus[0].family), catalog.links, host,
+                         catalog.paths.get(r.engine.id))
 
 
 
@@ -127,7 +133,16 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
     elif prompt > 0:
         notes.append("no published compute peak for " + ", ".join(g.id for g in r.gpus)
                      + ": prefill speed not predicted")
+    engines = engine_chain(cal, r.engine.id)
+    family = r.gpus[0].family
+    dec_iv = interval(cal.intervals, engines, family, "decode" if b == 1 else "batched", tok_s)
+    pre_iv = interval(cal.intervals, engines, family, "prefill", pre_tok_s) if pre_tok_s else None
+    if dec_iv is None:
+        notes.append(f"no measured runs behind this kind of point in profile {cal.id}: the speeds carry no interval")
+    elif "other" in dec_iv.basis:
+        notes.append(f"interval from {dec_iv.basis}: no fit of this engine on {family or 'this'} GPUs")
     return PerfEstimate(
+        decode_interval=dec_iv, prefill_interval=pre_iv, kernel_paths=sm.paths,
         prompt_tokens=prompt, gen_tokens=gen, depth_tokens=depth, batch=b, prefill_tok_s=pre_tok_s, ttft_s=ttft,
         prefill_bound=pre_bound, decode_tok_s=tok_s, decode_total_tok_s=tok_s * b, tpot_s=1 / tok_s,
         decode_bound=bound_of(dstep), decode_at=tuple(at), ceiling_decode_tok_s=ceiling, ceiling_prefill_tok_s=ceil_pre,

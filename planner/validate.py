@@ -38,6 +38,38 @@ def score(rows: list[Prepared], cal: Calibration) -> list[Scored]:
     return [Scored(p, predict(p, cal)) for p in rows]
 
 
+def interval_buckets(scored: list[Scored]) -> dict:
+    """The residual buckets intervals are drawn from (planner.intervals), from scored runs."""
+    from planner.intervals import buckets, kind_of
+
+    pts = []
+    for s in scored:
+        r = s.prepared.run
+        kind = kind_of(r.metric, r.batch)
+        if kind is not None and s.predicted > 0:
+            pts.append((s.prepared.engine, s.prepared.family, kind, float(np.log(r.value / s.predicted))))
+    return buckets(pts)
+
+
+def coverage(scored: list[Scored], cal: Calibration) -> list[dict]:
+    """How often the measured value lies inside the 80% interval planner gives, per role and kind."""
+    from planner.calibration import engine_chain
+    from planner.intervals import interval, kind_of
+
+    out: dict[tuple[str, str], list[int]] = {}
+    for s in scored:
+        r = s.prepared.run
+        kind = kind_of(r.metric, r.batch)
+        if kind is None:
+            continue
+        iv = interval(cal.intervals, engine_chain(cal, s.prepared.engine), s.prepared.family, kind, s.predicted)
+        if iv is None:
+            continue
+        out.setdefault((r.role, kind), []).append(int(iv.low <= r.value <= iv.high))
+    return [{"role": role, "kind": kind, "n": len(v), "inside": sum(v), "coverage": sum(v) / len(v)}
+            for (role, kind), v in sorted(out.items())]
+
+
 def summary(scored: list[Scored]) -> list[dict]:
     """Median and 90th percentile of |error| per (metric, role)."""
     out = []
