@@ -108,11 +108,12 @@ class Efficiency:
     link_latency_s: float
     moe_layer_overhead_s: float
     linear_layer_overhead_s: float
-    float_gemm: float = 0.0  # kernel-path factors (0: the engine has none; the classic model runs)
+    float_gemm: float = 1.0  # kernel-path factors (docs/kernel-paths.md#efficiencies)
     gemm_min_tokens: float = 0.0
-    dot: float = 0.0
+    dot: float = 1.0
     kv_quant_bw: float = 1.0
     family: str | None = None  # the family whose own factors were found (None: engine-level only)
+    ideal: bool = False  # the physical bound: every kernel's memory and arithmetic overlap perfectly
 
 
 # defaults of the kernel-path factors no profile sets (estimates; docs/kernel-paths.md#efficiencies)

@@ -35,10 +35,22 @@ class MatmulRule(Strict):
     max_tokens: int | None = Field(default=None, ge=0)
     min_tokens: int = Field(default=0, ge=0)
     ceiling: Ceiling
+    ceiling_by_family: dict[str, Ceiling] = Field(default_factory=dict)  # where one rule's families differ
+    # the peak a memory-bound kernel's arithmetic runs on (CUDA/HIP MMVQ: INT8 dot; float mat-vec: FP32)
+    math: Ceiling | None = None
     dequant: Literal["none", "in_kernel", "to_f16_buffer"] = "none"
     tile_tokens: int | None = Field(default=None, ge=1)
     cite: str
     note: str = ""
+
+    def ceiling_for(self, family: str | None) -> str:
+        return self.ceiling_by_family.get(family or "", self.ceiling)
+
+    def math_for(self, storage: str) -> str:
+        """The peak the arithmetic of a memory-bound kernel runs on."""
+        if self.math:
+            return self.math
+        return "fp32_vector" if storage.lower() in FLOAT_TYPES else "int8_dot"
 
 
 class AttentionRule(Strict):
@@ -83,6 +95,7 @@ class PathTable(Sourced):
     attention: tuple[AttentionRule, ...] = ()
     op: tuple[OpRule, ...] = ()
     multi_gpu: tuple[MultiGpuRule, ...] = ()
+    families_not_covered: dict[str, str] = Field(default_factory=dict)  # family -> why the backend does not run it
 
     def families(self) -> set[str]:
         out: set[str] = set()

@@ -157,20 +157,23 @@ def pcie_bandwidth(gpus: tuple[Gpu, ...], links: LinkTable) -> tuple[float, str]
 
 
 def _class_paths(table: PathTable, op: str, storage: str, gpu: Gpu) -> ClassPaths | None:
+    if gpu.family is None or gpu.family in table.families_not_covered:
+        return None
     segs = paths_mod.segments(table, op, storage, gpu.family)
     if any(sg.rule is None for sg in segs):
         return None  # a token range no rule covers: the table does not describe this case
     floats = storage.lower() in paths_mod.FLOAT_TYPES
 
     def compute_peak(rule) -> float:
-        if rule.ceiling != "memory_bandwidth":
-            return _peak(gpu, (rule.ceiling,))
-        # mat-vec kernels: quantized ones quantize the activations to q8_1 and use the INT8 dot
-        # product (ggml-cuda mmvq.cu vec_dot_*_q8_1 -> ggml_cuda_dp4a); float ones FP32 FMAs
-        return _peak(gpu, ("fp32_vector",) if floats else ("int8_dot",))
+        ceiling = rule.ceiling_for(gpu.family)
+        if ceiling != "memory_bandwidth":
+            return _peak(gpu, (ceiling,))
+        # mat-vec kernels: CUDA/HIP quantized ones quantize the activations to q8_1 and use the INT8
+        # dot product (ggml-cuda mmvq.cu vec_dot_*_q8_1 -> ggml_cuda_dp4a); the table says otherwise
+        return _peak(gpu, (rule.math_for(storage),))
 
     return ClassPaths(cuts=np.array([sg.lo for sg in segs], dtype=float),
-                      gemm=np.array([sg.rule.ceiling != "memory_bandwidth" for sg in segs]),
+                      gemm=np.array([sg.rule.ceiling_for(gpu.family) != "memory_bandwidth" for sg in segs]),
                       peak=np.array([compute_peak(sg.rule) for sg in segs]),
                       kernels=tuple(sg.rule.kernel for sg in segs), float_weights=floats)
 
@@ -316,9 +319,15 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
     compute_known = compute_known and all(any(getattr(g.specs, f) is not None for f in kern.attention_peaks) for g in r.gpus)
     pathed = table is not None and all(s.dense_paths is not None and any(p is not None for p in s.dense_paths)
                                        for s in stages)
-    if pathed:  # every kernel a prefill can take must have its real peak
-        compute_known = all(np.all(np.isfinite(p.peak[p.gemm])) for s in stages for p in s.dense_paths + s.expert_paths
-                            if p is not None) and all(np.isfinite(s.attn_peak) for s in stages)
+    if pathed:  # every kernel a prefill can take must have its real peak (classes under 1% of the
+        # stage's weights, such as an f32 router, are priced by their bytes where the peak is unpublished)
+        def needed(s: Stage, c: int) -> bool:
+            total = float(np.sum(s.w_params + s.e_params + s.head_params)) or 1.0
+            return (s.w_params[c] + s.e_params[c] + s.head_params[c]) / total >= 0.01
+
+        compute_known = all(np.all(np.isfinite(p.peak[p.gemm])) for s in stages
+                            for c, p in (*enumerate(s.dense_paths), *enumerate(s.expert_paths))
+                            if p is not None and needed(s, c)) and all(np.isfinite(s.attn_peak) for s in stages)
     return StepModel(
         gpus=stages, host=host_stage, split=split, eff=eff, hidden=arch.hidden_size, gpu_layers=r.gpu_layers,
         n_experts=max(arch.n_experts, 1), experts_per_tok=max(arch.n_experts_per_tok, 1),
@@ -369,14 +378,16 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> 
     peak_src = gpu0 if on_cpu else s
     gemv = tokens <= sm.gemv_max_tokens
 
-    def add(name, flops, nbytes, peak, bw, bw_eff, c_eff, work=None):
-        """`work`: the FLOPs the kernel's time is priced on, where it pays for more than `flops`."""
+    def add(name, flops, nbytes, peak, bw, bw_eff, c_eff, work=None, serial=None):
+        """`work`: the FLOPs the kernel's time is priced on, where it pays for more than `flops`;
+        `serial`: where true, the memory and the compute time add up instead of overlapping."""
         mt = nbytes / (bw * bw_eff)
-        ct = np.where(np.isfinite(peak), (flops if work is None else work) / (np.asarray(peak) * c_eff), 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):  # an unknown peak (inf) prices no compute time
+            ct = np.where(np.isfinite(peak), (flops if work is None else work) / (np.asarray(peak) * c_eff), 0.0)
         if on_cpu:
             ct = np.where(streamed, ct, 0.0)  # CPU compute of a decode step: bandwidth-bound (not modelled)
         ops.names.append(name)
-        ops.time.append(np.maximum(mt, ct))
+        ops.time.append(np.maximum(mt, ct) if serial is None else np.where(serial, mt + ct, np.maximum(mt, ct)))
         ops.flops.append(flops)
         ops.bytes.append(nbytes)
         ops.memory_time.append(mt)
@@ -448,7 +459,10 @@ def _path_matmuls(sm: StepModel, s: Stage, c: int, kname: str, tokens, seqs, q, 
     """The matmuls of weight class `c` on a GPU stage by the kernel each token count takes
     (docs/kernel-paths.md#matmul-time):
 
-    mat-vec (MMVQ, MMVF): max(bytes / (bandwidth x weight_bw x class factor), FLOPs / (dot peak x dot_eff))
+    mat-vec (MMVQ, MMVF): bytes / (bandwidth x weight_bw x class factor) + FLOPs / (dot peak x dot_eff):
+    the dequantizing dot products of each token come on top of the weight stream (on the H200
+    a q4_K 4096x14336 MMVQ takes 15.9, 18.6, 27.1, 46.6 us for 1, 2, 4, 8 tokens:
+    hwdb/runs/llamacpp-h200.ops.csv)
     GEMM (MMQ, cuBLAS, MMF): max(bytes / (bandwidth x weight_bw), FLOPs' / (ceiling x gemm_eff)), where
     FLOPs' counts `gemm_min_tokens` extra columns per weight matrix (a partly filled tile and the
     staging of the weights cost about as much as that many tokens); for routed experts the extra
@@ -480,7 +494,7 @@ def _path_matmuls(sm: StepModel, s: Stage, c: int, kname: str, tokens, seqs, q, 
         bw_eff = np.where(gemm, min(e.weight_bw, 1.0), qeff)
         kernels = sorted({cp.kernels[j] for j in np.unique(i)})
         add(f"matmul {kname}{suffix} [{'/'.join(kernels)}]", flops, nbytes * np.ones_like(tokens), peak,
-            s.bandwidth, bw_eff, c_eff, work=fl_eff)
+            s.bandwidth, bw_eff, c_eff, work=None if e.ideal else fl_eff, serial=None if e.ideal else ~gemm)
 
 
 @dataclass
@@ -633,6 +647,6 @@ def ceiling_step_time(sm: StepModel, tokens, seqs, q, depth) -> np.ndarray:
     ideal = Efficiency(calibration="ideal", engine_source="ideal", weight_bw=1.0, layer_overhead_s=0.0, gemm=1.0,
                        moe_gemm=1.0,
                        kv_bw=1.0, attn_compute=1.0, quant_bw={}, host_bw=1.0, link_latency_s=0.0,
-                       moe_layer_overhead_s=0.0, linear_layer_overhead_s=0.0)
+                       moe_layer_overhead_s=0.0, linear_layer_overhead_s=0.0, ideal=True)
     st = step(StepModel(**{**sm.__dict__, "eff": ideal, "link_bandwidth": math.inf}), tokens, seqs, q, depth)
     return st.total - st.comm

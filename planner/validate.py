@@ -237,6 +237,8 @@ def markdown(secs: list[Section], runs_shown: str, command: str, ceilings: dict 
             L += [f"Not scored: {len(sec.skipped)} runs with a K cache type different from the V cache type "
                   f"({', '.join(sorted({f'{r.kv_quant}/{r.kv_quant_v}' for r in sec.skipped}))}), which a planner "
                   "deployment cannot state yet.", ""]
+        L += _by_family(sec.scored)
+        L += _coverage_lines(sec)
         if harness:
             L += _by_group(sec.scored)
             L += memory_lines([m for m in memory or [] if m.run.engine == "torch-cuda"], markdown=True)
@@ -278,7 +280,21 @@ def markdown(secs: list[Section], runs_shown: str, command: str, ceilings: dict 
           "--engine torch-cuda --gpu h100-sxm -o hwdb/calibrations/h100-harness.toml`, starts from `reference-fit` "
           "and frees only that engine's factors, its attention factors and MoE-layer time included (kept under the "
           "engine), so every other engine keeps the reference values.",
-          "6. `planner validate --markdown docs/validation.md` writes this page.", ""]
+          "6. `planner validate --markdown docs/validation.md` writes this page.", "",
+          "<a id=\"intervals\"></a>",
+          "**Intervals.** After the fit, `calibrate fit` scores the fitted profile on its own fit rows and keeps, "
+          "per engine × GPU architecture family × kind of point (decode, batched decode, prefill), the number of "
+          "runs and the mean and standard deviation of log(measured / predicted) (`[intervals]` of the profile). A "
+          "prediction's 80% interval is the normal prediction interval for one new run from the nearest bucket with "
+          "at least 5 runs — its engine on its family, else its engine on every family (the output says the family "
+          "has none of its own), else every engine — : mean ± t(0.90, n−1) · sd · √(1 + 1/n) in log space, so fewer "
+          "runs give a wider interval. Held-out rows never enter a bucket; their coverage above is the check.", "",
+          "**Kernel-path factors.** For engines with a kernel-path table (`hwdb/paths/`, docs/kernel-paths.md), "
+          "the path factors (float GEMM efficiency, GEMM minimum tokens, mat-vec dot efficiency, quantized-KV "
+          "bandwidth ratio) are fitted at engine level, and every GPU architecture family seen in the fit rows gets "
+          "its own ratio to each engine-level factor (weight bandwidth, per-layer time, GEMM efficiencies, ...) with "
+          "a log-normal prior centred on 1 (sigma = log 1.5) weighted as one run: a family with a handful of runs "
+          "moves part of the way from its engine's value, one with many runs all the way.", ""]
     seen = set()
     for sec in secs:
         if sec.cal.id in seen:
@@ -308,6 +324,42 @@ def markdown(secs: list[Section], runs_shown: str, command: str, ceilings: dict 
     L += ["Workload: p = prompt tokens, d = depth (tokens already in context), g = generated tokens, b = batch "
           "(concurrent sequences).", ""]
     return "\n".join(L)
+
+
+def _by_family(scored: list[Scored]) -> list[str]:
+    """Error per GPU architecture family, kind of point (decode, batched decode, prefill) and role."""
+    from planner.intervals import kind_of
+
+    groups: dict[tuple, list[float]] = {}
+    for s in scored:
+        r = s.prepared.run
+        kind = kind_of(r.metric, r.batch)
+        if kind is not None:
+            groups.setdefault((s.prepared.family or "?", kind, r.role), []).append(s.error)
+    if not groups:
+        return []
+    L = ["Error by GPU architecture family and kind of point (decode = one stream, batched = decode of several "
+         "sequences at once):", "",
+         "| family | kind | rows | n | median \\|error\\| | p90 \\|error\\| | max \\|error\\| | median signed |",
+         "|---|---|---|---:|---:|---:|---:|---:|"]
+    for (fam, kind, role), errs in sorted(groups.items()):
+        a = np.abs(errs)
+        L.append(f"| {fam} | {kind} | {role} | {len(errs)} | {np.median(a):.1%} | {np.percentile(a, 90):.1%} | "
+                 f"{a.max():.0%} | {np.median(errs):+.0%} |")
+    return L + [""]
+
+
+def _coverage_lines(sec: Section) -> list[str]:
+    cov = coverage(sec.scored, sec.cal)
+    if not cov:
+        return [f"No intervals: profile `{sec.cal.id}` holds no residual buckets.", ""]
+    L = ["80% interval coverage: how many measured values fall inside the interval planner prints for the run's "
+         "prediction (drawn from the fit rows' residuals: docs/validation.md#intervals). Fit rows show how the "
+         "intervals were drawn; held-out rows are the test (about 80% is right).", "",
+         "| rows | kind | n | inside | coverage |", "|---|---|---:|---:|---:|"]
+    for c in cov:
+        L.append(f"| {c['role']} | {c['kind']} | {c['n']} | {c['inside']} | {c['coverage']:.0%} |")
+    return L + [""]
 
 
 def _by_group(scored: list[Scored]) -> list[str]:

@@ -15,7 +15,7 @@ from planner.speed import estimate, step_model
 
 IDEAL = Efficiency(calibration="ideal", engine_source="ideal", weight_bw=1.0, layer_overhead_s=0.0, gemm=1.0,
                    moe_gemm=1.0, kv_bw=1.0, attn_compute=1.0, quant_bw={}, host_bw=1.0, link_latency_s=0.0, moe_layer_overhead_s=0.0,
-                   linear_layer_overhead_s=0.0)
+                   linear_layer_overhead_s=0.0, ideal=True)
 
 
 def _sm(catalog, model, gpus, cal="reference-fit", **kw):
