@@ -28,6 +28,7 @@ from planner.schema import Quantity
 PRIOR_SIGMA = math.log(2.0)  # a prior is believed within a factor of two
 
 
+FAMILY_MIN_ROWS = 10  # fewer runs on a family: it uses its engine's factors (and its interval says so)
 FAMILY_SIGMA = math.log(1.5)  # a family's factor is believed within 1.5x of its engine's (the shrinkage prior)
 
 
@@ -116,11 +117,15 @@ def _path_parameters(priors: Calibration, rows: list[Prepared], base: dict[str, 
     and one with many runs takes its own (docs/validation.md#procedure)."""
     from planner.calibration import PATH_DEFAULTS
 
-    pathed: dict[str, set[str]] = {}
+    pathed: dict[str, dict[str, int]] = {}
     for p in rows:
         if p.sm.paths and p.family:
-            pathed.setdefault(p.engine, set()).add(p.family)
-    for e, fams in sorted(pathed.items()):
+            seen = pathed.setdefault(p.engine, {})
+            seen[p.family] = seen.get(p.family, 0) + 1
+    for e, counts in sorted(pathed.items()):
+        # a family gets its own ratios with at least FAMILY_MIN_ROWS runs, and only where the engine's
+        # rows span two families or more (one family alone is the engine level itself)
+        fams = {f for f, n in counts.items() if n >= FAMILY_MIN_ROWS} if len(counts) > 1 else set()
         ep = priors.engines[base[e]]
         index: dict[str, int] = {}
         for name in ("float_gemm_eff", "gemm_min_tokens", "dot_eff", "kv_quant_bw_eff"):
