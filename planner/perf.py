@@ -191,8 +191,9 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
     share = shares(r) if split == "tensor" else [1.0] * n_gpu
 
     def blank():
-        return dict(w_bytes=np.zeros(K), w_params=np.zeros(K), e_bytes=np.zeros(K), e_params=np.zeros(K),
-                    head_bytes=np.zeros(K), head_params=np.zeros(K), kv_full=0.0, kv_window=[],
+        return dict(w_bytes=[0.0] * K, w_params=[0.0] * K, e_bytes=[0.0] * K, e_params=[0.0] * K,  # plain
+                    head_bytes=[0.0] * K, head_params=[0.0] * K,  # floats while summing: numpy items are slow
+                    kv_full=0.0, kv_window=[],
                     attn_flops_full=0.0, attn_flops_window=[], state_bytes=0.0, state_flops=0.0, layers=0,
                     moe_layers=0, linear_layers=0)
 
@@ -278,7 +279,10 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
             rule = paths_mod.attention_rule(table, gpu.family, q, kv_name, r.flash_attention)
             return rule is not None and rule.kernel.endswith("vec")
 
-        vec_max = max((q for q in range(1, 65) if is_vec(q)), default=-1)
+        vec_max = 0  # the vector kernel covers 1..vec_max query tokens (a contiguous range from 1)
+        while vec_max < 64 and is_vec(vec_max + 1):
+            vec_max += 1
+        vec_max = vec_max or -1
         big = paths_mod.attention_rule(table, gpu.family, max(r.ubatch_tokens, 2), kv_name, r.flash_attention)
         return dict(attn_vec_max=float(vec_max),
                     attn_convert=bool(big is not None and kv_quant and big.kv_conversion == "to_f16"),
@@ -292,8 +296,9 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
             **attn_paths(gpu),
             name=name, kind=kind, bandwidth=bw, layers=a["layers"], moe_layers=a["moe_layers"],
             linear_layers=a["linear_layers"],
-            w_bytes=a["w_bytes"] * frac, w_params=a["w_params"] * frac, e_bytes=a["e_bytes"] * frac,
-            e_params=a["e_params"] * frac, head_bytes=a["head_bytes"] * frac, head_params=a["head_params"] * frac,
+            w_bytes=np.array(a["w_bytes"]) * frac, w_params=np.array(a["w_params"]) * frac,
+            e_bytes=np.array(a["e_bytes"]) * frac, e_params=np.array(a["e_params"]) * frac,
+            head_bytes=np.array(a["head_bytes"]) * frac, head_params=np.array(a["head_params"]) * frac,
             kv_full=a["kv_full"] * frac, kv_window=tuple((w, b * frac) for w, b in a["kv_window"]),
             attn_flops_full=a["attn_flops_full"] * frac,
             attn_flops_window=tuple((w, f * frac) for w, f in a["attn_flops_window"]),
@@ -307,7 +312,7 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
     else:
         stages = tuple(stage(g.id, "gpu", g, g.bandwidth_bytes_per_s or math.inf, acc[d], 1.0)
                        for d, g in enumerate(r.gpus))
-    has_host = host_acc["layers"] or host_acc["e_bytes"].any()
+    has_host = host_acc["layers"] or any(host_acc["e_bytes"])
     host_stage = None
     if has_host:
         hbw = host.bandwidth_bytes_per_s if host else math.inf
@@ -492,7 +497,7 @@ def _path_matmuls(sm: StepModel, s: Stage, c: int, kname: str, tokens, seqs, q, 
         c_eff = np.where(gemm, e.float_gemm if cp.float_weights else e.gemm, e.dot)
         fl_eff = np.where(gemm, flops + extra, flops)
         bw_eff = np.where(gemm, min(e.weight_bw, 1.0), qeff)
-        kernels = sorted({cp.kernels[j] for j in np.unique(i)})
+        kernels = sorted({cp.kernels[j] for j in set(i.ravel().tolist())}) if len(cp.kernels) > 1 else cp.kernels
         add(f"matmul {kname}{suffix} [{'/'.join(kernels)}]", flops, nbytes * np.ones_like(tokens), peak,
             s.bandwidth, bw_eff, c_eff, work=None if e.ideal else fl_eff, serial=None if e.ideal else ~gemm)
 
