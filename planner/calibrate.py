@@ -106,7 +106,7 @@ def parameters(priors: Calibration, rows: list[Prepared], engine: str | None = N
 
 PATH_BOUNDS = {"weight_bw_eff": (0.02, 1.0), "layer_overhead": (1e-7, 5e-4), "gemm_eff": (0.005, 1.0),
                "float_gemm_eff": (0.005, 1.0), "gemm_min_tokens": (0.5, 1024.0), "dot_eff": (0.005, 1.0),
-               "kv_quant_bw_eff": (0.05, 2.0), "moe_layer_overhead": (1e-7, 5e-4), "linear_layer_overhead": (1e-7, 5e-4)}
+               "kv_quant_bw_eff": (0.05, 2.0), "host_copy_eff": (0.02, 1.0), "moe_layer_overhead": (1e-7, 5e-4), "linear_layer_overhead": (1e-7, 5e-4)}
 PATH_UNITS = {"layer_overhead": "us", "moe_layer_overhead": "us", "linear_layer_overhead": "us", "gemm_min_tokens": "tokens"}
 
 
@@ -128,7 +128,7 @@ def _path_parameters(priors: Calibration, rows: list[Prepared], base: dict[str, 
         fams = {f for f, n in counts.items() if n >= FAMILY_MIN_ROWS} if len(counts) > 1 else set()
         ep = priors.engines[base[e]]
         index: dict[str, int] = {}
-        for name in ("float_gemm_eff", "gemm_min_tokens", "dot_eff", "kv_quant_bw_eff"):
+        for name in ("float_gemm_eff", "gemm_min_tokens", "dot_eff", "kv_quant_bw_eff", "host_copy_eff"):
             q = getattr(ep, name)
             prior = q.si if q is not None else (ep.gemm_eff.si if name == "float_gemm_eff" else PATH_DEFAULTS[name])
             if not any(x.path == ("engines", e, name) for x in out):
@@ -140,7 +140,7 @@ def _path_parameters(priors: Calibration, rows: list[Prepared], base: dict[str, 
                 if any(x.path == ("engines", e, name) for x in out) else None
         for fam in sorted(fams):
             for name, i in index.items():
-                if i is None:
+                if i is None or name == "host_copy_eff":  # a property of the host, not of the GPU family
                     continue
                 lo, hi = PATH_BOUNDS[name]
                 out.append(Param(("engines", e, "families", fam, name), 1.0, lo, hi, PATH_UNITS.get(name, "ratio"), base=i))

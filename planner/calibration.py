@@ -38,6 +38,7 @@ PATH_FACTORS = {
     "kv_quant_bw_eff": None,  # vector flash attention on a quantized cache: bandwidth ratio against an f16 cache
     "moe_layer_overhead": None,
     "linear_layer_overhead": None,
+    "host_copy_eff": None,  # host-RAM weights streamed to the GPU for a large batch: ratio of the PCIe link
 }
 
 
@@ -69,6 +70,7 @@ class EngineEfficiency(Strict):
     dot_eff: Quantity | None = None
     kv_quant_bw_eff: Quantity | None = None
     linear_layer_overhead: Quantity | None = None
+    host_copy_eff: Quantity | None = None
     families: dict[str, FamilyEfficiency] = Field(default_factory=dict)
 
 
@@ -112,12 +114,13 @@ class Efficiency:
     gemm_min_tokens: float = 0.0
     dot: float = 1.0
     kv_quant_bw: float = 1.0
+    host_copy: float = 1.0  # host-RAM weights streamed over PCIe: ratio of the link
     family: str | None = None  # the family whose own factors were found (None: engine-level only)
     ideal: bool = False  # the physical bound: every kernel's memory and arithmetic overlap perfectly
 
 
 # defaults of the kernel-path factors no profile sets (estimates; docs/kernel-paths.md#efficiencies)
-PATH_DEFAULTS = {"gemm_min_tokens": 32.0, "dot_eff": 0.25, "kv_quant_bw_eff": 1.0}
+PATH_DEFAULTS = {"gemm_min_tokens": 32.0, "dot_eff": 0.25, "kv_quant_bw_eff": 1.0, "host_copy_eff": 1.0}
 
 
 def engine_chain(cal: Calibration, engine_id: str) -> list[str]:
@@ -161,4 +164,4 @@ def efficiency_for(cal: Calibration, engine_id: str, flash_attention: bool, fami
         moe_layer_overhead_s=factor("moe_layer_overhead", cal.moe_layer_overhead),
         linear_layer_overhead_s=factor("linear_layer_overhead", cal.linear_layer_overhead),
         float_gemm=factor("float_gemm_eff", e.gemm_eff), gemm_min_tokens=factor("gemm_min_tokens"),
-        dot=factor("dot_eff"), kv_quant_bw=factor("kv_quant_bw_eff"), family=family if fam is not None else None)
+        dot=factor("dot_eff"), kv_quant_bw=factor("kv_quant_bw_eff"), host_copy=factor("host_copy_eff"), family=family if fam is not None else None)

@@ -379,7 +379,8 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> 
     # GPU 0 (weights streamed over PCIe) for steps of at least offload_min_batch tokens
     on_cpu = s.kind == "host"
     streamed = on_cpu & (tokens >= max(sm.offload_min_batch, 1)) if on_cpu else np.zeros_like(tokens, dtype=bool)
-    bw_w = np.where(streamed, sm.pcie_bandwidth, s.bandwidth * (e.host_bw if on_cpu else 1.0))
+    # streamed host weights are copied from the engine's (pageable, mmap'd) host buffers: host_copy_eff of the link
+    bw_w = np.where(streamed, sm.pcie_bandwidth * e.host_copy, s.bandwidth * (e.host_bw if on_cpu else 1.0))
     peak_src = gpu0 if on_cpu else s
     gemv = tokens <= sm.gemv_max_tokens
 
@@ -478,27 +479,32 @@ def _path_matmuls(sm: StepModel, s: Stage, c: int, kname: str, tokens, seqs, q, 
     dense_params = s.w_params[c]
     head_params = s.head_params[c]
     head_tokens = np.where(q > 1, last, tokens)
+    floor = 0.0 if kname == "float" else e.gemm_min_tokens  # the MMQ tile; cuBLAS / MMF pay none
     if s.w_bytes[c] or s.head_bytes[c]:
         fl = 2 * tokens * dense_params + 2 * head_tokens * head_params
-        extra = 2 * e.gemm_min_tokens * (dense_params + head_params)
-        parts.append(("", s.dense_paths[c], s.w_bytes[c] + s.head_bytes[c], fl, extra))
+        extra = 2 * floor * (dense_params + head_params)
+        parts.append(("", s.dense_paths[c], s.w_bytes[c] + s.head_bytes[c], s.w_bytes[c] + s.head_bytes[c], fl, extra))
     if s.e_bytes[c]:
         n_touched = touched * sm.n_experts
         fl = 2 * tokens * s.e_params[c] * kE
-        extra = 2 * e.gemm_min_tokens * s.e_params[c] / sm.n_experts * n_touched
-        parts.append((" (experts)", s.expert_paths[c] or s.dense_paths[c], s.e_bytes[c] * touched, fl, extra))
+        extra = 2 * floor * s.e_params[c] / sm.n_experts * n_touched
+        # a GEMM reads each expert touched once; the mat-vec kernel reads one expert per (token,
+        # slot) pair, shared experts read again (ggml-cuda/mmvq.cu:920, channel_x = ids[...])
+        parts.append((" (experts)", s.expert_paths[c] or s.dense_paths[c], s.e_bytes[c] * touched,
+                      s.e_bytes[c] * kE * tokens, fl, extra))
     qeff = min(e.weight_bw * e.quant_bw.get(kname, 1.0), 1.0)
-    for suffix, cp, nbytes, flops, extra in parts:
+    for suffix, cp, gemm_bytes, vec_bytes, flops, extra in parts:
         if cp is None:
             continue
         i = cp.at(tokens)
         gemm = cp.gemm[i]
+        nbytes = gemm_bytes * np.ones_like(tokens) if e.ideal else np.where(gemm, gemm_bytes, vec_bytes)
         peak = cp.peak[i]
         c_eff = np.where(gemm, e.float_gemm if cp.float_weights else e.gemm, e.dot)
         fl_eff = np.where(gemm, flops + extra, flops)
         bw_eff = np.where(gemm, min(e.weight_bw, 1.0), qeff)
         kernels = sorted({cp.kernels[j] for j in set(i.ravel().tolist())}) if len(cp.kernels) > 1 else cp.kernels
-        add(f"matmul {kname}{suffix} [{'/'.join(kernels)}]", flops, nbytes * np.ones_like(tokens), peak,
+        add(f"matmul {kname}{suffix} [{'/'.join(kernels)}]", flops, nbytes, peak,
             s.bandwidth, bw_eff, c_eff, work=None if e.ideal else fl_eff, serial=None if e.ideal else ~gemm)
 
 
