@@ -211,6 +211,31 @@ def pick_engine(catalog: Catalog, gpus: tuple[Gpu, ...], name: str | None, model
     return catalog.engine(backend[vendor])
 
 
+def check_engine_rules(engine: Engine, split: str, n_gpus: int, kv_name: str, fa: bool, arch: Architecture) -> None:
+    """The combinations the engine refuses at startup (docs/multi-gpu.md): resolve() applies them,
+    and so does every edited deployment a suggestion proposes (planner.fit), so that a suggested
+    fix is never one `planner fit` would then refuse."""
+    if engine.family == "llama.cpp" and split == "tensor" and n_gpus > 1:
+        if not fa:
+            raise PlannerError("llama.cpp --split-mode tensor requires flash attention; drop --no-flash-attn or use --split layer")
+        if kv_name not in ("f32", "f16", "bf16"):
+            raise PlannerError(f"llama.cpp --split-mode tensor does not support a quantized KV cache ({kv_name}); "
+                               "use --kv-quant f16 or --split layer")
+        if arch.model_type in engine.kernels.tensor_split_excluded:
+            raise PlannerError(f"llama.cpp --split-mode tensor is not implemented for {arch.model_type}; use --split layer")
+    if engine.family == "llama.cpp" and kv_name not in ("f32", "f16", "bf16") and not fa:
+        raise PlannerError(f"a quantized V cache ({kv_name}) needs flash attention in llama.cpp; drop --no-flash-attn")
+
+
+def allowed(r: Resolved) -> bool:
+    """Whether the engine accepts this (possibly edited) resolved deployment."""
+    try:
+        check_engine_rules(r.engine, r.split, len(r.gpus), r.kv_quant, r.flash_attention, r.arch)
+    except PlannerError:
+        return False
+    return True
+
+
 def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, file_weights=None) -> Resolved:
     """Names to objects, engine defaults filled in, unsupported combinations refused."""
     card = card or catalog.model(dep.model)
@@ -272,17 +297,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         raise PlannerError(f"--cpu-moe {dep.cpu_moe_layers} is more than the model's {arch.n_layers} layers")
     if dep.cpu_moe_layers and arch.n_experts <= 1:
         raise PlannerError(f"{card.id} is not a mixture-of-experts model: --cpu-moe does not apply")
-    if engine.family == "llama.cpp" and split == "tensor" and len(gpus) > 1:
-        # docs/multi-gpu.md: hard errors at startup
-        if not fa:
-            raise PlannerError("llama.cpp --split-mode tensor requires flash attention; drop --no-flash-attn or use --split layer")
-        if kv_name not in ("f32", "f16", "bf16"):
-            raise PlannerError(f"llama.cpp --split-mode tensor does not support a quantized KV cache ({kv_name}); "
-                               "use --kv-quant f16 or --split layer")
-        if arch.model_type in engine.kernels.tensor_split_excluded:
-            raise PlannerError(f"llama.cpp --split-mode tensor is not implemented for {arch.model_type}; use --split layer")
-    if engine.family == "llama.cpp" and kv_name not in ("f32", "f16", "bf16") and not fa:
-        raise PlannerError(f"a quantized V cache ({kv_name}) needs flash attention in llama.cpp; drop --no-flash-attn")
+    check_engine_rules(engine, split, len(gpus), kv_name, fa, arch)
     host = catalog.host(dep.host) if dep.host else None
     assumed_host = host or catalog.hosts.get(DEFAULT_HOST)
 

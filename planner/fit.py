@@ -10,7 +10,7 @@ from typing import Any
 
 from planner.calibration import Calibration
 from planner.catalog import Catalog
-from planner.deployment import Resolved
+from planner.deployment import Resolved, allowed
 from planner.memory import MemoryPlan, least_offload, max_context, plan_memory, with_
 from planner.schema import Strict
 from planner.speed import PerfEstimate, estimate
@@ -204,6 +204,8 @@ def _suggest(catalog: Catalog, r: Resolved, ctx: int, best: int) -> list[Suggest
         if kv not in r.engine.kv_types or kv == r.kv_quant:
             continue
         alt = with_(r, kv_quant=kv, kv_bytes_per_value=catalog.kv_types.types[kv].bytes_per_value)
+        if not allowed(alt):  # e.g. llama.cpp's tensor split takes no quantized cache
+            continue
         ok, m = _try(alt, ctx)
         if ok or m > best:
             saved = sum(d.kv_cache_bytes for d in base_kv) - sum(d.kv_cache_bytes for d in plan_memory(alt, ctx).devices)
@@ -253,7 +255,7 @@ def _suggest(catalog: Catalog, r: Resolved, ctx: int, best: int) -> list[Suggest
     # one more GPU of the same kind
     if len(r.gpus) < 8 and r.gpus[0].memory_kind == "dedicated":
         alt = with_(r, gpus=r.gpus + (r.gpus[-1],), tensor_split=None)
-        ok, m = _try(alt, ctx)
+        ok, m = _try(alt, ctx) if allowed(alt) else (False, 0)
         if ok:
             out.append(Suggestion(change=f"--gpu {','.join(g.id for g in alt.gpus)}", fits=True, max_ctx_tokens=m,
                                   effect=f"a second {r.gpus[-1].id} ({r.split} split); max context {fmt_tokens(m)}"))
