@@ -468,7 +468,7 @@ def calibrate_fit_cmd(runs, out, engine, gpu, priors, name):
 
     Examples:
 
-        planner calibrate fit hwdb/runs/published.csv -o hwdb/calibrations/reference-fit.toml
+        planner calibrate fit hwdb/runs/published.csv hwdb/runs/llamacpp-h200.csv -o hwdb/calibrations/reference-fit.toml
 
         planner calibrate fit hwdb/runs/harness-h100*.csv --engine torch-cuda --gpu h100-sxm -o hwdb/calibrations/h100-harness.toml
     """

@@ -86,6 +86,15 @@ class MultiGpuRule(Strict):
     note: str = ""
 
 
+class Unsupported(Strict):
+    """A weight type the engine cannot run for an op: planner prices no kernel for it."""
+
+    op: tuple[Literal["mul_mat", "mul_mat_id"], ...]
+    weights: tuple[str, ...]
+    why: str
+    cite: str
+
+
 class PathTable(Sourced):
     id: str = ""
     engine: str
@@ -96,6 +105,11 @@ class PathTable(Sourced):
     op: tuple[OpRule, ...] = ()
     multi_gpu: tuple[MultiGpuRule, ...] = ()
     families_not_covered: dict[str, str] = Field(default_factory=dict)  # family -> why the backend does not run it
+    unsupported: tuple[Unsupported, ...] = ()
+
+    def refuses(self, op: str, storage: str) -> str | None:
+        """Why the engine has no kernel for `op` on `storage` weights, if it has none."""
+        return next((u.why for u in self.unsupported if op in u.op and type_matches(u.weights, storage)), None)
 
     def families(self) -> set[str]:
         out: set[str] = set()

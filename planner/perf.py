@@ -157,7 +157,7 @@ def pcie_bandwidth(gpus: tuple[Gpu, ...], links: LinkTable) -> tuple[float, str]
 
 
 def _class_paths(table: PathTable, op: str, storage: str, gpu: Gpu) -> ClassPaths | None:
-    if gpu.family is None or gpu.family in table.families_not_covered:
+    if gpu.family is None or gpu.family in table.families_not_covered or table.refuses(op, storage):
         return None
     segs = paths_mod.segments(table, op, storage, gpu.family)
     if any(sg.rule is None for sg in segs):

@@ -196,11 +196,12 @@ INTRO = {
     "llamacpp": "llama.cpp b11434 itself, measured by planner's llama.cpp harness (`planner calibrate run --engine "
                 "llama.cpp`, docs/calibration.md#llamacpp) on one NVIDIA H200: llama-bench and llama-batched-bench on "
                 "synthetic GGUFs with each model's exact tensors (`hwdb/runs/llamacpp-h200.csv`, raw tool output in "
-                "`hwdb/runs/llamacpp-h200.raw/`, the kernel table in `hwdb/runs/llamacpp-h200.ops.csv`). These rows "
-                "are scored **before any refit**: the profile is the one fitted to published consumer runs, so every "
-                "row here is, in effect, held out. The roles say what the next fit may use: **fit** rows "
-                "(llama-3.1-8b, qwen3-32b, qwen3.6-27b, qwen3.6-35b-a3b) and **holdout** rows (gpt-oss-20b, "
-                "gemma-4-31b), which no fit may use.",
+                "`hwdb/runs/llamacpp-h200.raw/`, the kernel table in `hwdb/runs/llamacpp-h200.ops.csv`). The speed "
+                "model prices each operation by the kernel llama.cpp runs for it (docs/kernel-paths.md). **fit** rows "
+                "(llama-3.1-8b, qwen3-32b, qwen3.6-27b, qwen3.6-35b-a3b) were fitted together with the published "
+                "runs; **holdout** rows were not: gpt-oss-20b and gemma-4-31b from the first session, and seven models "
+                "measured only for this check (llama-3.2-1b, qwen3-8b, qwen3-30b-a3b, gemma-3-27b, llama-3.1-70b, "
+                "gemma-4-26b-a4b, qwen3-next-80b-a3b).",
     "harness": "Runs of the live calibration harness (`planner calibrate run`, docs/calibration.md): a "
                "transformer in PyTorch built from each catalog model's architecture, on real H100s "
                "(`hwdb/runs/harness-h100.csv`, `hwdb/runs/harness-h100-moe.csv`) and on a machine with two H200s "
@@ -274,7 +275,7 @@ def markdown(secs: list[Section], runs_shown: str, command: str, ceilings: dict 
           "total), within bounds (efficiencies 0.02–1, overheads 0.1–500 µs). Engines without rows borrow the "
           "factors of the engine named in `[fallback]` (llama.cpp ROCm/Vulkan/Metal → llama.cpp CUDA; vLLM ROCm, "
           "SGLang, the harness → vLLM CUDA) unless they have their own.",
-          "4. `planner calibrate fit hwdb/runs/published.csv -o hwdb/calibrations/reference-fit.toml` writes the "
+          "4. `planner calibrate fit hwdb/runs/published.csv hwdb/runs/llamacpp-h200.csv -o hwdb/calibrations/reference-fit.toml` writes the "
           "shared profile (with the fit's own report in `[fit]`).",
           "5. An engine-scoped fit, `planner calibrate fit hwdb/runs/harness-h100.csv hwdb/runs/harness-h100-moe.csv "
           "--engine torch-cuda --gpu h100-sxm -o hwdb/calibrations/h100-harness.toml`, starts from `reference-fit` "

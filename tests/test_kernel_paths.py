@@ -45,6 +45,8 @@ def test_every_catalog_gpu_resolves_every_path_to_a_real_peak(catalog):
                 continue  # no published peaks yet: test_unreleased_gpus_are_not_priced_silently
             for op in ("mul_mat", "mul_mat_id"):
                 for st in sorted(types):
+                    if table.refuses(op, st):
+                        continue  # the engine has no kernel for it (the table says why)
                     for n in TOKENS:
                         rule = matmul_rule(table, op, st, gpu.family, n)
                         if rule is None:
@@ -176,12 +178,13 @@ def test_mmq_takes_over_at_nine_tokens_and_pays_its_tile(catalog):
 
 def test_f16_weights_take_cublas_at_the_fp16_tensor_peak(catalog):
     """F16 4096 x 14336 (117,440,512 B): 17 tokens and up run cuBLAS (ggml-cuda.cu:1931) at
-    989.4 TFLOP/s x float_gemm_eff 0.5: 512 tokens = max(48.93 us, 2 x 58,720,256 x 544 / 494.7e12
-    = 129.1 us) = 129.1 us (test-backend-ops: 116.7 us)."""
+    989.4 TFLOP/s x float_gemm_eff 0.5, with no tile floor (cuBLAS picks its tiles per shape):
+    512 tokens = max(48.93 us, 2 x 58,720,256 x 512 / 494.7e12 = 121.55 us) = 121.55 us
+    (test-backend-ops: 116.7 us)."""
     stage, sm, nbytes = _one_matrix(catalog, "F16")
     assert nbytes == 117_440_512
     t, name = _matmul_time(stage, sm, 512)
-    assert "cublas" in name and t == pytest.approx(129.1e-6, rel=2e-3)
+    assert "cublas" in name and t == pytest.approx(121.55e-6, rel=2e-3)
 
 
 def test_a_quantized_cache_costs_dequantization_in_the_vector_kernel_and_a_conversion_in_batches(catalog):
