@@ -66,4 +66,7 @@ run $G --models qwen3-32b --quants Q4_K_M --kv f16/f16,q8_0/q8_0 --offload '' --
 run $G --models gemma-4-31b --quants Q4_K_M --kv f16/f16 --offload '' --role holdout --fa-off-depths '' --ops ''
 run $G --models qwen3.6-27b --quants Q6_K,Q4_0,IQ4_XS --kv f16/f16 --depths 32768 --batches 1,8,32 --offload '' --fa-off-depths '' --ops ''
 run $G --models qwen3-32b --quants Q8_0 --kv f16/f16 --depths 32768 --offload '' --fa-off-depths '' --ops ''
+if [ -n "$R" ]; then  # rebuilding the committed rows: the later sessions' steps too
+  for steps in bench/llamacpp_*.steps; do source "$steps"; done
+fi
 echo "all done"

@@ -29,7 +29,8 @@ PRIOR_SIGMA = math.log(2.0)  # a prior is believed within a factor of two
 
 
 FAMILY_MIN_ROWS = 10  # fewer runs on a family: it uses its engine's factors (and its interval says so)
-FAMILY_SIGMA = math.log(1.5)  # a family's factor is believed within 1.5x of its engine's (the shrinkage prior)
+FAMILY_SIGMA = math.log(1.5)
+RUN_SIGMA = 0.15  # the scatter of one run's log error around the model (the published fit's decode p90 ~ 0.18)  # a family's factor is believed within 1.5x of its engine's (the shrinkage prior)
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ def with_values(priors: Calibration, params: list[Param], values: np.ndarray, so
     return Calibration.model_validate(d)
 
 
-def fit(priors: Calibration, rows: list[Prepared], source_key: str = "fit", max_nfev: int = 60,
+def fit(priors: Calibration, rows: list[Prepared], source_key: str = "fit", max_nfev: int = 120,
         runs_file: str = "", engine: str | None = None) -> tuple[Calibration, dict[str, Any]]:
     """Least-squares fit of the profile's factors to `rows` (all of them: pass only fit rows)."""
     try:
@@ -204,9 +205,10 @@ def fit(priors: Calibration, rows: list[Prepared], source_key: str = "fit", max_
     x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
     sigma = np.array([FAMILY_SIGMA if p.base is not None else PRIOR_SIGMA for p in params])
     # an engine-level prior weighs as 1/sqrt(rows) of a run (it only keeps unconstrained factors
-    # in place); a family's ratio prior weighs as one run at log error sigma, so a family with a
-    # handful of runs moves part of the way and one with many runs all the way
-    weight = np.array([1.0 if p.base is not None else 1 / math.sqrt(len(rows)) for p in params])
+    # in place); a family's ratio is a Gaussian prior N(0, FAMILY_SIGMA) against runs whose log
+    # errors scatter by RUN_SIGMA, so its residual is ratio x RUN_SIGMA / FAMILY_SIGMA: the
+    # posterior of a normal model, moving a family as far as its runs agree
+    weight = np.array([RUN_SIGMA / FAMILY_SIGMA if p.base is not None else 1 / math.sqrt(len(rows)) for p in params])
     meas = np.log([p.run.value for p in rows])
     sign = np.array([-1.0 if p.run.metric == "e2e_latency_s" else 1.0 for p in rows])
 
@@ -215,7 +217,7 @@ def fit(priors: Calibration, rows: list[Prepared], source_key: str = "fit", max_
         pred = np.log([max(predict(p, cal), 1e-12) for p in rows])
         return np.concatenate([(pred - meas) * sign, (x - x0) / sigma * weight])
 
-    res = least_squares(residuals, x0, bounds=(lo, hi), method="trf", x_scale=1.0, diff_step=1e-3,
+    res = least_squares(residuals, x0, bounds=(lo, hi), method="trf", x_scale="jac", diff_step=1e-3,
                         max_nfev=max_nfev)
     values = np.exp(res.x)
     info = {"method": "scipy.optimize.least_squares (trf) on log error with log-normal priors, sigma = log 2",

@@ -293,9 +293,12 @@ def markdown(secs: list[Section], runs_shown: str, command: str, ceilings: dict 
           "**Kernel-path factors.** For engines with a kernel-path table (`hwdb/paths/`, docs/kernel-paths.md), "
           "the path factors (float GEMM efficiency, GEMM minimum tokens, mat-vec dot efficiency, quantized-KV "
           "bandwidth ratio) are fitted at engine level, and every GPU architecture family seen in the fit rows gets "
-          "its own ratio to each engine-level factor (weight bandwidth, per-layer time, GEMM efficiencies, ...) with "
-          "a log-normal prior centred on 1 (sigma = log 1.5) weighted as one run: a family with a handful of runs "
-          "moves part of the way from its engine's value, one with many runs all the way.", ""]
+          "its own ratio to each engine-level factor (weight bandwidth, per-layer time, GEMM efficiencies, ...) "
+          "when it has at least 10 fit runs and the engine's runs span two families or more. Each ratio has a "
+          "log-normal prior centred on 1 (sigma = log 1.5) against runs whose log errors scatter by 0.15 (the "
+          "posterior of a normal model): a family moves away from its engine's value as far as its runs agree. "
+          "The solver is `least_squares` (trf) with Jacobian-scaled steps (`x_scale='jac'`), at most 120 "
+          "evaluations.", ""]
     seen = set()
     for sec in secs:
         if sec.cal.id in seen:
