@@ -212,10 +212,19 @@ def fit(priors: Calibration, rows: list[Prepared], source_key: str = "fit", max_
     meas = np.log([p.run.value for p in rows])
     sign = np.array([-1.0 if p.run.metric == "e2e_latency_s" else 1.0 for p in rows])
 
+    # the family ratios of one engine factor sum to zero in log space: the engine-level value is the
+    # geometric mean of its families', which is what a family with no runs of its own is given
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(params):
+        if p.base is not None:
+            groups.setdefault(p.base, []).append(i)
+    groups = {b: idx for b, idx in groups.items() if len(idx) > 1}
+
     def residuals(x):
         cal = with_values(priors, params, np.exp(x), None, "trial", "trial")
         pred = np.log([max(predict(p, cal), 1e-12) for p in rows])
-        return np.concatenate([(pred - meas) * sign, (x - x0) / sigma * weight])
+        centred = [10.0 * sum(x[i] for i in idx) / len(idx) for idx in groups.values()]
+        return np.concatenate([(pred - meas) * sign, (x - x0) / sigma * weight, centred])
 
     res = least_squares(residuals, x0, bounds=(lo, hi), method="trf", x_scale="jac", diff_step=1e-3,
                         max_nfev=max_nfev)

@@ -297,6 +297,9 @@ def markdown(secs: list[Section], runs_shown: str, command: str, ceilings: dict 
           "when it has at least 10 fit runs and the engine's runs span two families or more. Each ratio has a "
           "log-normal prior centred on 1 (sigma = log 1.5) against runs whose log errors scatter by 0.15 (the "
           "posterior of a normal model): a family moves away from its engine's value as far as its runs agree. "
+          "The ratios of one factor are held to a geometric mean of 1 (a stiff penalty on their mean log), so the "
+          "engine-level value — what a family without runs of its own uses — is the geometric mean of the "
+          "families', not the value of the family with the most runs. "
           "The solver is `least_squares` (trf) with Jacobian-scaled steps (`x_scale='jac'`), at most 120 "
           "evaluations.", ""]
     seen = set()
