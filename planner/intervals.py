@@ -79,16 +79,16 @@ def interval(table: dict[str, Bucket], engines: list[str], family: str | None, k
         own = table.get(key(engine, family, kind)) if family else None
         if own is not None and own.n >= MIN_RUNS:
             lo, hi = own.ratios()
-            return Interval(low=value * lo, high=value * hi, basis=f"{own.n} {engine} {kind} runs on {fam_name} GPUs")
+            return Interval(low=value * lo, high=value * hi, basis=f"{own.n} {engine} {kind} runs on {fam_name}")
         pooled = table.get(key(engine, None, kind))
         if pooled is not None and pooled.n >= MIN_RUNS:
             lo, hi = pooled.ratios()
             have = own.n if own is not None else 0
             return Interval(low=value * lo, high=value * hi,
-                            basis=f"{pooled.n} {engine} {kind} runs on other families ({have} on {fam_name} GPUs)")
+                            basis=f"{pooled.n} {engine} {kind} runs, {have or 'none'} on {fam_name}")
     every = table.get(key(ANY, None, kind))
     if every is not None and every.n >= MIN_RUNS:
         lo, hi = every.ratios()
         return Interval(low=value * lo, high=value * hi,
-                        basis=f"{every.n} {kind} runs of other engines (none of {engines[0]})")
+                        basis=f"{every.n} {kind} runs of all engines, none of {engines[0]}")
     return None

@@ -139,8 +139,9 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
     pre_iv = interval(cal.intervals, engines, family, "prefill", pre_tok_s) if pre_tok_s else None
     if dec_iv is None:
         notes.append(f"no measured runs behind this kind of point in profile {cal.id}: the speeds carry no interval")
-    elif "other" in dec_iv.basis:
-        notes.append(f"interval from {dec_iv.basis}: no fit of this engine on {family or 'this'} GPUs")
+    elif "," in dec_iv.basis:  # not a bucket of this engine on this family (planner.intervals.interval)
+        notes.append(f"few or no {r.engine.id} runs on {family or 'this family of'} GPUs: its speeds use the engine's "
+                     "factors over the families measured, and their intervals those runs' errors")
     return PerfEstimate(
         decode_interval=dec_iv, prefill_interval=pre_iv, kernel_paths=sm.paths,
         prompt_tokens=prompt, gen_tokens=gen, depth_tokens=depth, batch=b, prefill_tok_s=pre_tok_s, ttft_s=ttft,
