@@ -8,6 +8,7 @@ key and the value. Ids are matched case-insensitively, with aliases; an unknown 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tomllib
 from functools import cached_property
@@ -152,6 +153,25 @@ def _check_names(table: dict[str, Any], rel: str) -> None:
                                    "an alias must name one entry")
 
 
+_BRAND_WORDS = ("nvidia", "geforce", "amd", "radeon", "apple", "intel")
+
+
+def _gpu_key(text: str) -> str:
+    """A GPU name as typed, reduced to letters and digits without vendor and brand words."""
+    words = re.split(r"[^a-z0-9+]+", text.lower())
+    return "".join(w for w in words if w and w not in _BRAND_WORDS).replace("+", "")
+
+
+def _gpu_keys(g: Gpu) -> set[str]:
+    """The keys a GPU answers to: its id, aliases and name (before and inside its parentheses),
+    each also without a leading RTX/RX/GTX."""
+    head, _, rest = g.name.partition("(")
+    names = [g.id, *g.aliases, head, rest.split(",")[0].split(";")[0].rstrip(")")]
+    keys = {_gpu_key(n) for n in names if n.strip()}
+    keys |= {k[len(p):] for k in keys for p in ("rtx", "rx", "gtx") if k.startswith(p) and len(k) > len(p) + 2}
+    return {k for k in keys if k}
+
+
 class Catalog:
     """Everything in the databases, validated. Construct once; lookups are dict hits."""
 
@@ -214,7 +234,20 @@ class Catalog:
         raise did_you_mean(name, names, what)
 
     def gpu(self, name: str) -> Gpu:
-        return self._find(self.gpus, name, "gpu")
+        """A GPU by id or alias, or as people write it: any case, spaces or dashes, vendor and
+        brand words (NVIDIA, GeForce, AMD, Radeon, Apple, Intel) and the RTX/RX prefix optional,
+        or the name in the entry's parentheses ("RTX 5090", "7900 XTX", "M4 Max", "DGX Spark",
+        "Strix Halo", "H100 PCIe")."""
+        try:
+            return self._find(self.gpus, name, "gpu")
+        except PlannerError as unknown:
+            key = _gpu_key(name)
+            hits = {g.id for g in self.gpus.values() if key and key in _gpu_keys(g)}
+            if len(hits) == 1:
+                return self.gpus[hits.pop()]
+            if hits:
+                raise PlannerError(f"GPU {name!r} could be any of {', '.join(sorted(hits))}; name one") from None
+            raise unknown
 
     def model(self, name: str) -> ModelCard:
         return self._find(self.models, name, "model")

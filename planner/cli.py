@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from planner import units
 from planner.catalog import Catalog
-from planner.deployment import MAX_DRAFT_LEN, Deployment, parse_gpus, resolve
+from planner.deployment import ENGINE_FAMILIES, MAX_DRAFT_LEN, Deployment, parse_gpus, resolve
 from planner.errors import PlannerError
 from planner.atomic import target, write_atomic, write_errors
 from planner.emit import command as emit_command
@@ -334,7 +334,9 @@ def _comparison(catalog, model, gpus, max_gpus, budget, workload, ctx, batch, pr
     for s in sets:
         for g in s:
             catalog.gpu(g)  # unknown names fail here, with suggestions
-    eng = catalog.engine(engine).id if engine else None
+    # an engine family (llama.cpp, vllm, ...) is resolved per GPU set, to that set's vendor backend
+    eng = engine.strip().lower() if engine and engine.strip().lower() in ENGINE_FAMILIES else \
+        (catalog.engine(engine).id if engine else None)
     for q in _names(quant) or ():
         catalog.recipe(q)  # unknown names fail here, with suggestions
     for k in _names(kv_quant) or ():

@@ -51,22 +51,26 @@ class Deployment(Strict):
     draft_quant: str | None = None
 
 
-_GPU_TERM = re.compile(r"^\s*(?:(\d+)\s*[x*]\s*)?([A-Za-z0-9_.:\-]+)\s*$")
+_GPU_TERM = re.compile(r"^\s*(?:(\d+)(\s*[x*]\s*|x)(?=\S))?([A-Za-z0-9_.:+\- ]+?)\s*$")
+MAX_GPUS = 64
 
 
 def parse_gpus(text: str) -> tuple[str, ...]:
-    """'rtx5090' -> (rtx5090,); '2xrtx3090' -> (rtx3090, rtx3090); 'rtx5090,rtx3090ti' -> both."""
+    """'rtx5090' -> (rtx5090,); '2xrtx3090', '2x 3090', '2 x RTX 3090' -> two; 'rtx5090,rtx3090ti'
+    -> both. A leading number beyond MAX_GPUS is part of the name ('7900xtx'), not a count."""
     out: list[str] = []
     for term in text.split(","):
         if not term.strip():
             raise PlannerError(f"empty GPU name in {text!r}; write e.g. rtx5090,rtx3090ti or 2xrtx3090")
         m = _GPU_TERM.match(term)
         if not m:
-            raise PlannerError(f"cannot read GPU {term!r}; write e.g. rtx5090, 2xrtx3090")
-        n = int(m.group(1) or 1)
-        if not 1 <= n <= 64:
-            raise PlannerError(f"GPU count {n} in {term!r} is out of range (1-64)")
-        out += [m.group(2)] * n
+            raise PlannerError(f"cannot read GPU {term!r}; write e.g. rtx5090, 2xrtx3090, 2x RTX 3090")
+        n, name = int(m.group(1) or 1), m.group(3)
+        if n > MAX_GPUS:  # "7900xtx", "5070 xt": a model number, not a count
+            n, name = 1, term.strip()
+        if not 1 <= n <= MAX_GPUS:
+            raise PlannerError(f"GPU count {n} in {term!r} is out of range (1-{MAX_GPUS})")
+        out += [name] * n
     return tuple(out)
 
 
@@ -200,10 +204,28 @@ class Resolved:
         return LayerBytes(tuple(weights), tuple(experts), inp, out, mtp, vis, ffn)
 
 
+# what people call the engines: a family name resolves to that family's backend for the GPUs' vendor
+ENGINE_FAMILIES = {"llama.cpp": "llama.cpp", "llamacpp": "llama.cpp", "llama-cpp": "llama.cpp", "ollama": "llama.cpp",
+                   "lm studio": "llama.cpp", "lmstudio": "llama.cpp", "lm-studio": "llama.cpp", "vllm": "vllm",
+                   "sglang": "sglang"}
+BACKEND_OF_VENDOR = {"nvidia": "cuda", "amd": "rocm", "apple": "metal", "intel": "vulkan"}
+
+
 def pick_engine(catalog: Catalog, gpus: tuple[Gpu, ...], name: str | None, model_is_gguf: bool) -> Engine:
+    """The engine named (an id, or a family such as llama.cpp, vllm, sglang, ollama, LM Studio:
+    that family's backend for the GPUs' vendor), else llama.cpp's backend for the vendor."""
+    vendors = {g.vendor for g in gpus}
+    if name and name.strip().lower() in ENGINE_FAMILIES:
+        family = ENGINE_FAMILIES[name.strip().lower()]
+        backend = "vulkan" if len(vendors) > 1 else BACKEND_OF_VENDOR[next(iter(vendors))]
+        engine = next((e for e in catalog.engines.values() if e.family == family and e.backend == backend), None)
+        if engine is None:
+            have = ", ".join(e.id for e in catalog.engines.values() if e.family == family)
+            raise PlannerError(f"{name.strip()} has no {backend} backend for {', '.join(sorted(vendors))} GPUs here "
+                               f"(planned: {have})")
+        return engine
     if name:
         return catalog.engine(name)
-    vendors = {g.vendor for g in gpus}
     if len(vendors) > 1:
         return catalog.engine("llama.cpp-vulkan")  # the one backend that drives mixed vendors
     vendor = vendors.pop()

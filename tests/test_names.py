@@ -1,0 +1,72 @@
+"""Names as people type them (issue 16, first part): GPUs with spaces, case, vendor words and
+counts; engine families resolved to the GPU vendor's backend; `python -m planner`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from planner.catalog import Catalog
+from planner.deployment import Deployment, parse_gpus, resolve
+from planner.errors import PlannerError
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return Catalog()
+
+
+@pytest.mark.parametrize("typed, gpu_id", [
+    ("RTX 5090", "rtx5090"), ("7900 XTX", "rx7900xtx"), ("7900xtx", "rx7900xtx"), ("m4 max", "m4max"),
+    ("M4 Max", "m4max"), ("DGX Spark", "gb10"), ("Strix Halo", "strix-halo"), ("H100 PCIe", "h100-pcie"),
+    ("NVIDIA GeForce RTX 4090", "rtx4090"), ("rtx 3090 ti", "rtx3090ti"), ("3090", "rtx3090"),
+    ("A100 40GB", "a100-40gb"), ("RTX PRO 6000 Blackwell", "rtx-pro-6000-blackwell"), ("RTX A6000", "rtx-a6000"),
+    ("RTX 6000 Ada", "rtx6000-ada"), ("Radeon AI PRO R9700", "radeon-ai-pro-r9700"), ("Arc Pro B60", "arc-pro-b60"),
+    ("Ryzen AI Max+ 395", "strix-halo"), ("rtx5090", "rtx5090")])
+def test_gpu_names_as_typed(catalog, typed, gpu_id):
+    assert catalog.gpu(typed).id == gpu_id
+
+
+def test_an_unknown_gpu_name_gets_suggestions(catalog):
+    with pytest.raises(PlannerError, match="did you mean .*rtx6000ada"):
+        catalog.gpu("rtx 6000")
+
+
+@pytest.mark.parametrize("text, names", [
+    ("2x 3090", ("3090", "3090")), ("2 x RTX 3090", ("RTX 3090", "RTX 3090")), ("2xrtx3090", ("rtx3090", "rtx3090")),
+    ("7900xtx", ("7900xtx",)), ("RTX 5090,RTX 3090 Ti", ("RTX 5090", "RTX 3090 Ti")), ("3*h100", ("h100",) * 3)])
+def test_gpu_lists_with_counts_and_spaces(text, names):
+    assert parse_gpus(text) == names
+
+
+def test_a_count_beyond_the_limit_is_refused():
+    with pytest.raises(PlannerError, match="out of range"):
+        parse_gpus("0x rtx3090")
+
+
+@pytest.mark.parametrize("engine, gpu, engine_id", [
+    ("llama.cpp", "rtx4090", "llama.cpp-cuda"), ("llama.cpp", "rx7900xtx", "llama.cpp-rocm"),
+    ("llama.cpp", "m4max", "llama.cpp-metal"), ("llamacpp", "arc-pro-b60", "llama.cpp-vulkan"),
+    ("ollama", "rtx4090", "llama.cpp-cuda"), ("LM Studio", "m4max", "llama.cpp-metal"),
+    ("vllm", "rtx4090", "vllm-cuda"), ("vLLM", "mi300x", "vllm-rocm"), ("sglang", "h100-sxm", "sglang-cuda")])
+def test_engine_families_resolve_to_the_vendors_backend(catalog, engine, gpu, engine_id):
+    assert resolve(catalog, Deployment(model="llama-3.1-8b", gpus=(gpu,), engine=engine)).engine.id == engine_id
+
+
+def test_an_engine_family_without_a_backend_for_the_vendor_says_so(catalog):
+    with pytest.raises(PlannerError, match="vllm has no metal backend"):
+        resolve(catalog, Deployment(model="llama-3.1-8b", gpus=("m4max",), engine="vllm"))
+
+
+def test_mixed_vendors_take_vulkan(catalog):
+    r = resolve(catalog, Deployment(model="llama-3.1-8b", gpus=("rtx3090", "rx7900xtx"), engine="llama.cpp"))
+    assert r.engine.id == "llama.cpp-vulkan"
+
+
+def test_python_dash_m_planner_runs_the_cli():
+    res = subprocess.run([sys.executable, "-m", "planner", "fit", "llama-3.1-8b", "--gpu", "RTX 4090", "--engine",
+                          "llama.cpp", "--ctx", "8k", "--json"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert '"engine": "llama.cpp-cuda"' in res.stdout
