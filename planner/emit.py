@@ -7,8 +7,8 @@ llama.cpp: tools/server/README.md and docs/multi-gpu.md (-m, -c, -np, -ngl, -fa,
 arguments (--tp-size, --pp-size, --context-length, --kv-cache-dtype, --mem-fraction-static,
 --max-running-requests, --chunked-prefill-size).
 
-Speculative decoding: llama.cpp --spec-type draft-simple|draft-eagle3|draft-mtp (PR 22673) or
-dflash (the buun-llama-cpp fork), -md, --spec-draft-n-max, -ngld; vLLM --speculative-config
+Speculative decoding: llama.cpp --spec-type draft-simple|draft-eagle3|draft-mtp|draft-dflash
+(b11434 common/speculative.cpp:74-77), -md, --spec-draft-n-max, -ngld (common/arg.cpp:4150-4274); vLLM --speculative-config
 {"method": draft_model|mtp|eagle3|dflash, "model", "num_speculative_tokens"}; SGLang
 --speculative-algorithm STANDALONE|NEXTN|EAGLE3|DFLASH with --speculative-draft-model-path,
 --speculative-num-steps, --speculative-eagle-topk 1, --speculative-num-draft-tokens.
@@ -17,6 +17,7 @@ dflash (the buun-llama-cpp fork), -md, --spec-draft-n-max, -ngld; vLLM --specula
 from __future__ import annotations
 
 import json
+import shlex
 
 from planner.deployment import Resolved
 from planner.errors import PlannerError
@@ -60,11 +61,11 @@ def _llamacpp(r: Resolved, ctx: int) -> str:
     s = r.spec
     if s is not None:
         a += ["--spec-type", {"draft": "draft-simple", "eagle": "draft-eagle3", "mtp": "draft-mtp",
-                              "dflash": "dflash"}[s.method]]
+                              "dflash": "draft-dflash"}[s.method]]
         if s.method != "mtp":
             a += ["-md", f"{s.draft.model_name}-{s.draft.quant}.gguf".replace(" ", "-"), "-ngld", "all"]
         a += ["--spec-draft-n-max", str(s.gamma)]
-    return " ".join(a)
+    return shlex.join(a)  # file names with spaces or parentheses stay one argument
 
 
 # the same plan in each server's own flag names
@@ -87,8 +88,15 @@ def _server(r: Resolved, ctx: int, family: str) -> str:
     kv = f["kv_names"].get(r.kv_quant, r.kv_quant)
     if kv != "auto":
         a += [f["kv"], kv]
+    head = ""
     if r.quant == "fp8":
         a += ["--quantization", "fp8"]  # on-the-fly FP8 of a BF16 checkpoint
+    elif r.quant in ("awq", "gptq"):
+        # AWQ/GPTQ weights come from a checkpoint quantized that way: the engine reads the method from
+        # its config; naming it makes a BF16 checkpoint fail loudly instead of running in BF16
+        a += ["--quantization", r.quant]
+        head = (f"# {r.quant.upper()} plan: replace {a[len(f['start']) + len(f['model'])]} with a {r.quant.upper()} "
+                f"checkpoint of it (the catalog names the BF16 repository)\n")
     if r.engine.memory.gpu_memory_utilization:
         a += [f["mem"], f"{r.engine.memory.gpu_memory_utilization.value:g}"]
     a += [f["seqs"], str(r.batch)]
@@ -102,7 +110,7 @@ def _server(r: Resolved, ctx: int, family: str) -> str:
             if s.method != "mtp":
                 cfg["model"] = repo
             cfg["num_speculative_tokens"] = s.gamma
-            a += ["--speculative-config", "'" + json.dumps(cfg) + "'"]
+            a += ["--speculative-config", json.dumps(cfg)]
         else:
             a += ["--speculative-algorithm", {"draft": "STANDALONE", "eagle": "EAGLE3", "mtp": "NEXTN",
                                               "dflash": "DFLASH"}[s.method]]
@@ -110,4 +118,4 @@ def _server(r: Resolved, ctx: int, family: str) -> str:
                 a += ["--speculative-draft-model-path", repo]
             a += ["--speculative-num-steps", str(1 if s.block else s.gamma), "--speculative-eagle-topk", "1",
                   "--speculative-num-draft-tokens", str(s.gamma + 1)]
-    return " ".join(a)
+    return head + shlex.join(a)

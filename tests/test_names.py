@@ -70,3 +70,45 @@ def test_python_dash_m_planner_runs_the_cli():
                           "llama.cpp", "--ctx", "8k", "--json"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert '"engine": "llama.cpp-cuda"' in res.stdout
+
+
+# --- emitted commands -------------------------------------------------------------------------
+
+def test_llamacpp_dflash_is_draft_dflash_and_every_argument_is_quoted(catalog):
+    """b11434 spells DFlash `draft-dflash` (common/speculative.cpp:77); a draft file name with
+    spaces or parentheses must stay one shell argument."""
+    import shlex
+
+    from planner.emit import command
+
+    r = resolve(catalog, Deployment(model="qwen3.6-27b", gpus=("rtx5090",), spec="dflash", accept=0.7))
+    c = command(r, "llama.cpp", 32768)
+    argv = shlex.split(c)
+    assert argv[argv.index("--spec-type") + 1] == "draft-dflash"
+    md = argv[argv.index("-md") + 1]
+    assert md.endswith(".gguf") and shlex.join(argv) == c
+
+
+def test_vllm_awq_plan_names_its_quantization(catalog):
+    import shlex
+
+    from planner.emit import command
+
+    r = resolve(catalog, Deployment(model="qwen3.6-27b", gpus=("rtx5090",), engine="vllm", quant="awq"))
+    c = command(r, "vllm", 32768)
+    head, cmd = c.split("\n")
+    assert head.startswith("# AWQ plan: replace") and "checkpoint" in head
+    argv = shlex.split(cmd)
+    assert argv[argv.index("--quantization") + 1] == "awq"
+
+
+def test_vllm_speculative_config_is_one_argument(catalog):
+    import json
+    import shlex
+
+    from planner.emit import command
+
+    r = resolve(catalog, Deployment(model="qwen3.6-27b", gpus=("h100-sxm",), engine="vllm", spec="mtp", accept=0.8))
+    argv = shlex.split(command(r, "vllm", 32768))
+    cfg = json.loads(argv[argv.index("--speculative-config") + 1])
+    assert cfg["method"] == "mtp" and cfg["num_speculative_tokens"] >= 1
