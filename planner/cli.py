@@ -893,15 +893,56 @@ def gpus_cmd():
 
 
 @main.command("models")
+@click.option("--gpu", "gpus", default=None, help="rank the models that run on these GPUs (as --gpu of fit: rtx3090, \"2x RTX 3090\", ...)")
+@click.option("--ctx", type=TOKENS, default=None, help="context per sequence each model must fit (default 32k)")
+@click.option("--batch", type=click.IntRange(1, 65536), default=None, help="concurrent sequences (default 1)")
+@click.option("--engine", default=None, help="engine or family for every model (default: llama.cpp for the GPU vendor)")
+@click.option("--min-speed", type=FiniteFloat(min=0), default=None, help="only models decoding at least this many tok/s per stream")
+@click.option("--all", "show_all", is_flag=True, help="also list the models that do not fit, with why")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
 @friendly
-def models_cmd():
-    """List the models in the catalog.
+def models_cmd(gpus, ctx, batch, engine, min_speed, show_all, as_json):
+    """List the models in the catalog, or with --gpu, which of them run on those GPUs.
 
-    Example:
+    With --gpu every catalog model is planned as `compare` plans a GPU set: the best quant of the
+    engine's ladder (Q8_0, Q6_K, Q5_K_M, Q4_K_M for llama.cpp) that fits the context with the best
+    KV type at it, fastest first by decode tok/s per stream.
+
+    Examples:
 
         planner models
+
+        planner models --gpu rtx3090 --ctx 32k --min-speed 20
     """
-    click.echo(render.model_table(Catalog()))
+    from dataclasses import replace as dc_replace
+
+    from planner import compare as cmp
+
+    catalog = Catalog()
+    if not gpus:
+        if any(x is not None for x in (ctx, batch, engine, min_speed)) or show_all:
+            raise PlannerError("--ctx, --batch, --engine, --min-speed and --all rank models on GPUs: give --gpu")
+        if as_json:
+            click.echo(json.dumps([{"id": m.id, "name": m.name, "params": m.arch.params(),
+                                    "native_ctx_tokens": m.arch.max_position_embeddings}
+                                   for m in sorted(catalog.models.values(), key=lambda m: m.id)], indent=2))
+            return
+        click.echo(render.model_table(catalog))
+        return
+    names = parse_gpus(gpus)
+    for g in names:
+        catalog.gpu(g)  # unknown names fail here, with suggestions
+    eng = engine.strip().lower() if engine and engine.strip().lower() in ENGINE_FAMILIES else \
+        (catalog.engine(engine).id if engine else None)
+    w = cmp.WORKLOADS["chat"]
+    w = dc_replace(w, ctx_tokens=ctx or w.ctx_tokens, batch=batch or w.batch)
+    rows = cmp.runnable_models(catalog, names, w, catalog.calibration(None, eng), eng)
+    if min_speed is not None:
+        rows = [m for m in rows if m.entry.status != "fits" or (m.entry.decode_tok_s or 0) >= min_speed]
+    if as_json:
+        click.echo(json.dumps([{"model": m.model, "params": m.params, **m.entry.model_dump()} for m in rows], indent=2))
+        return
+    click.echo(render.runnable_table(rows, w, show_all))
 
 
 @main.command("drafts")

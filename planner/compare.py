@@ -273,3 +273,31 @@ def _plan_set(catalog, card, gpus, w: Workload, cal, quants, kvs, engine_name, s
         prefill_tok_s=p.prefill_tok_s, ttft_s=p.ttft_s, decode_bound=p.decode_bound, speed_tok_s=speed,
         price_usd=price, price_basis=basis, tok_s_per_kusd=speed / price * 1000 if price else None, power_w=power,
         tok_s_per_w=speed / power if power else None, pareto=False, options=tuple(options))
+
+
+class ModelFit(Strict):
+    """One catalog model on a given GPU set: its best quant and KV type that fit, and their speed."""
+
+    model: str
+    name: str
+    params: int
+    entry: Entry
+
+
+def runnable_models(catalog: Catalog, gpus: tuple[str, ...], workload: Workload, cal, engine: str | None = None,
+                    split: str | None = None) -> list[ModelFit]:
+    """Every catalog model planned on `gpus` as `compare` plans a GPU set (the best quant of the
+    engine's ladder that fits with the best KV type at it), fastest first by the workload's
+    metric; models that do not fit follow, largest last."""
+    out = []
+    for card in sorted(catalog.models.values(), key=lambda m: m.id):
+        e = _plan_set(catalog, card, gpus, workload, cal, None, None, engine, split, None)
+        native = card.arch.max_position_embeddings
+        if e.status == "fits" and native < workload.ctx_tokens:  # it cannot hold the context asked at all
+            e = e.model_copy(update={"status": "no-fit", "reason": f"its native context is {native:,} tokens, "
+                                     f"shorter than the {workload.ctx_tokens:,} asked"})
+        out.append(ModelFit(model=card.id, name=card.name, params=card.arch.params(), entry=e))
+    fits = sorted((m for m in out if m.entry.status == "fits"), key=lambda m: -(m.entry.speed_tok_s or 0))
+    rest = sorted((m for m in out if m.entry.status != "fits"), key=lambda m: m.params)
+    ranked = [m.model_copy(update={"entry": m.entry.model_copy(update={"rank": i})}) for i, m in enumerate(fits, 1)]
+    return ranked + rest

@@ -164,6 +164,27 @@ def model_table(c: Catalog) -> str:
     return "\n".join(rows)
 
 
+def runnable_table(rows, w, show_all: bool) -> str:
+    """`planner models --gpu`: the models that fit, fastest first (and with --all, the others)."""
+    fits = [m for m in rows if m.entry.status == "fits"]
+    label = rows[0].entry.label if rows else ""
+    out = [f"catalog models on {label} at {fmt_tokens(w.ctx_tokens)} tokens of context, batch {w.batch} "
+           f"(best quant that fits; decode tok/s per stream):", "",
+           f"{'rank':>4}  {'model':<22}{'params':>8}  {'quant':<8}{'KV':<6}{'max ctx':>10}{'decode':>8}{'prefill':>9}"]
+    for m in fits:
+        e = m.entry
+        out.append(f"{e.rank:>4}  {m.model:<22}{fmt_params(m.params):>8}  {e.quant:<8}{e.kv_quant:<6}"
+                   f"{e.max_ctx_tokens or 0:>10,}{_num(e.decode_tok_s, '.1f'):>8}{_num(e.prefill_tok_s, ',.0f'):>9}")
+    if not fits:
+        out.append("  (none fits: try a shorter --ctx, more GPUs, or --all for the reasons)")
+    rest = [m for m in rows if m.entry.status != "fits"]
+    if show_all and rest:
+        out += ["", "do not run here:"] + [f"  {m.model:<22}{fmt_params(m.params):>8}  {m.entry.reason}" for m in rest]
+    elif rest:
+        out += ["", f"{len(rest)} more do not fit at this context (--all lists them, with why)"]
+    return "\n".join(out)
+
+
 def engine_table(c: Catalog) -> str:
     rows = [f"{'id':<18}{'formats':<13}{'default quant':<15}{'KV types'}"]
     for eid, e in sorted(c.engines.items()):

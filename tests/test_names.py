@@ -112,3 +112,47 @@ def test_vllm_speculative_config_is_one_argument(catalog):
     argv = shlex.split(command(r, "vllm", 32768))
     cfg = json.loads(argv[argv.index("--speculative-config") + 1])
     assert cfg["method"] == "mtp" and cfg["num_speculative_tokens"] >= 1
+
+
+# --- "what can I run on this box?" -------------------------------------------------------------
+
+def test_models_on_a_gpu_are_plans_that_fit_fastest_first(catalog):
+    """Every ranked model, re-planned by `fit` at its quant, KV type and the context asked, fits;
+    the ranking is by decode tok/s per stream; a model whose native context is shorter than the
+    context asked is not ranked."""
+    from dataclasses import replace as dc_replace
+
+    from planner import compare as cmp
+    from planner.fit import fit
+
+    w = dc_replace(cmp.WORKLOADS["chat"], ctx_tokens=32768)
+    rows = cmp.runnable_models(catalog, ("rtx3090",), w, catalog.calibration(None))
+    ranked = [m for m in rows if m.entry.status == "fits"]
+    assert ranked and [m.entry.rank for m in ranked] == list(range(1, len(ranked) + 1))
+    speeds = [m.entry.decode_tok_s for m in ranked]
+    assert speeds == sorted(speeds, reverse=True)
+    for m in ranked:
+        r = resolve(catalog, Deployment(model=m.model, gpus=("rtx3090",), quant=m.entry.quant,
+                                        kv_quant=m.entry.kv_quant, ctx_tokens=32768))
+        assert fit(catalog, r).fits, m.model
+    short = {m.model: m for m in rows}["llama-2-7b"]  # 4,096 tokens native
+    assert short.entry.status == "no-fit" and "native context" in short.entry.reason
+
+
+def test_models_cli(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from planner.cli import main
+
+    res = CliRunner().invoke(main, ["models", "--gpu", "RTX 3090", "--ctx", "8k", "--min-speed", "50", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert all(r["decode_tok_s"] >= 50 for r in rows if r["status"] == "fits")
+    res = CliRunner().invoke(main, ["models", "--gpu", "rtx3090", "--ctx", "8k"])
+    assert res.exit_code == 0 and "catalog models on rtx3090" in res.output
+    res = CliRunner().invoke(main, ["models", "--ctx", "8k"])
+    assert res.exit_code == 2 and res.output.strip().count("\n") == 0 and "give --gpu" in res.output
+    res = CliRunner().invoke(main, ["models", "--json"])
+    assert res.exit_code == 0 and len(json.loads(res.output)) >= 20
