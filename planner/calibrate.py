@@ -28,6 +28,8 @@ from planner.schema import Quantity
 PRIOR_SIGMA = math.log(2.0)  # a prior is believed within a factor of two
 
 
+RATIO_BOUND = 20.0  # a family's factor lies within 20x of its engine's
+CENTRE_WEIGHT = 10.0  # the stiffness holding one factor's family ratios to a geometric mean of 1
 FAMILY_MIN_ROWS = 10  # fewer runs on a family: it uses its engine's factors (and its interval says so)
 FAMILY_SIGMA = math.log(1.5)
 RUN_SIGMA = 0.15  # the scatter of one run's log error around the model (the published fit's decode p90 ~ 0.18)  # a family's factor is believed within 1.5x of its engine's (the shrinkage prior)
@@ -199,9 +201,8 @@ def fit(priors: Calibration, rows: list[Prepared], source_key: str = "fit", max_
         raise PlannerError("no runs to fit")
     params = parameters(priors, rows, engine)
     x0 = np.log([p.prior for p in params])
-    lo = np.log([p.lo / 20 if p.base is not None else p.lo for p in params])  # family ratios: within 20x
-    hi = np.log([20.0 if p.base is not None else p.hi for p in params])
-    lo = np.where([p.base is not None for p in params], np.log(1 / 20), lo)
+    lo = np.log([1 / RATIO_BOUND if p.base is not None else p.lo for p in params])
+    hi = np.log([RATIO_BOUND if p.base is not None else p.hi for p in params])
     x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
     sigma = np.array([FAMILY_SIGMA if p.base is not None else PRIOR_SIGMA for p in params])
     # an engine-level prior weighs as 1/sqrt(rows) of a run (it only keeps unconstrained factors
@@ -223,7 +224,7 @@ def fit(priors: Calibration, rows: list[Prepared], source_key: str = "fit", max_
     def residuals(x):
         cal = with_values(priors, params, np.exp(x), None, "trial", "trial")
         pred = np.log([max(predict(p, cal), 1e-12) for p in rows])
-        centred = [10.0 * sum(x[i] for i in idx) / len(idx) for idx in groups.values()]
+        centred = [CENTRE_WEIGHT * sum(x[i] for i in idx) / len(idx) for idx in groups.values()]
         return np.concatenate([(pred - meas) * sign, (x - x0) / sigma * weight, centred])
 
     res = least_squares(residuals, x0, bounds=(lo, hi), method="trf", x_scale="jac", diff_step=1e-3,

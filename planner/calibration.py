@@ -26,22 +26,6 @@ class AttentionEfficiency(Strict):
     prefill_eff: Quantity  # ratio of peak compute in prefill attention
 
 
-# factors a kernel-path engine (hwdb/paths/) may hold per architecture family; each falls back
-# to the engine's own value, then to the default named here (docs/kernel-paths.md#efficiencies)
-PATH_FACTORS = {
-    "weight_bw_eff": "weight_bw_eff",  # mat-vec kernels: ratio of peak bandwidth
-    "layer_overhead": "layer_overhead",
-    "gemm_eff": "gemm_eff",  # quantized GEMM (MMQ): ratio of the path's peak
-    "float_gemm_eff": "gemm_eff",  # float GEMM (cuBLAS, MMF): ratio of the FP16 tensor peak
-    "gemm_min_tokens": None,  # a GEMM costs at least as much as this many extra columns (tile fill, staging)
-    "dot_eff": None,  # mat-vec compute: ratio of the INT8 dot (quantized) or FP32 (float) peak
-    "kv_quant_bw_eff": None,  # vector flash attention on a quantized cache: bandwidth ratio against an f16 cache
-    "moe_layer_overhead": None,
-    "linear_layer_overhead": None,
-    "host_copy_eff": None,  # host-RAM weights streamed to the GPU for a large batch: ratio of the PCIe link
-}
-
-
 class FamilyEfficiency(Strict):
     """One engine's factors on one GPU architecture family (kernel-path engines)."""
 
@@ -115,7 +99,6 @@ class Efficiency:
     dot: float = 1.0
     kv_quant_bw: float = 1.0
     host_copy: float = 1.0  # host-RAM weights streamed over PCIe: ratio of the link
-    family: str | None = None  # the family whose own factors were found (None: engine-level only)
     ideal: bool = False  # the physical bound: every kernel's memory and arithmetic overlap perfectly
 
 
@@ -145,15 +128,13 @@ def efficiency_for(cal: Calibration, engine_id: str, flash_attention: bool, fami
     att = e.attention[fa] if e.attention and fa in e.attention else cal.attention[fa]
     fam = e.families.get(family) if family else None
 
-    def factor(name: str, engine_default: Quantity | None = None, default: float | None = None) -> float:
-        """The family's value, else the engine's, else `engine_default`, else `default`."""
+    def factor(name: str, engine_default: Quantity | None = None) -> float:
+        """The family's value, else the engine's, else `engine_default`, else PATH_DEFAULTS."""
         for holder in (fam, e):
             q = getattr(holder, name, None) if holder is not None else None
             if q is not None:
                 return q.si
-        if engine_default is not None:
-            return engine_default.si
-        return PATH_DEFAULTS.get(name, 0.0) if default is None else default
+        return engine_default.si if engine_default is not None else PATH_DEFAULTS[name]
 
     return Efficiency(
         calibration=cal.id, engine_source=src, weight_bw=factor("weight_bw_eff"), layer_overhead_s=factor("layer_overhead"),
@@ -164,4 +145,4 @@ def efficiency_for(cal: Calibration, engine_id: str, flash_attention: bool, fami
         moe_layer_overhead_s=factor("moe_layer_overhead", cal.moe_layer_overhead),
         linear_layer_overhead_s=factor("linear_layer_overhead", cal.linear_layer_overhead),
         float_gemm=factor("float_gemm_eff", e.gemm_eff), gemm_min_tokens=factor("gemm_min_tokens"),
-        dot=factor("dot_eff"), kv_quant_bw=factor("kv_quant_bw_eff"), host_copy=factor("host_copy_eff"), family=family if fam is not None else None)
+        dot=factor("dot_eff"), kv_quant_bw=factor("kv_quant_bw_eff"), host_copy=factor("host_copy_eff"))

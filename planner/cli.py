@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from planner import units
 from planner.catalog import Catalog
-from planner.deployment import ENGINE_FAMILIES, MAX_DRAFT_LEN, Deployment, parse_gpus, resolve
+from planner.deployment import MAX_DRAFT_LEN, Deployment, engine_name, parse_gpus, resolve
 from planner.errors import PlannerError
 from planner.atomic import target, write_atomic, write_errors
 from planner.emit import command as emit_command
@@ -334,9 +334,7 @@ def _comparison(catalog, model, gpus, max_gpus, budget, workload, ctx, batch, pr
     for s in sets:
         for g in s:
             catalog.gpu(g)  # unknown names fail here, with suggestions
-    # an engine family (llama.cpp, vllm, ...) is resolved per GPU set, to that set's vendor backend
-    eng = engine.strip().lower() if engine and engine.strip().lower() in ENGINE_FAMILIES else \
-        (catalog.engine(engine).id if engine else None)
+    eng = engine_name(catalog, engine)  # a family (llama.cpp, vllm, ...) resolves per GPU set
     for q in _names(quant) or ():
         catalog.recipe(q)  # unknown names fail here, with suggestions
     for k in _names(kv_quant) or ():
@@ -932,8 +930,7 @@ def models_cmd(gpus, ctx, batch, engine, min_speed, show_all, as_json):
     names = parse_gpus(gpus)
     for g in names:
         catalog.gpu(g)  # unknown names fail here, with suggestions
-    eng = engine.strip().lower() if engine and engine.strip().lower() in ENGINE_FAMILIES else \
-        (catalog.engine(engine).id if engine else None)
+    eng = engine_name(catalog, engine)
     w = cmp.WORKLOADS["chat"]
     w = dc_replace(w, ctx_tokens=ctx or w.ctx_tokens, batch=batch or w.batch)
     rows = cmp.runnable_models(catalog, names, w, catalog.calibration(None, eng), eng)

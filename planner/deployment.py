@@ -211,6 +211,16 @@ ENGINE_FAMILIES = {"llama.cpp": "llama.cpp", "llamacpp": "llama.cpp", "llama-cpp
 BACKEND_OF_VENDOR = {"nvidia": "cuda", "amd": "rocm", "apple": "metal", "intel": "vulkan"}
 
 
+def engine_name(catalog: Catalog, text: str | None) -> str | None:
+    """An --engine value checked: an engine id, or a family name (kept as a family: it resolves
+    per GPU set, in pick_engine)."""
+    if not text:
+        return None
+    if text.strip().lower() in ENGINE_FAMILIES:
+        return text.strip().lower()
+    return catalog.engine(text).id
+
+
 def pick_engine(catalog: Catalog, gpus: tuple[Gpu, ...], name: str | None, model_is_gguf: bool) -> Engine:
     """The engine named (an id, or a family such as llama.cpp, vllm, sglang, ollama, LM Studio:
     that family's backend for the GPUs' vendor), else llama.cpp's backend for the vendor."""

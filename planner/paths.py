@@ -19,9 +19,7 @@ from pydantic import Field
 
 from planner.schema import Sourced, Strict
 
-# the GpuSpecs field each ceiling name reads (memory_bandwidth: the memory system)
-CEILINGS = ("memory_bandwidth", "int8_tensor", "int8_dot", "fp16_tensor", "fp16_tensor_fp32acc", "fp32_vector",
-            "fp16_vector", "fp8_tensor", "fp4_tensor")
+# the GpuSpecs field a kernel is bound by (memory_bandwidth: the memory system)
 Ceiling = Literal["memory_bandwidth", "int8_tensor", "int8_dot", "fp16_tensor", "fp16_tensor_fp32acc", "fp32_vector",
                   "fp16_vector", "fp8_tensor", "fp4_tensor"]
 FLOAT_TYPES = ("f32", "f16", "bf16")

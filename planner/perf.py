@@ -21,17 +21,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner import paths as paths_mod
 from planner.calibration import Efficiency
 from planner.deployment import Resolved
 from planner.hardware import Gpu, HostMemory, LinkTable
 from planner.memory import layer_devices, output_device, shares
-from planner.paths import PathTable
+from planner.paths import FLOAT_TYPES, PathTable, attention_rule, segments
 from planner.schema import Strict
 
 KERNELS = ("float", "legacy", "kquant", "iquant", "fp8", "fp4", "int4")
 K = len(KERNELS)
-SIMPSON = (1 / 6, 4 / 6, 1 / 6)  # weights of start, middle, end of a phase whose depth grows
+SIMPSON = (1 / 6, 4 / 6, 1 / 6)
+F16_BYTES = 2  # a batched flash-attention kernel converts a quantized cache to f16 first
+MAX_VEC_TOKENS = 64  # query tokens per sequence searched for the vector attention kernel's range
+MINOR_CLASS_SHARE = 0.01  # weight classes under this share of a stage's weights need no published peak  # weights of start, middle, end of a phase whose depth grows
 
 
 @dataclass(frozen=True)
@@ -159,10 +161,10 @@ def pcie_bandwidth(gpus: tuple[Gpu, ...], links: LinkTable) -> tuple[float, str]
 def _class_paths(table: PathTable, op: str, storage: str, gpu: Gpu) -> ClassPaths | None:
     if gpu.family is None or gpu.family in table.families_not_covered or table.refuses(op, storage):
         return None
-    segs = paths_mod.segments(table, op, storage, gpu.family)
+    segs = segments(table, op, storage, gpu.family)
     if any(sg.rule is None for sg in segs):
         return None  # a token range no rule covers: the table does not describe this case
-    floats = storage.lower() in paths_mod.FLOAT_TYPES
+    floats = storage.lower() in FLOAT_TYPES
 
     def compute_peak(rule) -> float:
         ceiling = rule.ceiling_for(gpu.family)
@@ -270,23 +272,23 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         return tuple(out)
 
     kv_name = r.kv_quant.lower()
-    kv_quant = kv_name not in paths_mod.FLOAT_TYPES
+    kv_quant = kv_name not in FLOAT_TYPES
 
     def attn_paths(gpu: Gpu | None) -> dict:
         if table is None or gpu is None:
             return {}
         def is_vec(q: int) -> bool:
-            rule = paths_mod.attention_rule(table, gpu.family, q, kv_name, r.flash_attention)
+            rule = attention_rule(table, gpu.family, q, kv_name, r.flash_attention)
             return rule is not None and rule.kernel.endswith("vec")
 
         vec_max = 0  # the vector kernel covers 1..vec_max query tokens (a contiguous range from 1)
-        while vec_max < 64 and is_vec(vec_max + 1):
+        while vec_max < MAX_VEC_TOKENS and is_vec(vec_max + 1):
             vec_max += 1
         vec_max = vec_max or -1
-        big = paths_mod.attention_rule(table, gpu.family, max(r.ubatch_tokens, 2), kv_name, r.flash_attention)
+        big = attention_rule(table, gpu.family, max(r.ubatch_tokens, 2), kv_name, r.flash_attention)
         return dict(attn_vec_max=float(vec_max),
                     attn_convert=bool(big is not None and kv_quant and big.kv_conversion == "to_f16"),
-                    kv_quantized=kv_quant, kv_f16_per_byte=2.0 / max(r.kv_bytes_per_value, 1e-9))
+                    kv_quantized=kv_quant, kv_f16_per_byte=F16_BYTES / max(r.kv_bytes_per_value, 1e-9))
 
     def stage(name: str, kind: str, gpu: Gpu | None, bw: float, a: dict, frac: float) -> Stage:
         peaks = np.array([_peak(gpu, kern.gemm_peaks.get(k, kern.gemm_peaks.get("float", ()))) if gpu else math.inf
@@ -328,7 +330,7 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         # stage's weights, such as an f32 router, are priced by their bytes where the peak is unpublished)
         def needed(s: Stage, c: int) -> bool:
             total = float(np.sum(s.w_params + s.e_params + s.head_params)) or 1.0
-            return (s.w_params[c] + s.e_params[c] + s.head_params[c]) / total >= 0.01
+            return (s.w_params[c] + s.e_params[c] + s.head_params[c]) / total >= MINOR_CLASS_SHARE
 
         compute_known = all(np.all(np.isfinite(p.peak[p.gemm])) for s in stages
                             for c, p in (*enumerate(s.dense_paths), *enumerate(s.expert_paths))

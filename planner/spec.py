@@ -421,7 +421,7 @@ def _first(mask: np.ndarray, values: np.ndarray) -> int | None:
 
 def estimate_spec(catalog: Catalog, r, base, cal, sweep: bool = False) -> SpecEstimate:
     """Speculative decoding speed of deployment `r` (with r.spec) next to its plain estimate `base`."""
-    from planner.perf import decode_step_time, prefill_time, step
+    from planner.perf import decode_step_time, prefill_time
 
     s: SpecPlan = r.spec
     m = compile_spec(catalog, r, cal)

@@ -255,7 +255,7 @@ def test_recipe_totals_are_the_sum_of_the_tensors():
     for card in c.models.values():
         arch = card.arch
         for rec in c.recipes.recipes.values():
-            assert recipe_total(c, arch, rec) == sum(w.bytes for w in recipe_weights(c, arch, rec)), (model, rec)
+            assert recipe_total(c, arch, rec) == sum(w.bytes for w in recipe_weights(c, arch, rec)), (card.id, rec)
 
 
 def _types_tensor_by_tensor(arch, recipe, types):

@@ -86,8 +86,7 @@ def test_unreleased_gpus_are_not_priced_silently(catalog):
     for gpu in (g for g in catalog.gpus.values() if g.status == "unreleased"):
         r = resolve(catalog, Deployment(model="llama-3.1-8b", gpus=(gpu.id,)))
         p = estimate(catalog, r, 4096)
-        if p.prefill_tok_s is None:
-            assert any("prefill speed not predicted" in n for n in p.notes), (gpu.id, p.notes)
+        assert p.prefill_tok_s is None and any("prefill speed not predicted" in n for n in p.notes), (gpu.id, p.notes)
 
 
 def test_a_missing_peak_refuses_prefill(catalog):
