@@ -15,7 +15,11 @@ from typing import Any, Literal
 
 from planner.errors import PlannerError
 
-AttnKind = Literal["full", "sliding", "mla", "linear"]
+# full / sliding / mla: softmax attention with a KV cache. The others hold a constant state per
+# sequence instead: linear (Gated DeltaNet, KDA, lightning attention), mamba (Mamba-1/2 SSM),
+# conv (LFM2 short convolution); none: a block with no token mixer (Nemotron-H MLP/MoE blocks).
+AttnKind = Literal["full", "sliding", "mla", "linear", "mamba", "conv", "none"]
+SOFTMAX_KINDS = ("full", "sliding", "mla")
 # Roles follow llama.cpp's quantization categories (src/llama-quant.cpp tensor_get_category).
 Role = Literal[
     "token_embd", "output", "attn_q", "attn_k", "attn_v", "attn_output", "attn_qkv",
@@ -54,9 +58,14 @@ class AttnLayer:
     conv_state_elems: int = 0
 
     @property
+    def softmax(self) -> bool:
+        """Softmax attention over cached tokens (the cost that grows with context)."""
+        return self.kind in SOFTMAX_KINDS
+
+    @property
     def kv_elems_per_token(self) -> int:
         """Cached values per token in this layer: K and V for each KV head, or the MLA latent."""
-        if self.kv_shared or self.kind == "linear":
+        if self.kv_shared or not self.softmax:
             return 0
         if self.kind == "mla":
             return self.mla_cache_dim + self.indexer_cache_dim
@@ -78,10 +87,18 @@ class Architecture:
     mtp_layers: int = 0
     n_vision_params: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    family: str = ""  # planner.families: the rules this config was read with
 
     @property
     def n_layers(self) -> int:
         return len(self.layers)
+
+    def layer_kinds(self) -> dict[str, int]:
+        """How many layers of each kind (full, sliding, mla, linear, mamba, conv, none)."""
+        out: dict[str, int] = {}
+        for a in self.layers:
+            out[a.kind] = out.get(a.kind, 0) + 1
+        return out
 
     def params(self, groups: tuple[Group, ...] = ("text",)) -> int:
         return sum(t.params for t in self.tensors if t.group in groups)
@@ -260,8 +277,15 @@ def parse_config(cfg: dict[str, Any]) -> Architecture:
     if not isinstance(mt, str):
         raise PlannerError(f"config key 'model_type': expected a string, got {mt!r}")
     tc = dict(tc, model_type=mt) if "model_type" in tc else tc
+    from planner.families import family_of
+
+    fam = family_of(mt, cfg.get("architectures"))
     try:
-        return _parse(cfg, tc, mt)
+        if fam.reader != "generic":
+            from planner.hybrids import READERS
+
+            return READERS[fam.reader](cfg, tc, mt)
+        return _parse(cfg, tc, mt, fam.id)
     except PlannerError:
         raise
     except (TypeError, ValueError, AttributeError, KeyError, IndexError, ZeroDivisionError, OverflowError) as e:
@@ -276,7 +300,21 @@ def _positive(cfg: dict[str, Any], value: int, *names: str) -> int:
     return value
 
 
-def _parse(cfg: dict[str, Any], tc: dict[str, Any], mt: str) -> Architecture:
+# Fields configs use for the trained context, most specific first (HF names: Llama/Qwen
+# max_position_embeddings, MPT/Falcon max_seq_len / max_sequence_length, ChatGLM seq_length,
+# GPT-2 n_positions, tokenizer-style model_max_length)
+CONTEXT_KEYS = ("max_position_embeddings", "max_sequence_length", "max_seq_len", "seq_length", "n_positions",
+                "model_max_length")
+DEFAULT_CONTEXT = 4096  # configs that state no context at all (noted in docs/data.md)
+
+
+def native_context(tc: dict[str, Any]) -> int:
+    """The trained context the config states (the first of CONTEXT_KEYS it sets). A rope_scaling
+    extension (YaRN) is not added: llama.cpp's n_ctx_train is this value too."""
+    return _int(tc, *CONTEXT_KEYS, default=DEFAULT_CONTEXT)
+
+
+def _parse(cfg: dict[str, Any], tc: dict[str, Any], mt: str, family: str = "") -> Architecture:
     h = _positive(tc, _need_int(tc, "hidden_size", "d_model", "n_embd"), "hidden_size", "d_model", "n_embd")
     n_layers = _positive(tc, _need_int(tc, "num_hidden_layers", "n_layer", "num_layers"), "num_hidden_layers",
                          "n_layer", "num_layers")
@@ -287,7 +325,7 @@ def _parse(cfg: dict[str, Any], tc: dict[str, Any], mt: str) -> Architecture:
     n_kv = _positive(tc, _int(tc, "num_key_value_heads", default=n_heads), "num_key_value_heads")
     head_dim = _positive(tc, _int(tc, "head_dim", default=h // n_heads), "head_dim")
     vocab = _positive(tc, _need_int(tc, "vocab_size"), "vocab_size")
-    max_pos = _int(tc, "max_position_embeddings", "max_sequence_length", "seq_length", default=4096)
+    max_pos = native_context(tc)
     tied = _bool(tc, "tie_word_embeddings", default=_bool(cfg, "tie_word_embeddings"))
     inter = _int(tc, "intermediate_size", "ffn_hidden_size", default=4 * h)
     n_experts = _int(tc, "num_experts", "n_routed_experts", "num_local_experts", default=0)
@@ -373,6 +411,7 @@ def _parse(cfg: dict[str, Any], tc: dict[str, Any], mt: str) -> Architecture:
         mtp_layers=mtp,
         n_vision_params=vision,
         notes=tuple(notes),
+        family=family,
     )
 
 

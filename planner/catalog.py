@@ -250,7 +250,17 @@ class Catalog:
             raise unknown
 
     def model(self, name: str) -> ModelCard:
-        return self._find(self.models, name, "model")
+        """A model by id, alias or Hugging Face repository id (any case)."""
+        key = name.strip().lower()
+        hit = next((m for m in self.models.values() if m.hf_repo.lower() == key), None)
+        return hit if hit is not None else self._find(self.models, name, "model")
+
+    def has_model(self, name: str) -> bool:
+        try:
+            self.model(name)
+        except PlannerError:
+            return False
+        return True
 
     def draft(self, name: str) -> DraftCard:
         return self._find(self.drafts, name, "draft")

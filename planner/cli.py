@@ -24,7 +24,7 @@ from planner.emit import command as emit_command
 from planner.compare import WORKLOADS
 from planner.fit import fit
 from planner.memory import with_
-from planner.localfile import is_local, load_config_json, load_gguf
+from planner.localfile import is_hf_id, is_local, load_config_json, load_gguf, load_hf_id
 from planner import harness, render
 
 
@@ -178,9 +178,12 @@ def _stack(options):
 deployment_options = _stack(_DEPLOYMENT_OPTIONS)  # one deployment and workload: fit, report and the plots
 
 
-def load_model(model: str, quant: str | None):
-    """A catalog id, or a local config.json / .gguf: (card or None for a catalog id, GGUF weights or None)."""
+def load_model(model: str, quant: str | None, catalog: Catalog | None = None):
+    """A catalog id, a local config.json / .gguf, or a Hugging Face id the catalog does not hold
+    (read from the local Hugging Face cache): (card or None for a catalog id, GGUF weights or None)."""
     if not is_local(model):
+        if is_hf_id(model) and not (catalog or Catalog()).has_model(model):
+            return load_hf_id(model), None
         return None, None
     p = Path(model)
     if not p.exists():
@@ -195,7 +198,7 @@ def load_model(model: str, quant: str | None):
 def build(catalog: Catalog, model, gpu, ctx, quant, kv_quant, engine, split, tensor_split, batch, ubatch, gpu_layers,
           cpu_moe, host, host_ram, flash_attn, spec, accept, accept_len, draft_len, draft_quant, **_):
     """The Resolved deployment the options describe."""
-    card, file_weights = load_model(model, quant)
+    card, file_weights = load_model(model, quant, catalog)
     ts, balance = None, None
     if tensor_split in ("memory", "speed"):
         balance = tensor_split
@@ -323,7 +326,7 @@ def _comparison(catalog, model, gpus, max_gpus, budget, workload, ctx, batch, pr
 
     from planner import compare as cmp
 
-    card, file_weights = load_model(model, None)
+    card, file_weights = load_model(model, None, catalog)
     if file_weights is not None:
         raise PlannerError("compare plans recipes: give a catalog id or a config.json, not a .gguf file")
     card = card or catalog.model(model)
@@ -620,7 +623,7 @@ def calibrate_gguf_cmd(model, quant, out, seed, header_only):
     from planner import synth
 
     catalog = Catalog()
-    card = load_model(model, None)[0] or catalog.model(model)
+    card = load_model(model, None, catalog)[0] or catalog.model(model)
     lay = synth.layout(catalog, card, quant)
     if header_only:
         click.echo(json.dumps({"arch": lay.arch, "tensor_bytes": lay.tensor_bytes,
@@ -687,7 +690,7 @@ def calibrate_run_cmd(engine_name, llama_bin, models, quants, grid, kv, gen, fa_
                                    ops, work, backend, threads, engine_id, keep_gguf, reingest, out, gpu, role, tag, repeats)
 
     catalog = Catalog()
-    card = load_model(model, None)[0] or catalog.model(model)
+    card = load_model(model, None, catalog)[0] or catalog.model(model)
     model_id = model if is_local(model) else card.id
     arch = card.arch
     harness.supported(arch)  # refused before asking for PyTorch: the answer does not depend on it
@@ -790,7 +793,7 @@ def _calibrate_llamacpp(llama_bin, models, quants, grid_name, prompts, depths, b
     g = g.model_copy(update=upd)
     plan = []
     for mid in [m.strip() for m in models.split(",") if m.strip()]:
-        card = load_model(mid, None)[0] or catalog.model(mid)
+        card = load_model(mid, None, catalog)[0] or catalog.model(mid)
         model_id = mid if is_local(mid) else card.id
         label = card.id
         for q in g.quants:

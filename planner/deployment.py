@@ -15,6 +15,7 @@ from pydantic import Field
 
 from planner.arch import Architecture, Tensor
 from planner.catalog import Catalog, ModelCard
+from planner.checkpoint import checkpoint_quant, checkpoint_recipe
 from planner.errors import PlannerError
 from planner.hardware import Engine, Gpu, HostMemory
 from planner.quant import TensorClasses, assign_types, recipe_bytes, tensor_bytes, tensor_classes
@@ -174,6 +175,7 @@ class Resolved:
     # without --host-ram: the most RAM the host (--host, else DEFAULT_HOST) holds, and that host's id
     host_max_bytes: int | None = None
     host_max_from: str = ""
+    notes: tuple[str, ...] = ()  # said with every answer about this deployment (a what-if quant, ...)
 
     @cached_property
     def layer_bytes(self) -> LayerBytes:
@@ -284,13 +286,22 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         raise PlannerError("unified-memory machines cannot be combined with other GPUs in one deployment")
 
     # weights: exact from a GGUF file, or computed from a recipe
+    what_if = None
     if file_weights is not None:
         quant = dep.quant or "as-file"
         weights = tuple(file_weights)
         exact = True
     else:
         fmt = weight_format(engine)
-        quant, recipe = catalog.recipe(dep.quant or engine.default_quant, fmt)
+        cq = checkpoint_quant(card.config) if fmt == "safetensors" else None
+        if cq is not None and dep.quant is None:  # the checkpoint's own format, as vLLM / SGLang load it
+            quant, recipe = catalog.recipe(cq.require(), fmt)
+            recipe = checkpoint_recipe(recipe, cq)
+        else:
+            quant, recipe = catalog.recipe(dep.quant or engine.default_quant, fmt)
+        if cq is not None and dep.quant is not None and quant != cq.recipe:
+            what_if = (f"what-if: the checkpoint is stored as {cq.detail}; --quant {quant} plans a checkpoint of "
+                       "this model in another format, which you would have to find or make")
         if recipe.format != fmt:
             options = [k for k, r in catalog.recipes.recipes.items() if r.format == fmt]
             raise PlannerError(f"{engine.id} does not load {quant} ({recipe.format}) weights; use one of: {', '.join(options)}")
@@ -346,6 +357,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
                       and gpus[0].memory_kind == "dedicated" and not (split == "tensor" and len(gpus) > 1)),
         host_max_bytes=assumed_host.max_capacity_bytes if assumed_host else None,
         host_max_from=assumed_host.id if assumed_host else "",
+        notes=(what_if,) if what_if else (),
     )
     if dep.spec:
         from planner.spec import resolve_spec

@@ -29,6 +29,8 @@ class Suggestion(Strict):
 
 class FitResult(Strict):
     model: str
+    model_name: str = ""
+    architecture: dict[str, Any] = {}  # family, model_type, parameter counts, layer kinds (architecture_summary)
     fits: bool
     ctx_tokens: int
     max_ctx_tokens: int
@@ -40,12 +42,31 @@ class FitResult(Strict):
     warnings: tuple[str, ...]
     suggestions: tuple[Suggestion, ...]
 
+    @property
+    def host_ram_needed_bytes(self) -> int | None:
+        """Host RAM the plan relies on for model weights or KV (offloaded layers or experts), when
+        nobody stated how much the host has; None when the plan does not lean on host RAM or
+        --host-ram was given (then `fits` checked it)."""
+        return self.assumptions.get("host_ram_needed_bytes")
+
+    @property
+    def verdict(self) -> str:
+        """fits / fits-if-host-ram (the GPUs hold their share; the rest needs host RAM nobody
+        stated) / does-not-fit."""
+        if not self.fits:
+            return "does-not-fit"
+        return "fits-if-host-ram" if self.host_ram_needed_bytes else "fits"
+
     def contract(self, explain: bool = False) -> dict[str, Any]:
         """The stable `fit --json` object (DESIGN.md): byte fields are integers."""
         mem = self.memory
         return {
             "model": self.model,
+            "model_name": self.model_name,
+            "architecture": self.architecture,
             "fits": self.fits,
+            "verdict": self.verdict,
+            "host_ram_needed_bytes": self.host_ram_needed_bytes,
             "ctx_tokens": self.ctx_tokens,
             "max_ctx_tokens": self.max_ctx_tokens,
             "memory": {
@@ -62,6 +83,27 @@ class FitResult(Strict):
         }
 
 
+def architecture_summary(a) -> dict[str, Any]:
+    """What planner read the model as: its family, parameter counts and layer kinds."""
+    from planner.families import FAMILIES
+
+    fam = FAMILIES.get(a.family)
+    return {
+        "family": a.family, "family_label": fam.label if fam else "", "model_type": a.model_type,
+        "total_params": a.params(), "active_params": a.active_params() + _embedding_params(a),
+        "mtp_params": a.params(("mtp",)), "vision_params": a.params(("vision",)),
+        "layers": a.n_layers, "layer_kinds": a.layer_kinds(),
+        "n_experts": a.n_experts, "n_experts_per_tok": a.n_experts_per_tok,
+        "kv_values_per_token": sum(x.kv_elems_per_token for x in a.layers),
+        "state_values_per_sequence": sum(x.ssm_state_elems + x.conv_state_elems for x in a.layers),
+        "approximations": list(fam.approximations) if fam else [],
+    }
+
+
+def _embedding_params(a) -> int:
+    return sum(t.params for t in a.tensors if t.group == "text" and t.role == "token_embd")
+
+
 def _target_ctx(r: Resolved) -> int:
     """The context asked for, or the model's native maximum."""
     return r.ctx_tokens if r.ctx_tokens is not None else r.arch.max_position_embeddings
@@ -76,7 +118,7 @@ def fit(catalog: Catalog, r: Resolved, prompt: int | None = None, gen: int | Non
         r, auto_note = _auto_offload(r, ctx)
         plan = plan_memory(r, ctx)
     best = max_context(r)
-    warnings = _warnings(r, ctx, plan)
+    warnings = list(r.notes) + _warnings(r, ctx, plan)
     if auto_note:
         warnings.insert(0, auto_note)
     suggestions = () if plan.fits else tuple(_suggest(catalog, r, ctx, best))
@@ -92,10 +134,12 @@ def fit(catalog: Catalog, r: Resolved, prompt: int | None = None, gen: int | Non
     if spec is not None:
         warnings += list(spec.notes)
     a = _assumptions(r)
+    offloaded = r.gpu_layers < r.arch.n_layers or r.cpu_moe_layers > 0
+    a["host_ram_needed_bytes"] = plan.host_bytes if offloaded and r.host_ram_bytes is None else None
     a["calibration"] = f"{cal.id}: {cal.name}"
     a["efficiency_factors_from"] = perf.efficiency_from
     return FitResult(
-        model=r.model_id, fits=plan.fits, ctx_tokens=ctx, max_ctx_tokens=best, memory=plan, perf=perf, spec=spec,
+        model=r.model_id, model_name=r.model_name, architecture=architecture_summary(r.arch), fits=plan.fits, ctx_tokens=ctx, max_ctx_tokens=best, memory=plan, perf=perf, spec=spec,
         claim=claim, assumptions=a, warnings=tuple(warnings + list(perf.notes)), suggestions=suggestions)
 
 

@@ -22,6 +22,87 @@ def is_local(model: str) -> bool:
     return model.endswith((".json", ".gguf")) or "/" in model and Path(model).exists()
 
 
+HF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def is_hf_id(name: str) -> bool:
+    """'Org/Name' as Hugging Face writes repository ids (and not a file that exists here)."""
+    return bool(HF_ID_RE.match(name)) and not Path(name).exists()
+
+
+def hf_cache_dirs() -> list[Path]:
+    """Where huggingface_hub keeps downloads, in its own order of precedence: HF_HUB_CACHE, then
+    HF_HOME/hub, then ~/.cache/huggingface/hub (XDG_CACHE_HOME replaces ~/.cache)."""
+    import os
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return [Path(os.environ["HF_HUB_CACHE"]).expanduser()]
+    if os.environ.get("HF_HOME"):
+        return [Path(os.environ["HF_HOME"]).expanduser() / "hub"]
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+    return [base / "huggingface" / "hub"]
+
+
+def hf_cached_config(repo_id: str) -> Path | None:
+    """The config.json of `repo_id` in the local Hugging Face cache: the snapshot refs/main points
+    to, else the most recently written snapshot that has one. No network."""
+    for cache in hf_cache_dirs():
+        repo = cache / ("models--" + repo_id.replace("/", "--"))
+        snaps = repo / "snapshots"
+        if not snaps.is_dir():
+            continue
+        ref = repo / "refs" / "main"
+        if ref.is_file():
+            p = snaps / ref.read_text().strip() / "config.json"
+            if p.is_file():
+                return p
+        found = [p for p in snaps.glob("*/config.json") if p.is_file()]
+        if found:
+            return max(found, key=lambda p: p.stat().st_mtime)
+    return None
+
+
+def load_hf_id(repo_id: str) -> ModelCard:
+    """A model named by its Hugging Face id, from the local cache, or a one-line error that says
+    what to download."""
+    p = hf_cached_config(repo_id)
+    if p is None:
+        where = ", ".join(str(d) for d in hf_cache_dirs())
+        raise PlannerError(f"{repo_id} is not in the catalog and its config.json is not in the local Hugging Face "
+                           f"cache ({where}); planner does not download: run `hf download {repo_id} config.json` "
+                           "(or give a path to a config.json / .gguf)")
+    card = load_config_json(p)
+    return card.model_copy(update={"id": repo_id, "name": repo_id, "hf_repo": repo_id})
+
+
+def _with_modelopt(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
+    """NVIDIA ModelOpt checkpoints keep their quantization in hf_quant_config.json beside
+    config.json ({"quantization": {"quant_algo", "exclude_modules", ...}}); read it as the
+    quantization_config vLLM builds from it (modelopt.py)."""
+    if "quantization_config" in cfg:
+        return cfg
+    for side in (path.with_name("hf_quant_config.json"), path.with_name(path.stem + ".hf_quant_config.json")):
+        if side.is_file():
+            try:
+                q = json.loads(side.read_text()).get("quantization")
+            except (OSError, ValueError, AttributeError):
+                raise PlannerError(f"{side}: not a readable hf_quant_config.json") from None
+            if isinstance(q, dict):
+                return dict(cfg, quantization_config={"quant_method": "modelopt", **q})
+    return cfg
+
+
+def _config_name(cfg: dict[str, Any], path: Path) -> str:
+    """The model's name: the config's own _name_or_path where it is a repository id, else the
+    file's name (a config.json is named for its folder)."""
+    n = cfg.get("_name_or_path")
+    if isinstance(n, str) and HF_ID_RE.match(n.strip()):
+        return n.strip()
+    if path.name != "config.json":
+        return path.stem
+    return path.resolve().parent.name or path.stem
+
+
 def _card(name: str, cfg: dict[str, Any], path: Path) -> ModelCard:
     card = ModelCard(id=name, name=name, hf_repo=str(path), config_source="file",
                      sources={"file": {"url": path.resolve().as_uri(), "kind": "hf-config"}}, config=cfg)
@@ -38,8 +119,9 @@ def load_config_json(path: Path) -> ModelCard:
         raise PlannerError(f"{path}: not a JSON config ({e})") from None
     if not isinstance(cfg, dict):
         raise PlannerError(f"{path}: not a config.json object")
+    cfg = _with_modelopt(cfg, path)
     try:
-        return _card(path.parent.name or path.stem, cfg, path)
+        return _card(_config_name(cfg, path), cfg, path)
     except PlannerError as e:
         raise PlannerError(f"{path}: {e}") from None
 
@@ -136,6 +218,43 @@ def _shards(path: Path, reader) -> list:
     return readers
 
 
+# llama.cpp b11434's hard-coded sliding-window patterns, used when the GGUF has no
+# {arch}.attention.sliding_window_pattern key (load_swa_pattern, src/llama-model.cpp:3451-3458):
+# layer i slides unless i % n == n - 1 (llama_hparams::set_swa_pattern, src/llama-hparams.cpp:8-22)
+SWA_PATTERNS = {
+    "gemma2": 2,  # src/models/gemma2.cpp:6
+    "gemma3": 6,  # src/models/gemma3.cpp:7 (only when the GGUF has a sliding window)
+    "gpt-oss": 2,  # src/models/openai-moe.cpp:9
+    "cohere2": 4,  # src/models/cohere2.cpp:5
+}
+
+
+def _gguf_rules(cfg: dict[str, Any], arch: str, field) -> None:
+    """What llama.cpp decides per architecture rather than reads from config-style keys: the
+    sliding-window layer pattern and NextN/MTP layers counted inside block_count."""
+    from planner.families import family_of
+
+    fam = family_of(arch)
+    if fam.reader != "generic":
+        raise PlannerError(f"GGUF input of the {fam.label} family is not read yet (planner reads its config.json); "
+                           "give the model's config.json instead")
+    n = cfg.get("num_hidden_layers")
+    nextn = field(f"{arch}.nextn_predict_layers")
+    if isinstance(nextn, int) and nextn > 0 and isinstance(n, int) and n > nextn:
+        cfg["num_hidden_layers"] = n - nextn  # block_count includes them (src/llama-model.cpp:1331)
+        cfg["num_nextn_predict_layers"] = nextn
+        n -= nextn
+    if not cfg.get("sliding_window") or not isinstance(n, int):
+        return
+    pat = field(f"{arch}.attention.sliding_window_pattern")
+    if isinstance(pat, list) and len(pat) >= n:
+        cfg["layer_types"] = ["sliding_attention" if x else "full_attention" for x in pat[:n]]
+        return
+    every = pat if isinstance(pat, int) and pat > 0 else SWA_PATTERNS.get(arch)
+    if every:
+        cfg["layer_types"] = ["full_attention" if i % every == every - 1 else "sliding_attention" for i in range(n)]
+
+
 def load_gguf(path: Path) -> tuple[ModelCard, list[WeightTensor]]:
     """A model from a .gguf file; for a split GGUF, from its first shard with all shards read."""
     try:
@@ -160,6 +279,7 @@ def load_gguf(path: Path) -> tuple[ModelCard, list[WeightTensor]]:
             v = max(nums) if nums and len(nums) == len(v) else (v or None)
         if v is not None:
             cfg[name] = v
+    _gguf_rules(cfg, arch, field)
     names = {t.name for t in tensors}
     tok = next((t for t in tensors if t.name == "token_embd.weight"), None)
     if tok is None:

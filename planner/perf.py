@@ -121,7 +121,7 @@ def _peak(gpu: Gpu, fields: tuple[str, ...]) -> float:
 
 def _attn_flops(a) -> float:
     """FLOPs per query token per context token of one layer: QK^T and PV, 2 FLOP per MAC."""
-    if a.kind == "linear":
+    if not a.softmax:  # recurrent and conv layers: a constant cost per token (state_flops)
         return 0.0
     if a.kind == "mla":  # absorbed MLA: scores and values over the latent (estimate)
         return 2 * a.n_heads * 2 * a.mla_cache_dim
@@ -130,7 +130,7 @@ def _attn_flops(a) -> float:
 
 def _kv_read_bytes(a, kv_bytes: float) -> float:
     """KV bytes read per context token (a layer sharing another's cache still reads it)."""
-    if a.kind == "linear":
+    if not a.softmax:
         return 0.0
     if a.kind == "mla":
         return (a.mla_cache_dim + a.indexer_cache_dim) * kv_bytes
@@ -245,7 +245,7 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         s = where(i)
         s["layers"] += 1
         s["moe_layers"] += int(arch.moe_layers[i]) if i < len(arch.moe_layers) else 0
-        s["linear_layers"] += int(a.kind == "linear")
+        s["linear_layers"] += int(a.kind in ("linear", "mamba"))  # recurrent mixers: conv, gates and scan kernels
         kvb = _kv_read_bytes(a, r.kv_bytes_per_value)
         fl = _attn_flops(a)
         if a.kind == "sliding" and a.window_tokens:

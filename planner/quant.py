@@ -218,7 +218,8 @@ def _safetensors_type(t: Tensor, recipe: Recipe) -> str:
         return keep
     if t.n_experts > 1 and recipe.experts:
         return recipe.experts
-    return recipe.base
+    # safetensors rules: roles a checkpoint leaves unquantized (planner.checkpoint); only "always"
+    return next((r.type for r in recipe.rules if r.when == "always" and t.role in r.roles), recipe.base)
 
 
 def tensor_bytes(t: Tensor, st: StorageType) -> int:

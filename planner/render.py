@@ -20,7 +20,9 @@ def fit_text(res: FitResult, r: Resolved) -> str:
     lines = [
         f"{r.model_name} on {gpus}  [{a['engine_name']}, weights {a['quant']}, KV {a['kv_quant']}, batch {a['batch']}]",
         f"context {fmt_tokens(res.ctx_tokens)} tokens per sequence: "
-        + ("FITS" if res.fits else "DOES NOT FIT"),
+        + {"fits": "FITS", "does-not-fit": "DOES NOT FIT",
+           "fits-if-host-ram": f"FITS if the host has {(res.host_ram_needed_bytes or 0) / GiB:,.1f} GiB of RAM free "
+                               "for the offloaded part (not checked: give --host-ram)"}[res.verdict],
         "",
         f"{'device':<24}{'weights':>9}{'KV':>9}{'state':>9}{'compute':>9}{'runtime':>9}"
         + (f"{'draft':>9}" if res.spec else "") + f"{'total':>9}{'usable':>9}  GiB",
@@ -244,7 +246,8 @@ def _show_gpu(c: Catalog, g) -> str:
 
 def _show_model(c: Catalog, m) -> str:
     a = m.arch
-    out = [f"{m.id}: {m.name} ({m.hf_repo}), config from {m.sources[m.config_source].url}"]
+    out = [f"{m.id}: {m.name} ({m.hf_repo}), config from {m.sources[m.config_source].url}",
+           f"  architecture: {a.family} (model_type {a.model_type})"]
     out.append(f"  {a.n_layers} layers, hidden {a.hidden_size}, vocab {a.vocab_size:,}, native context {a.max_position_embeddings:,}"
                f", {'tied' if a.tie_word_embeddings else 'untied'} embeddings")
     groups = {}
@@ -252,7 +255,9 @@ def _show_model(c: Catalog, m) -> str:
         key = (layer.kind, layer.n_kv_heads, layer.k_head_dim, layer.v_head_dim, layer.window_tokens, layer.kv_shared)
         groups[key] = groups.get(key, 0) + 1
     for (kind, kv, kd, vd, win, shared), n in groups.items():
-        desc = {"linear": "Gated DeltaNet (recurrent state, no KV)", "mla": "MLA latent cache"}.get(kind, f"{kind} attention")
+        desc = {"linear": "linear attention (recurrent state, no KV)", "mla": "MLA latent cache",
+                "mamba": "Mamba SSM (recurrent state, no KV)", "conv": "short convolution (conv state, no KV)",
+                "none": "MLP/MoE block (no token mixer)"}.get(kind, f"{kind} attention")
         extra = f", window {win}" if win else ""
         extra += ", reuses earlier KV" if shared else ""
         out.append(f"  {n:3d} x {desc}: {kv} KV heads x {kd}/{vd}{extra}")
