@@ -10,7 +10,7 @@ Pure functions of a config dict; no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from planner.errors import PlannerError
@@ -279,13 +279,15 @@ def parse_config(cfg: dict[str, Any]) -> Architecture:
     tc = dict(tc, model_type=mt) if "model_type" in tc else tc
     from planner.families import family_of
 
-    fam = family_of(mt, cfg.get("architectures"))
+    fam = family_of(mt, cfg.get("architectures"), tc)
     try:
         if fam.reader != "generic":
             from planner.hybrids import READERS
 
-            return READERS[fam.reader](cfg, tc, mt)
-        return _parse(cfg, tc, mt, fam.id)
+            a = READERS[fam.reader](cfg, tc, mt)
+        else:
+            a = _parse(cfg, tc, mt, fam.id)
+        return replace(a, notes=a.notes + fam.approximations) if fam.approximations else a
     except PlannerError:
         raise
     except (TypeError, ValueError, AttributeError, KeyError, IndexError, ZeroDivisionError, OverflowError) as e:

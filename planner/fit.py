@@ -96,7 +96,7 @@ def architecture_summary(a) -> dict[str, Any]:
         "n_experts": a.n_experts, "n_experts_per_tok": a.n_experts_per_tok,
         "kv_values_per_token": sum(x.kv_elems_per_token for x in a.layers),
         "state_values_per_sequence": sum(x.ssm_state_elems + x.conv_state_elems for x in a.layers),
-        "approximations": list(fam.approximations) if fam else [],
+        "approximations": list(a.notes),
     }
 
 
@@ -118,7 +118,7 @@ def fit(catalog: Catalog, r: Resolved, prompt: int | None = None, gen: int | Non
         r, auto_note = _auto_offload(r, ctx)
         plan = plan_memory(r, ctx)
     best = max_context(r)
-    warnings = list(r.notes) + _warnings(r, ctx, plan)
+    warnings = list(r.notes) + [f"{r.arch.model_type}: {n}" for n in r.arch.notes] + _warnings(r, ctx, plan)
     if auto_note:
         warnings.insert(0, auto_note)
     suggestions = () if plan.fits else tuple(_suggest(catalog, r, ctx, best))

@@ -46,12 +46,12 @@ class Builder:
         self.layers.append(mixer)
         self.moe.append(moe)
 
-    def finish(self, n_experts: int = 0, top_k: int = 0) -> Architecture:
+    def finish(self, n_experts: int = 0, top_k: int = 0, mtp_layers: int = 0) -> Architecture:
         return Architecture(
             model_type=self.mt, hidden_size=self.h, vocab_size=self.vocab,
             max_position_embeddings=native_context(self.tc), tie_word_embeddings=self.tied,
             layers=tuple(self.layers), moe_layers=tuple(self.moe), n_experts=n_experts, n_experts_per_tok=top_k,
-            tensors=tuple(self.tensors), notes=tuple(self.notes), family=self.family)
+            tensors=tuple(self.tensors), notes=tuple(self.notes), family=self.family, mtp_layers=mtp_layers)
 
 
 def _n_layers(tc: dict[str, Any]) -> int:
@@ -76,47 +76,86 @@ def _kinds_list(tc: dict[str, Any], key: str, n: int, table: dict[str, str]) -> 
 def nemotron_h(cfg, tc, mt) -> Architecture:
     """src/models/nemotron-h.cpp:48-140. hybrid_override_pattern has one character per block:
     M = Mamba-2 mixer, * = attention, - = MLP (up/down, relu^2), E = MoE (ungated experts, a
-    shared expert and a score-correction bias). A block holds only that one mixer or FFN."""
+    shared expert and a score-correction bias); newer configs list the same as layers_block_type.
+    A block holds only that one mixer or FFN. MTP layers (num_nextn_predict_layers) are the
+    blocks of mtp_layers_block_type after an eh_proj of [embedding; hidden]."""
     b = Builder(cfg, tc, mt, "nemotron_h")
-    n = _n_layers(tc)
-    pat = tc.get("hybrid_override_pattern")
-    if not isinstance(pat, str) or len(pat) != n:
-        raise pattern_error("hybrid_override_pattern", pat, f"a string of {n} block codes (M, *, -, E)")
+    pat = _nemotron_pattern(tc)
     h = b.h
     d_inner = need(tc, "mamba_num_heads") * need(tc, "mamba_head_dim")
     n_heads, n_kv = need(tc, "num_attention_heads"), opt(tc, "num_key_value_heads", default=None)
     head_dim = opt(tc, "head_dim", "attention_head_dim", default=h // n_heads)
     n_exp = opt(tc, "n_routed_experts", "num_experts", default=0)
     latent = opt(tc, "moe_latent_size", default=0) or h  # Nemotron 3 Super: experts run in a latent width
-    for i, c in enumerate(pat):
-        p = f"blk.{i}."
+    mtp = opt(tc, "num_nextn_predict_layers", "mtp_num_hidden_layers", default=0)
+    mtp_pat = _nemotron_pattern(tc, "mtp_layers_block_type") if mtp else ""
+    blocks = [(i, f"blk.{i}.", c, "text") for i, c in enumerate(pat)]
+    # an MTP layer: its own blocks (mtp_layers_block_type) after a projection of [embedding; hidden]
+    blocks += [(len(pat) + j, f"mtp.{j}.{k}.", c, "mtp") for j in range(mtp) for k, c in enumerate(mtp_pat)]
+    for i, p, c, group in blocks:
+        before = len(b.tensors)
         b.add(p + "attn_norm.weight", "unquantized", 1, h)
-        if c == "M":
-            b.layer(mamba2_layer(b.add, p, h, d_inner, need(tc, "mamba_num_heads"), need(tc, "ssm_state_size"),
-                                 need(tc, "n_groups"), need(tc, "conv_kernel")), False)
-        elif c == "*":
-            b.layer(attention(b.add, p, h, n_heads, n_kv or n_heads, head_dim,
-                              bias=_bool(tc, "attention_bias")), False)
-        elif c == "-":
-            mlp(b.add, p, h, need(tc, "intermediate_size"), gated=False)
-            b.layer(AttnLayer(kind="none"), False)
-        elif c == "E":
-            if not n_exp:
-                raise PlannerError("hybrid_override_pattern has MoE blocks (E) but the config has no n_routed_experts")
-            if latent != h:
-                b.add(p + "ffn_latent_down.weight", "other", latent, h)
-                b.add(p + "ffn_latent_up.weight", "other", h, latent)
-            experts(b.add, p, latent, need(tc, "moe_intermediate_size"), n_exp, gated=False, score_bias=True)
-            shared = opt(tc, "moe_shared_expert_intermediate_size", default=0) * max(1, opt(tc, "n_shared_experts",
-                                                                                          default=1))
-            mlp(b.add, p, h, shared, gated=False, suffix="_shexp")
-            b.layer(AttnLayer(kind="none"), True)
-        else:
-            raise PlannerError(f"config key 'hybrid_override_pattern': unknown block code {c!r} at layer {i} "
-                               "(known: M, *, -, E)")
-    if opt(tc, "num_nextn_predict_layers", "mtp_num_hidden_layers", default=0):
-        b.notes.append("the checkpoint's MTP layers are not counted (planner has no Nemotron-H MTP layout)")
-    return b.finish(n_exp if "E" in pat else 0, opt(tc, "num_experts_per_tok", default=0) if "E" in pat else 0)
+        if group == "mtp":
+            _nemotron_block(b, tc, p, c, i, h, d_inner, n_heads, n_kv, head_dim, n_exp, latent)
+            b.tensors[before:] = [Tensor(t.name, t.role, t.rows, t.cols, i, t.n_experts, "mtp") for t in b.tensors[before:]]
+            continue
+        _nemotron_block(b, tc, p, c, i, h, d_inner, n_heads, n_kv, head_dim, n_exp, latent)
+    for j in range(mtp):
+        i = len(pat) + j
+        for name, rows, cols in (("eh_proj.weight", h, 2 * h), ("enorm.weight", 1, h), ("hnorm.weight", 1, h)):
+            b.tensors.append(Tensor(f"mtp.{j}.{name}", "other" if rows > 1 else "unquantized", rows, cols, i, 1, "mtp"))
+    return b.finish(n_exp if "E" in pat else 0, opt(tc, "num_experts_per_tok", default=0) if "E" in pat else 0, mtp)
+
+
+NEMOTRON_BLOCKS = {"mamba": "M", "attention": "*", "mlp": "-", "moe": "E"}
+
+
+def _nemotron_pattern(tc, key: str = "layers_block_type") -> str:
+    """One code per block: hybrid_override_pattern ("M*-E..."), or the layers_block_type list
+    (mamba / attention / mlp / moe) newer configs write instead; for MTP layers their
+    mtp_hybrid_override_pattern / mtp_layers_block_type."""
+    pattern_key = "hybrid_override_pattern" if key == "layers_block_type" else "mtp_hybrid_override_pattern"
+    if isinstance(tc.get(pattern_key), str):
+        pat = tc[pattern_key]
+    elif isinstance(tc.get(key), list):
+        bad = next((x for x in tc[key] if x not in NEMOTRON_BLOCKS), None)
+        if bad is not None:
+            raise PlannerError(f"config key {key!r}: unknown block type {bad!r} (known: {', '.join(NEMOTRON_BLOCKS)})")
+        pat = "".join(NEMOTRON_BLOCKS[x] for x in tc[key])
+    else:
+        raise pattern_error(pattern_key, tc.get(pattern_key),
+                            f"a string of block codes (M, *, -, E), and there is no {key} list")
+    n = opt(tc, "num_hidden_layers", default=None)
+    if key == "layers_block_type" and n is not None and n != len(pat):
+        raise pattern_error("hybrid_override_pattern", pat, f"a string of {n} block codes (M, *, -, E)")
+    return pat
+
+
+def _nemotron_block(b, tc, p, c, i, h, d_inner, n_heads, n_kv, head_dim, n_exp, latent) -> None:
+    """One block's tensors; a decoder block (blk.*) also becomes a layer."""
+    layer = b.layer if p.startswith("blk.") else (lambda mixer, moe: None)
+    if c == "M":
+        layer(mamba2_layer(b.add, p, h, d_inner, need(tc, "mamba_num_heads"), need(tc, "ssm_state_size"),
+                           need(tc, "n_groups"), need(tc, "conv_kernel")), False)
+    elif c == "*":
+        layer(attention(b.add, p, h, n_heads, n_kv or n_heads, head_dim, bias=_bool(tc, "attention_bias")), False)
+    elif c == "-":
+        mlp(b.add, p, h, need(tc, "intermediate_size"), gated=False)
+        layer(AttnLayer(kind="none"), False)
+    elif c == "E":
+        if not n_exp:
+            raise PlannerError("the block pattern has MoE blocks but the config has no n_routed_experts")
+        if latent != h:  # Nemotron 3 Super/Ultra: experts run in moe_latent_size (src/models/nemotron-h.cpp:116-117)
+            b.add(p + "ffn_latent_down.weight", "other", latent, h)
+            b.add(p + "ffn_latent_up.weight", "other", h, latent)
+        experts(b.add, p, latent, need(tc, "moe_intermediate_size"), n_exp, gated=False, score_bias=True)
+        shared = opt(tc, "moe_shared_expert_intermediate_size", default=0) * max(1, opt(tc, "n_shared_experts",
+                                                                                      default=1))
+        mlp(b.add, p, h, shared, gated=False, suffix="_shexp")
+        layer(AttnLayer(kind="none"), True)
+    else:
+        raise PlannerError(f"config key 'hybrid_override_pattern': unknown block code {c!r} at layer {i} "
+                           "(known: M, *, -, E)")
 
 
 def _mamba2_dims(tc, h: int, prefix: str = "mamba_"):
@@ -288,6 +327,93 @@ def mamba2(cfg, tc, mt) -> Architecture:
     return b.finish()
 
 
+def llama4(cfg, tc, mt) -> Architecture:
+    """src/models/llama4.cpp:3-92: MoE on every interleave_moe_layer_step-th layer ((i + 1) % step
+    == 0), each with a gated shared expert as wide as a routed one (n_ff_shexp = n_ff_exp,
+    :84); the other layers a dense MLP of intermediate_size_mlp. Attention is chunked
+    (attention_chunk_size) on 3 of every 4 layers, global on the 4th (load_swa_pattern(ml, 4),
+    :19): a chunked layer never looks further back than one chunk, so it caches at most that."""
+    from planner.arch import _vision_params
+
+    b = Builder(cfg, tc, mt, "llama4")
+    h, n = b.h, _n_layers(tc)
+    n_heads = need(tc, "num_attention_heads")
+    n_kv = opt(tc, "num_key_value_heads", default=n_heads)
+    head_dim = opt(tc, "head_dim", default=h // n_heads)
+    step = opt(tc, "interleave_moe_layer_step", default=1) or 1
+    n_exp = need(tc, "num_local_experts")
+    chunk = opt(tc, "attention_chunk_size", default=None)
+    for i in range(n):
+        p = f"blk.{i}."
+        b.add(p + "attn_norm.weight", "unquantized", 1, h)
+        b.add(p + "ffn_norm.weight", "unquantized", 1, h)
+        chunked = chunk is not None and i % 4 < 3
+        mixer = attention(b.add, p, h, n_heads, n_kv, head_dim, bias=_bool(tc, "attention_bias"),
+                          kind="sliding" if chunked else "full", window=chunk if chunked else None)
+        moe = (i + 1) % step == 0
+        if moe:
+            experts(b.add, p, h, need(tc, "intermediate_size"), n_exp)
+            mlp(b.add, p, h, need(tc, "intermediate_size"), suffix="_shexp")
+        else:
+            mlp(b.add, p, h, need(tc, "intermediate_size_mlp", "intermediate_size"))
+        b.layer(mixer, moe)
+    vision = _vision_params(cfg.get("vision_config"))
+    if vision:
+        b.add("v.encoder.weight", "other", vision, 1, group="vision")
+    return b.finish(n_exp, opt(tc, "num_experts_per_tok", default=1))
+
+
+def kimi_linear(cfg, tc, mt) -> Architecture:
+    """src/models/kimi-linear.cpp:37-130: linear_attn_config lists the (1-based) KDA and MLA layers.
+    A KDA layer: q, k, v projections each with a short conv, low-rank forget (f_a, f_b) and output
+    gates (g_a, g_b), beta, A, dt bias, a gated norm and o_proj; its state per sequence is
+    head_dim^2 x heads, conv 3 x (kernel - 1) x heads x head_dim (src/llama-hparams.cpp:219-247).
+    The MLA layers and the MoE (first_k_dense_replace, shared experts) read as DeepSeek's."""
+    from planner.arch import _attention, _ffn
+
+    b = Builder(cfg, tc, mt, "kimi_linear")
+    h, n = b.h, _n_layers(tc)
+    la = tc.get("linear_attn_config")
+    if not isinstance(la, dict):
+        raise pattern_error("linear_attn_config", la, "an object with kda_layers and full_attn_layers")
+    kda = {int(x) - 1 for x in la.get("kda_layers") or []}
+    full = {int(x) - 1 for x in la.get("full_attn_layers") or []}
+    if kda & full or kda | full != set(range(n)):
+        raise PlannerError(f"config key 'linear_attn_config': kda_layers and full_attn_layers must split the {n} layers")
+    hd, nh, k = need(la, "head_dim"), need(la, "num_heads"), opt(la, "short_conv_kernel_size", default=4)
+    n_heads = need(tc, "num_attention_heads")
+    n_exp = opt(tc, "num_experts", "n_routed_experts", default=0)
+    moe_inter = need(tc, "moe_intermediate_size")
+    shared = opt(tc, "num_shared_experts", "n_shared_experts", default=0) * moe_inter
+    first_dense = opt(tc, "first_k_dense_replace", default=0)
+    d = nh * hd
+    for i in range(n):
+        p = f"blk.{i}."
+        b.add(p + "attn_norm.weight", "unquantized", 1, h)
+        b.add(p + "ffn_norm.weight", "unquantized", 1, h)
+        if i in kda:
+            for t in ("q", "k", "v"):
+                b.add(p + f"attn_{t}.weight", f"attn_{t}", d, h)
+                b.add(p + f"ssm_conv1d_{t}.weight", "conv", d, k)
+            for g in ("f", "g"):  # forget and output gates, low rank through head_dim
+                b.add(p + f"ssm_{g}_a.weight", "other", hd, h)
+                b.add(p + f"ssm_{g}_b.weight", "other", d, hd)
+            b.add(p + "ssm_beta.weight", "other", nh, h)
+            b.add(p + "ssm_a", "unquantized", 1, nh)
+            b.add(p + "ssm_dt.bias", "unquantized", 1, d)
+            b.add(p + "ssm_norm.weight", "unquantized", 1, hd)
+            b.add(p + "attn_output.weight", "attn_output", h, d)
+            mixer = AttnLayer(kind="linear", n_heads=nh, ssm_state_elems=hd * hd * nh,
+                              conv_state_elems=3 * (k - 1) * d)
+        else:
+            mixer = _attention(tc, i, "mla", h, n_heads, n_heads, hd, None, False, b.add, p, False, False)
+        moe = n_exp > 1 and i >= first_dense
+        _ffn(tc, i, moe, h, need(tc, "intermediate_size"), moe_inter, n_exp, shared, False, b.add, p)
+        b.layer(mixer, moe)
+    return b.finish(n_exp, opt(tc, "num_experts_per_token", "num_experts_per_tok", default=0))
+
+
 READERS = {"nemotron_h": nemotron_h, "falcon_h1": falcon_h1, "granite_hybrid": granite_hybrid, "jamba": jamba,
-           "lfm2": lfm2, "mamba2": mamba2}
+           "lfm2": lfm2, "mamba2": mamba2, "llama4": llama4,
+           "kimi_linear": kimi_linear}
 assert set(READERS) == {f.reader for f in FAMILIES.values()} - {"generic"}, "every family reader is defined"
