@@ -51,19 +51,19 @@ _FAMILIES: list[tuple[Family, tuple[str, ...]]] = [
     (Family("mimo_v2", "MiMo-V2 (sliding/global attention MoE)"), ("mimo_v2", "mimo2")),
     (Family("nemotron_h", "Nemotron-H hybrid (Mamba-2, attention, MLP/MoE blocks)", "nemotron_h",
             ("Mamba-2 layer speed priced from its state size with the recurrent-layer overhead fitted on Gated "
-             "DeltaNet runs",)), ("nemotron_h",)),
+             "DeltaNet runs",)), ("nemotron_h", "nemotron_h_moe")),
     (Family("falcon_h1", "Falcon-H1 (Mamba-2 and attention in parallel in every layer)", "falcon_h1",
             ("Mamba-2 layer speed priced from its state size with the recurrent-layer overhead fitted on Gated "
-             "DeltaNet runs",)), ("falcon_h1",)),
+             "DeltaNet runs",)), ("falcon_h1", "falcon-h1")),
     (Family("granite_hybrid", "Granite-4.0-H (Mamba-2 and attention layers, MoE + shared MLP)", "granite_hybrid",
             ("Mamba-2 layer speed priced from its state size with the recurrent-layer overhead fitted on Gated "
-             "DeltaNet runs",)), ("granitemoehybrid",)),
+             "DeltaNet runs",)), ("granitemoehybrid", "granitehybrid")),
     (Family("jamba", "Jamba (Mamba-1 and attention layers, MoE every other layer)", "jamba",
             ("Mamba-1 layer speed priced from its state size with the recurrent-layer overhead fitted on Gated "
              "DeltaNet runs",)), ("jamba",)),
     (Family("lfm2", "LFM2 (short-convolution and attention layers)", "lfm2",
             ("short-conv layers priced by their weights only (the 3-tap convolution is negligible)",)),
-     ("lfm2", "lfm2_moe")),
+     ("lfm2", "lfm2_moe", "lfm2moe")),
     (Family("llama4", "Llama 4 (chunked attention on 3 of 4 layers, MoE with a shared expert)", "llama4"),
      ("llama4", "llama4_text")),
     (Family("kimi_linear", "Kimi-Linear (KDA linear attention + MLA, MoE)", "kimi_linear",
@@ -71,7 +71,7 @@ _FAMILIES: list[tuple[Family, tuple[str, ...]]] = [
              "runs",),
             # Kimi-K3 reuses model_type kimi_linear with a latent MoE, full-rank gates and gated MLA
             ("routed_expert_hidden_size", "use_full_rank_gate", "mla_use_output_gate", "attn_res_block_size")),
-     ("kimi_linear",)),
+     ("kimi_linear", "kimi-linear")),
     (Family("mamba2", "Mamba-2 (attention-free SSM)", "mamba2",
             ("Mamba-2 layer speed priced from its state size with the recurrent-layer overhead fitted on Gated "
              "DeltaNet runs",)), ("mamba2",)),

@@ -16,6 +16,7 @@ from planner.arch import MAX_LAYERS
 from planner.catalog import ModelCard
 from planner.deployment import WeightTensor
 from planner.errors import PlannerError
+from planner.gguf_hybrid import HYBRID_ARCHS, hybrid_config
 
 
 def is_local(model: str) -> bool:
@@ -234,10 +235,7 @@ def _gguf_rules(cfg: dict[str, Any], arch: str, field) -> None:
     sliding-window layer pattern and NextN/MTP layers counted inside block_count."""
     from planner.families import family_of
 
-    fam = family_of(arch)
-    if fam.reader != "generic":
-        raise PlannerError(f"GGUF input of the {fam.label} family is not read yet (planner reads its config.json); "
-                           "give the model's config.json instead")
+    family_of(arch)  # an unknown architecture is refused here, by name
     n = cfg.get("num_hidden_layers")
     nextn = field(f"{arch}.nextn_predict_layers")
     if isinstance(nextn, int) and nextn > 0 and isinstance(n, int) and n > nextn:
@@ -281,6 +279,8 @@ def load_gguf(path: Path) -> tuple[ModelCard, list[WeightTensor]]:
             cfg[name] = v
     _gguf_rules(cfg, arch, field)
     names = {t.name for t in tensors}
+    if arch in HYBRID_ARCHS:  # layer pattern from the tensors each block holds (planner.gguf_hybrid)
+        cfg = hybrid_config(arch, field, names, cfg)
     tok = next((t for t in tensors if t.name == "token_embd.weight"), None)
     if tok is None:
         raise PlannerError(f"{path}: GGUF has no token_embd.weight")
@@ -289,7 +289,14 @@ def load_gguf(path: Path) -> tuple[ModelCard, list[WeightTensor]]:
     if "ssm.time_step_rank" in str(reader.fields.keys()) and cfg.get("linear_num_value_heads"):
         cfg.setdefault("linear_value_head_dim", cfg.get("linear_key_head_dim"))
     hd, rope = cfg.get("head_dim", 192), cfg.get("qk_rope_head_dim", 64)
-    if cfg.get("kv_lora_rank") and isinstance(hd, int) and isinstance(rope, int):
+    k_mla, v_mla = field(f"{arch}.attention.key_length_mla"), field(f"{arch}.attention.value_length_mla")
+    if cfg.get("kv_lora_rank") and isinstance(k_mla, int) and isinstance(rope, int):
+        # MLA with the latent cache: key_length is kv_lora_rank + rope, the per-head sizes are the *_mla
+        # keys (conversion/deepseek.py; src/models/deepseek2.cpp n_embd_head_k_mla)
+        cfg["qk_nope_head_dim"] = k_mla - rope
+        if isinstance(v_mla, int):
+            cfg["v_head_dim"] = v_mla
+    elif cfg.get("kv_lora_rank") and isinstance(hd, int) and isinstance(rope, int):
         cfg.setdefault("qk_nope_head_dim", hd - rope)
     shard = SHARD_RE.match(path.name)
     name = field("general.name")

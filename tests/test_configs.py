@@ -267,7 +267,8 @@ def test_unquantized_and_unsupported_checkpoints():
 
 # --- the registry itself -------------------------------------------------------------------------
 
-GGUF_NAMES = {"qwen3moe", "gpt-oss", "deepseek2", "glm-dsa", "qwen3next", "qwen35", "qwen35moe", "mimo2"}
+GGUF_NAMES = {"qwen3moe", "gpt-oss", "deepseek2", "glm-dsa", "qwen3next", "qwen35", "qwen35moe", "mimo2",
+              "nemotron_h_moe", "falcon-h1", "granitehybrid", "lfm2moe", "kimi-linear"}  # llama.cpp's names
 SYNTHETIC_ONLY = {"falcon_h1", "granitemoehybrid", "mamba2", "lfm2_moe"}  # hand-worked tests above
 
 

@@ -187,5 +187,122 @@ def test_gguf_nextn_layers_are_not_decoder_layers(tmp_path):
 def test_gguf_of_unknown_or_unread_families_is_refused(tmp_path):
     with pytest.raises(PlannerError, match="unknown architecture: model_type 'rwkv7'"):
         load_gguf(_gguf(tmp_path / "a.gguf", "rwkv7", 2, {}))
-    with pytest.raises(PlannerError, match="give the model's config.json"):
-        load_gguf(_gguf(tmp_path / "b.gguf", "jamba", 2, {}))
+    # a hybrid GGUF whose layers hold Mamba tensors but whose header lacks the SSM sizes
+    from tests.test_configs import NEMOTRON_H
+
+    with pytest.raises(PlannerError, match="GGUF has no nemotron_h.ssm.inner_size"):
+        load_gguf(_family_gguf(tmp_path / "b.gguf", "nemotron_h", NEMOTRON_H, {}))
+
+
+# --- GGUF headers of the hybrid families: the same plan as their config ------------------------
+
+
+def _family_gguf(path: Path, arch_name: str, cfg: dict, extra: dict) -> Path:
+    """A GGUF as llama.cpp's converter lays it out for `cfg` (tensors as planner names them, which
+    are llama.cpp's; per-layer head_count_kv with 0 on recurrent layers, conversion/*.py), tiny F32
+    zeros for the weights."""
+    gguf = pytest.importorskip("gguf")
+    from planner.arch import parse_config
+
+    a = parse_config(cfg)
+    w = gguf.GGUFWriter(str(path), arch_name)
+    w.add_block_count(a.n_layers + a.mtp_layers)
+    w.add_context_length(a.max_position_embeddings)
+    w.add_embedding_length(a.hidden_size)
+    w.add_head_count(max(x.n_heads for x in a.layers if x.softmax) if any(x.softmax for x in a.layers) else 0)
+    w.add_head_count_kv([x.n_kv_heads if x.softmax else 0 for x in a.layers])
+    soft = [x for x in a.layers if x.softmax and x.kind != "mla"]
+    if soft:
+        w.add_key_length(soft[0].k_head_dim)
+        w.add_value_length(soft[0].v_head_dim)
+    for k, v in extra.items():
+        if isinstance(v, list):
+            w.add_array(f"{arch_name}.{k}", v)
+        else:
+            w.add_uint32(f"{arch_name}.{k}", v)
+    for t in a.tensors:
+        if t.group != "text":
+            continue
+        shape = (t.n_experts, t.rows, t.cols) if t.n_experts > 1 else (t.rows, t.cols)
+        w.add_tensor(t.name, np.zeros(shape, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def _same_cache(gguf_arch, cfg_arch):
+    assert gguf_arch.n_layers == cfg_arch.n_layers
+    for i, (g, c) in enumerate(zip(gguf_arch.layers, cfg_arch.layers)):
+        assert (g.kind, g.kv_elems_per_token, g.window_tokens, g.ssm_state_elems, g.conv_state_elems) == \
+            (c.kind, c.kv_elems_per_token, c.window_tokens, c.ssm_state_elems, c.conv_state_elems), f"layer {i}"
+    assert gguf_arch.moe_layers == cfg_arch.moe_layers
+
+
+def _ssm(inner, state, heads, groups, conv):  # {arch}.ssm.* as conversion/mamba.py & co write them
+    return {"ssm.inner_size": inner, "ssm.state_size": state, "ssm.time_step_rank": heads, "ssm.group_count": groups,
+            "ssm.conv_kernel": conv}
+
+
+def _cfgs():
+    from tests.test_configs import NEMOTRON_H
+
+    falcon = {"model_type": "falcon_h1", "hidden_size": 64, "num_hidden_layers": 3, "vocab_size": 100,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 96,
+              "mamba_d_ssm": 128, "mamba_n_heads": 8, "mamba_d_head": 16, "mamba_d_state": 8, "mamba_n_groups": 1,
+              "mamba_d_conv": 4, "tie_word_embeddings": True}
+    granite = {"model_type": "granitemoehybrid", "hidden_size": 64, "num_hidden_layers": 4, "vocab_size": 100,
+               "layer_types": ["mamba", "mamba", "mamba", "attention"], "num_attention_heads": 4,
+               "num_key_value_heads": 1, "mamba_n_heads": 4, "mamba_d_head": 32, "mamba_d_state": 16,
+               "mamba_n_groups": 1, "mamba_d_conv": 4, "mamba_expand": 2, "num_local_experts": 8,
+               "num_experts_per_tok": 2, "intermediate_size": 32, "shared_intermediate_size": 64,
+               "tie_word_embeddings": True}
+    jamba = {"model_type": "jamba", "hidden_size": 64, "num_hidden_layers": 8, "vocab_size": 100,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "attn_layer_period": 4, "attn_layer_offset": 2,
+             "expert_layer_period": 2, "expert_layer_offset": 1, "num_experts": 4, "num_experts_per_tok": 2,
+             "intermediate_size": 96, "mamba_expand": 2, "mamba_d_state": 8, "mamba_d_conv": 4, "mamba_dt_rank": 4}
+    lfm2 = {"model_type": "lfm2", "hidden_size": 64, "num_hidden_layers": 4, "vocab_size": 100,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "conv_L_cache": 3, "block_ff_dim": 96,
+            "layer_types": ["conv", "conv", "full_attention", "conv"]}
+    mamba2 = {"model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 100, "num_heads": 8,
+              "head_dim": 16, "state_size": 32, "n_groups": 1, "conv_kernel": 4, "tie_word_embeddings": True}
+    llama4 = {"model_type": "llama4_text", "hidden_size": 64, "num_hidden_layers": 8, "vocab_size": 100,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "interleave_moe_layer_step": 2,
+              "num_local_experts": 4, "num_experts_per_tok": 1, "intermediate_size": 32,
+              "intermediate_size_mlp": 96, "attention_chunk_size": 8192}
+    kimi = {"model_type": "kimi_linear", "hidden_size": 64, "num_hidden_layers": 4, "vocab_size": 100,
+            "num_attention_heads": 4, "num_key_value_heads": 4, "kv_lora_rank": 32, "qk_rope_head_dim": 8,
+            "qk_nope_head_dim": 16, "v_head_dim": 16, "q_lora_rank": None, "intermediate_size": 96,
+            "moe_intermediate_size": 32, "num_experts": 4, "num_experts_per_token": 2, "num_shared_experts": 1,
+            "first_k_dense_replace": 1, "linear_attn_config": {"kda_layers": [1, 2, 3], "full_attn_layers": [4],
+                                                               "head_dim": 16, "num_heads": 4,
+                                                               "short_conv_kernel_size": 4}}
+    return [
+        ("nemotron_h_moe", NEMOTRON_H, {**_ssm(64, 8, 4, 2, 4), "expert_count": 4, "expert_used_count": 2,
+                                        "expert_feed_forward_length": 32, "expert_shared_feed_forward_length": 48,
+                                        "feed_forward_length": [0, 0, 128, 0]}),
+        ("falcon-h1", falcon, {**_ssm(128, 8, 8, 1, 4), "feed_forward_length": 96}),
+        ("granitehybrid", granite, {**_ssm(128, 16, 4, 1, 4), "expert_count": 8, "expert_used_count": 2,
+                                    "expert_feed_forward_length": 32, "expert_shared_feed_forward_length": 64}),
+        ("jamba", jamba, {**_ssm(128, 8, 4, 1, 4), "expert_count": 4, "expert_used_count": 2,
+                          "feed_forward_length": 96}),
+        ("lfm2", lfm2, {"shortconv.l_cache": 3, "feed_forward_length": 64}),
+        ("mamba2", mamba2, _ssm(128, 32, 8, 1, 4)),
+        ("llama4", llama4, {"expert_count": 4, "expert_used_count": 1, "expert_feed_forward_length": 32,
+                            "interleave_moe_layer_step": 2, "feed_forward_length": 96}),
+        ("kimi-linear", kimi, {"kda.head_dim": 16, "ssm.conv_kernel": 4, "attention.kv_lora_rank": 32,
+                               "rope.dimension_count": 8, "attention.key_length_mla": 24, "attention.value_length_mla": 16,
+                               "expert_count": 4,
+                               "expert_used_count": 2, "expert_feed_forward_length": 32, "expert_shared_count": 1,
+                               "feed_forward_length": 96, "leading_dense_block_count": 1}),
+    ]
+
+
+@pytest.mark.parametrize("arch_name, cfg, extra", _cfgs(), ids=[c[0] for c in _cfgs()])
+def test_hybrid_gguf_plans_as_its_config(tmp_path, arch_name, cfg, extra):
+    from planner.arch import parse_config
+
+    card, weights = load_gguf(_family_gguf(tmp_path / "m.gguf", arch_name, cfg, extra))
+    _same_cache(card.arch, parse_config(cfg))
+    assert sum(w.tensor.params for w in weights) == parse_config(cfg).params()
