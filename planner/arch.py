@@ -56,6 +56,10 @@ class AttnLayer:
     indexer_cache_dim: int = 0  # DeepSeek sparse attention indexer key per token
     ssm_state_elems: int = 0  # linear attention: recurrent state per sequence
     conv_state_elems: int = 0
+    # DeepSeek-V4 compressed attention: one cache entry per compress_ratio tokens, of this many
+    # values (the compressed K, plus the indexer key on ratio-4 layers), beside the window cache
+    compress_ratio: int = 0
+    compressed_dim: int = 0
 
     @property
     def softmax(self) -> bool:

@@ -72,6 +72,10 @@ _FAMILIES: list[tuple[Family, tuple[str, ...]]] = [
             # Kimi-K3 reuses model_type kimi_linear with a latent MoE, full-rank gates and gated MLA
             ("routed_expert_hidden_size", "use_full_rank_gate", "mla_use_output_gate", "attn_res_block_size")),
      ("kimi_linear", "kimi-linear")),
+    (Family("deepseek_v4", "DeepSeek-V4 (windowed attention + compressed CSA/HCA caches, hyper-connections, MoE)",
+            "deepseek_v4",
+            ("the top-k selection over compressed entries (index_topk) is priced as a read of every entry: decode "
+             "time at long context is an upper bound",)), ("deepseek_v4", "deepseek4")),
     (Family("mamba2", "Mamba-2 (attention-free SSM)", "mamba2",
             ("Mamba-2 layer speed priced from its state size with the recurrent-layer overhead fitted on Gated "
              "DeltaNet runs",)), ("mamba2",)),

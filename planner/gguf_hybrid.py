@@ -17,7 +17,7 @@ from planner.errors import PlannerError
 # GGUF general.architecture -> the HF model_type whose reader takes the fields built here
 HYBRID_ARCHS = {"nemotron_h": "nemotron_h", "nemotron_h_moe": "nemotron_h", "jamba": "jamba", "lfm2": "lfm2",
                 "lfm2moe": "lfm2_moe", "granitehybrid": "granitemoehybrid", "falcon-h1": "falcon_h1",
-                "mamba2": "mamba2", "llama4": "llama4_text", "kimi-linear": "kimi_linear"}
+                "mamba2": "mamba2", "llama4": "llama4_text", "kimi-linear": "kimi_linear", "deepseek4": "deepseek_v4"}
 
 
 def _blocks(names: set[str], n: int) -> list[set[str]]:
@@ -138,6 +138,13 @@ def hybrid_config(arch: str, field: Callable[[str], Any], names: set[str], cfg: 
             "head_dim": key("kda.head_dim"), "num_heads": cfg.get("num_attention_heads"), "short_conv_kernel_size": d_conv}
         out["first_k_dense_replace"] = next((i for i, f in enumerate(ffns) if f == "moe"), n)
         out["n_shared_experts"] = key("expert_shared_count", 0)
+    elif mt == "deepseek_v4":  # keys as src/models/deepseek4.cpp:28-56 reads them (src/llama-arch.cpp names)
+        out.update(compress_ratios=key("attention.compress_ratios"), head_dim=cfg.get("head_dim"),
+                   q_lora_rank=cfg.get("q_lora_rank"), o_groups=key("attention.output_group_count"),
+                   o_lora_rank=key("attention.output_lora_rank"), hc_mult=key("hyper_connection.count"),
+                   index_n_heads=key("attention.indexer.head_count"), index_head_dim=key("attention.indexer.key_length"),
+                   n_routed_experts=cfg.get("num_experts"), n_shared_experts=key("expert_shared_count", 0),
+                   num_hash_layers=key("hash_layer_count", 0), num_nextn_predict_layers=cfg.get("num_nextn_predict_layers", 0))
     return {k: v for k, v in out.items() if v is not None}
 
 

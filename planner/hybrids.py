@@ -413,7 +413,79 @@ def kimi_linear(cfg, tc, mt) -> Architecture:
     return b.finish(n_exp, opt(tc, "num_experts_per_token", "num_experts_per_tok", default=0))
 
 
+def deepseek_v4(cfg, tc, mt) -> Architecture:
+    """src/models/deepseek4.cpp:19-165 and src/llama-kv-cache-dsv4.cpp:1215-1330. Every layer attends
+    over a 128-token window of one shared 512-wide K (= V) head, and, where compress_ratios[i] is 4
+    (CSA) or 128 (HCA), over one compressed entry per ratio tokens; CSA layers also keep a
+    lightning-indexer key (index_head_dim) per entry. Low-rank q (q_lora_rank), grouped low-rank
+    output (o_groups x o_lora_rank), hyper-connections (hc_mult streams), attention sinks; MoE on
+    every layer, hash-routed (a token -> expert table) on the first num_hash_layers."""
+    b = Builder(cfg, tc, mt, "deepseek_v4")
+    h, n = b.h, _n_layers(tc)
+    ratios = tc.get("compress_ratios")
+    mtp = opt(tc, "num_nextn_predict_layers", default=0)
+    if not isinstance(ratios, list) or len(ratios) < n + mtp or any(r not in (0, 4, 128) for r in ratios):
+        raise pattern_error("compress_ratios", ratios, f"a list of {n + mtp} ratios, each 0, 4 or 128 (the only "
+                            "ones llama.cpp loads, src/models/deepseek4.cpp:139)")
+    hd, n_heads, q_rank = need(tc, "head_dim"), need(tc, "num_attention_heads"), need(tc, "q_lora_rank")
+    o_groups, o_rank, hc = need(tc, "o_groups"), need(tc, "o_lora_rank"), need(tc, "hc_mult")
+    idx_heads, idx_dim = need(tc, "index_n_heads"), need(tc, "index_head_dim")
+    window = need(tc, "sliding_window")
+    n_exp, moe_inter = need(tc, "n_routed_experts"), need(tc, "moe_intermediate_size")
+    shared = opt(tc, "n_shared_experts", default=0) * moe_inter
+    top_k = need(tc, "num_experts_per_tok")
+    hash_layers = opt(tc, "num_hash_layers", default=0)
+    hc_mix = (2 + hc) * hc
+    b.add("output_hc_head_fn.weight", "unquantized", hc, hc * h)
+    b.add("output_hc_head_base.weight", "unquantized", 1, hc)
+    for i in range(n + mtp):
+        p = f"blk.{i}."
+        before = len(b.tensors)
+        for norm in ("attn_norm", "ffn_norm", "attn_q_a_norm"):
+            b.add(p + norm + ".weight", "unquantized", 1, q_rank if norm == "attn_q_a_norm" else h)
+        b.add(p + "attn_sinks.weight", "unquantized", 1, n_heads)
+        b.add(p + "attn_q_a.weight", "other", q_rank, h)
+        b.add(p + "attn_q_b.weight", "attn_q", n_heads * hd, q_rank)
+        b.add(p + "attn_kv.weight", "attn_k", hd, h)
+        b.add(p + "attn_kv_norm.weight", "unquantized", 1, hd)
+        b.add(p + "attn_output_a.weight", "other", o_groups * o_rank, n_heads * hd // o_groups)
+        b.add(p + "attn_output_b.weight", "attn_output", h, o_groups * o_rank)
+        for part in ("attn", "ffn"):  # hyper-connection mixers
+            b.add(p + f"hc_{part}_fn.weight", "unquantized", hc_mix, hc * h)
+            b.add(p + f"hc_{part}_base.weight", "unquantized", 1, hc_mix + 3)
+        ratio = ratios[i]
+        if ratio:
+            coff = 2 if ratio == 4 else 1
+            b.add(p + "attn_compressor_wkv.weight", "other", coff * hd, h)
+            b.add(p + "attn_compressor_wgate.weight", "other", coff * hd, h)
+            b.add(p + "attn_compressor_ape.weight", "unquantized", ratio, coff * hd)
+            b.add(p + "attn_compressor_norm.weight", "unquantized", 1, hd)
+            if ratio == 4:
+                b.add(p + "indexer.proj.weight", "other", idx_heads, h)
+                b.add(p + "indexer.attn_q_b.weight", "other", idx_heads * idx_dim, q_rank)
+                b.add(p + "indexer_compressor_wkv.weight", "other", 2 * idx_dim, h)
+                b.add(p + "indexer_compressor_wgate.weight", "other", 2 * idx_dim, h)
+                b.add(p + "indexer_compressor_ape.weight", "unquantized", 4, 2 * idx_dim)
+                b.add(p + "indexer_compressor_norm.weight", "unquantized", 1, idx_dim)
+        if i < hash_layers:  # token id -> expert ids table (src/models/deepseek4.cpp:148)
+            b.add(p + "ffn_gate_tid2eid.weight", "unquantized", b.vocab, top_k)
+        else:
+            b.add(p + "exp_probs_b.bias", "unquantized", 1, n_exp)
+        experts(b.add, p, h, moe_inter, n_exp)
+        mlp(b.add, p, h, shared, suffix="_shexp")
+        if i >= n:  # NextN: [embedding; hidden] projection and its norms
+            b.add(p + "nextn.eh_proj.weight", "other", h, 2 * h)
+            b.add(p + "nextn.enorm.weight", "unquantized", 1, h)
+            b.add(p + "nextn.hnorm.weight", "unquantized", 1, h)
+            b.tensors[before:] = [Tensor(t.name, t.role, t.rows, t.cols, i, t.n_experts, "mtp") for t in b.tensors[before:]]
+            continue
+        b.layer(AttnLayer(kind="sliding", n_heads=n_heads, n_kv_heads=1, k_head_dim=hd, v_head_dim=0,
+                          window_tokens=window, compress_ratio=ratio,
+                          compressed_dim=(hd + (idx_dim if ratio == 4 else 0)) if ratio else 0), True)
+    return b.finish(n_exp, top_k, mtp)
+
+
 READERS = {"nemotron_h": nemotron_h, "falcon_h1": falcon_h1, "granite_hybrid": granite_hybrid, "jamba": jamba,
            "lfm2": lfm2, "mamba2": mamba2, "llama4": llama4,
-           "kimi_linear": kimi_linear}
+           "kimi_linear": kimi_linear, "deepseek_v4": deepseek_v4}
 assert set(READERS) == {f.reader for f in FAMILIES.values()} - {"generic"}, "every family reader is defined"

@@ -66,9 +66,12 @@ def layer_kv_bytes(r: Resolved, ctx: int) -> list[int]:
             extra = r.ubatch_tokens if r.engine.memory.swa_extra_ubatch else 0
             swa = r.batch * a.window_tokens + extra
             pad = r.engine.memory.ctx_padding_tokens
-            out.append(int(min(cells, -(-swa // pad) * pad) * per_cell))
+            nbytes = min(cells, -(-swa // pad) * pad) * per_cell
         else:
-            out.append(int(cells * per_cell))
+            nbytes = cells * per_cell
+        if a.compress_ratio:  # one entry per ratio tokens, padded to 256 cells (src/llama-kv-cache-dsv4.cpp:1295-1312)
+            nbytes += -(-max(1, -(-cells // a.compress_ratio)) // 256) * 256 * a.compressed_dim * r.kv_bytes_per_value
+        out.append(int(nbytes))
     return out
 
 

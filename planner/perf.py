@@ -254,6 +254,9 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         else:
             s["kv_full"] += kvb
             s["attn_flops_full"] += fl
+        if a.compress_ratio:  # every compressed entry read and scored (an upper bound where a top-k selects)
+            s["kv_full"] += a.compressed_dim * r.kv_bytes_per_value / a.compress_ratio
+            s["attn_flops_full"] += 2 * a.n_heads * 2 * a.k_head_dim / a.compress_ratio
         st = a.ssm_state_elems + a.conv_state_elems
         s["state_bytes"] += st * state_dtype
         s["state_flops"] += 4 * a.ssm_state_elems  # decay, rank-1 update and readout, ~2 MAC per element

@@ -18,7 +18,7 @@ from planner.errors import PlannerError
 
 HERE = Path(__file__).parent / "configs"
 INDEX = {v["file"]: v for f in sorted(HERE.glob("sources-*.toml")) for v in tomllib.loads(f.read_text()).values()}
-REFUSED = {"deepseek_v4", "refused"}  # architectures planner has no rules for yet: refused, not guessed
+REFUSED = {"refused"}  # architectures planner has no rules for yet: refused, not guessed
 TOLERANCE = 0.015  # the issue's bar: 1.5% of the published count (or half its last digit, if coarser)
 
 
@@ -172,6 +172,22 @@ def test_kimi_linear_kda_and_mla_layers():
     assert _state(a) == 20 * (128 * 128 * 32 + 3 * 3 * 32 * 128)
 
 
+def test_deepseek_v4_compressed_cache_by_hand():
+    """64k tokens, batch 1, f16, llama.cpp (ubatch 512, context padded to 256):
+    window, every layer: 128 + 512 tokens -> 768 cells x 512 x 2 B          =    786,432 B  x 43
+    CSA (ratio 4, 21 layers): 65,536 / 4 = 16,384 entries x (512 + 128) x 2 = 20,971,520 B  x 21
+    HCA (ratio 128, 20 layers): 512 entries x 512 x 2                       =    524,288 B  x 20
+    = 484,704,256 B, a tenth of DeepSeek-V3's 61 x 576 x 2 x 65,536 = 4,605,345,792 B."""
+    from planner.catalog import Catalog
+    from planner.deployment import Deployment, resolve
+    from planner.localfile import load_config_json
+    from planner.memory import layer_kv_bytes
+
+    card = load_config_json(HERE / "deepseek-v4-flash.json")
+    r = resolve(Catalog(), Deployment(model=card.id, gpus=("h200",), engine="llama.cpp-cuda", kv_quant="f16"), card)
+    assert sum(layer_kv_bytes(r, 65_536)) == 43 * 786_432 + 21 * 20_971_520 + 20 * 524_288 == 484_704_256
+
+
 # --- synthetic configs of the hybrid families (field names as their HF config classes use) -------
 
 
@@ -268,7 +284,7 @@ def test_unquantized_and_unsupported_checkpoints():
 # --- the registry itself -------------------------------------------------------------------------
 
 GGUF_NAMES = {"qwen3moe", "gpt-oss", "deepseek2", "glm-dsa", "qwen3next", "qwen35", "qwen35moe", "mimo2",
-              "nemotron_h_moe", "falcon-h1", "granitehybrid", "lfm2moe", "kimi-linear"}  # llama.cpp's names
+              "nemotron_h_moe", "falcon-h1", "granitehybrid", "lfm2moe", "kimi-linear", "deepseek4"}  # llama.cpp's names
 SYNTHETIC_ONLY = {"falcon_h1", "granitemoehybrid", "mamba2", "lfm2_moe"}  # hand-worked tests above
 
 

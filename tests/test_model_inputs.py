@@ -278,7 +278,18 @@ def _cfgs():
             "first_k_dense_replace": 1, "linear_attn_config": {"kda_layers": [1, 2, 3], "full_attn_layers": [4],
                                                                "head_dim": 16, "num_heads": 4,
                                                                "short_conv_kernel_size": 4}}
+    dsv4 = {"model_type": "deepseek_v4", "hidden_size": 64, "num_hidden_layers": 4, "vocab_size": 100,
+            "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 32, "q_lora_rank": 16, "o_groups": 2,
+            "o_lora_rank": 8, "hc_mult": 2, "index_n_heads": 2, "index_head_dim": 8, "sliding_window": 16,
+            "n_routed_experts": 4, "moe_intermediate_size": 16, "n_shared_experts": 1, "num_experts_per_tok": 2,
+            "num_hash_layers": 1, "compress_ratios": [0, 4, 128, 4], "num_nextn_predict_layers": 0}
     return [
+        ("deepseek4", dsv4, {"attention.compress_ratios": [0, 4, 128, 4], "attention.output_group_count": 2,
+                             "attention.output_lora_rank": 8, "hyper_connection.count": 2,
+                             "attention.indexer.head_count": 2, "attention.indexer.key_length": 8,
+                             "attention.q_lora_rank": 16, "attention.sliding_window": 16, "expert_count": 4,
+                             "expert_used_count": 2, "expert_feed_forward_length": 16, "expert_shared_count": 1,
+                             "hash_layer_count": 1}),
         ("nemotron_h_moe", NEMOTRON_H, {**_ssm(64, 8, 4, 2, 4), "expert_count": 4, "expert_used_count": 2,
                                         "expert_feed_forward_length": 32, "expert_shared_feed_forward_length": 48,
                                         "feed_forward_length": [0, 0, 128, 0]}),
