@@ -43,6 +43,10 @@ class BytesType(click.ParamType):
 
     def convert(self, value, param, ctx):
         try:
+            if isinstance(value, str) and value.strip().lower() == "auto":  # this machine's RAM (--host-ram auto)
+                from planner.detect import detect_host_ram_bytes
+
+                return detect_host_ram_bytes()
             return units.parse_bytes(value, _opt(param))
         except PlannerError as e:
             raise click.UsageError(str(e), ctx) from None
@@ -140,7 +144,7 @@ def main():
 
 
 _DEPLOYMENT_OPTIONS = [
-    click.option("--gpu", "gpu", required=True, help="GPUs: rtx5090, 2xrtx3090 or rtx5090,rtx3090ti"),
+    click.option("--gpu", "gpu", required=True, help="GPUs: rtx5090, 2xrtx3090 or rtx5090,rtx3090ti; auto = this machine's"),
     click.option("--ctx", type=TOKENS, default=None, help="context per sequence: 32768, 200k, 128Ki (default: the model's native maximum)"),
     click.option("--quant", default=None, help="weight quant: Q4_K_M, Q8_0, ... (llama.cpp) or bf16, fp8, awq (vLLM); see `planner quants`"),
     click.option("--kv-quant", default=None, help="KV-cache type: f16, q8_0, q4_0 (llama.cpp), fp8 (vLLM)"),
@@ -152,7 +156,7 @@ _DEPLOYMENT_OPTIONS = [
     click.option("--gpu-layers", "-ngl", "gpu_layers", type=click.IntRange(0, 100000), default=None, help="layers on GPUs; the rest in host RAM (llama.cpp -ngl)"),
     click.option("--cpu-moe", "cpu_moe", type=click.IntRange(0, 100000), default=0, help="expert tensors of the first N layers in host RAM (llama.cpp --n-cpu-moe)"),
     click.option("--host", default=None, help="host memory profile for offload, e.g. ddr5-6000x2; see `planner hosts`"),
-    click.option("--host-ram", type=BYTES, default=None, help="host RAM size, e.g. 64GiB"),
+    click.option("--host-ram", type=BYTES, default=None, help="host RAM size, e.g. 64GiB; auto = this machine's"),
     click.option("--flash-attn", "flash_attn", type=click.Choice(["on", "off"]), default=None, help="flash attention (default: the engine's)"),
     click.option("--prompt", type=TOKENS, default=None, help="prompt tokens per sequence for the speed estimate (default 512)"),
     click.option("--gen", type=TOKENS, default=None, help="generated tokens per sequence (default 128)"),
@@ -207,7 +211,7 @@ def build(catalog: Catalog, model, gpu, ctx, quant, kv_quant, engine, split, ten
             ts = tuple(float(x) for x in tensor_split.split(","))
         except ValueError:
             raise PlannerError(f"--tensor-split {tensor_split!r}: write numbers like 3,1, or memory, or speed") from None
-    dep = Deployment(model=model, gpus=parse_gpus(gpu), engine=engine, quant=quant, kv_quant=kv_quant, ctx_tokens=ctx,
+    dep = Deployment(model=model, gpus=gpu_ids(catalog, gpu), engine=engine, quant=quant, kv_quant=kv_quant, ctx_tokens=ctx,
                      batch=batch, split=split, ubatch_tokens=ubatch, gpu_layers=gpu_layers, cpu_moe_layers=cpu_moe,
                      host=host, host_ram_bytes=host_ram, tensor_split=ts, balance=balance,
                      flash_attention=None if flash_attn is None else flash_attn == "on", spec=spec,
@@ -262,8 +266,20 @@ def fit_cmd(model, sweep_accept, observed, explain, emit, as_json, **opts):
     sys.exit(0 if result.fits else 1)
 
 
-def parse_sets(text: str) -> list[tuple[str, ...]]:
-    """'rtx5090,2xrtx3090,rtx5090+rtx3090ti' -> three sets; '+' joins GPUs of one mixed set."""
+def gpu_ids(catalog: Catalog, text: str) -> tuple[str, ...]:
+    """--gpu as given, or `auto`: this machine's GPUs (planner.detect)."""
+    if text.strip().lower() == "auto":
+        from planner.detect import detect_gpus
+
+        return detect_gpus(catalog)
+    return parse_gpus(text)
+
+
+def parse_sets(text: str, catalog: Catalog | None = None) -> list[tuple[str, ...]]:
+    """'rtx5090,2xrtx3090,rtx5090+rtx3090ti' -> three sets; '+' joins GPUs of one mixed set; 'auto'
+    is this machine's GPUs as one set."""
+    if text.strip().lower() == "auto":
+        return [gpu_ids(catalog or Catalog(), text)]
     sets = [parse_gpus(t.replace("+", ",")) for t in text.split(",") if t.strip()]
     if not sets:
         raise PlannerError("--gpus is empty; write e.g. rtx5090,2xrtx3090,rtx5090+rtx3090ti")
@@ -333,7 +349,7 @@ def _comparison(catalog, model, gpus, max_gpus, budget, workload, ctx, batch, pr
     w = cmp.WORKLOADS[workload]
     w = dc_replace(w, ctx_tokens=ctx or w.ctx_tokens, batch=batch or w.batch, prompt_tokens=w.prompt_tokens
                    if prompt is None else prompt, gen_tokens=w.gen_tokens if gen is None else gen)
-    sets = parse_sets(gpus) if gpus else cmp.candidate_sets(catalog, max_gpus)
+    sets = parse_sets(gpus, catalog) if gpus else cmp.candidate_sets(catalog, max_gpus)
     for s in sets:
         for g in s:
             catalog.gpu(g)  # unknown names fail here, with suggestions
@@ -930,7 +946,7 @@ def models_cmd(gpus, ctx, batch, engine, min_speed, show_all, as_json):
             return
         click.echo(render.model_table(catalog))
         return
-    names = parse_gpus(gpus)
+    names = gpu_ids(catalog, gpus)
     for g in names:
         catalog.gpu(g)  # unknown names fail here, with suggestions
     eng = engine_name(catalog, engine)

@@ -51,7 +51,9 @@ _FAMILIES: list[tuple[Family, tuple[str, ...]]] = [
     (Family("mimo_v2", "MiMo-V2 (sliding/global attention MoE)"), ("mimo_v2", "mimo2")),
     (Family("nemotron_h", "Nemotron-H hybrid (Mamba-2, attention, MLP/MoE blocks)", "nemotron_h",
             ("Mamba-2 layer speed priced from its state size with the recurrent-layer overhead fitted on Gated "
-             "DeltaNet runs",)), ("nemotron_h", "nemotron_h_moe")),
+             "DeltaNet runs",
+             "each block (one mixer or one FFN) is charged a whole transformer layer's fitted fixed overhead: "
+             "small-batch decode is likely faster than predicted",)), ("nemotron_h", "nemotron_h_moe")),
     (Family("falcon_h1", "Falcon-H1 (Mamba-2 and attention in parallel in every layer)", "falcon_h1",
             ("Mamba-2 layer speed priced from its state size with the recurrent-layer overhead fitted on Gated "
              "DeltaNet runs",)), ("falcon_h1", "falcon-h1")),

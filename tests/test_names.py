@@ -156,3 +156,56 @@ def test_models_cli(tmp_path):
     assert res.exit_code == 2 and res.output.strip().count("\n") == 0 and "give --gpu" in res.output
     res = CliRunner().invoke(main, ["models", "--json"])
     assert res.exit_code == 0 and len(json.loads(res.output)) >= 20
+
+
+# --- --gpu auto / --host-ram auto: this machine's hardware, read from the tools that report it ----
+
+
+def _fake_tool(tmp_path, name: str, output: str):
+    import stat
+
+    path = tmp_path / name
+    path.write_text("#!/bin/sh\ncat <<'EOF'\n" + output + "EOF\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return tmp_path
+
+
+def test_gpu_auto_reads_nvidia_smi(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from planner.cli import main
+
+    bin_dir = _fake_tool(tmp_path, "nvidia-smi", "NVIDIA GeForce RTX 4090, 24564\nNVIDIA GeForce RTX 3090, 24576\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")  # the fake first
+    res = CliRunner().invoke(main, ["fit", "llama-3.1-8b", "--gpu", "auto", "--ctx", "8k", "--json"])
+    assert res.exit_code == 0, res.output
+    import json
+
+    assert [d["device"] for d in json.loads(res.output)["memory"]["devices"]] == ["rtx4090", "rtx3090"]
+
+
+def test_gpu_auto_names_what_it_cannot_match(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from planner.cli import main
+
+    bin_dir = _fake_tool(tmp_path, "nvidia-smi", "NVIDIA Quantum Widget 9000, 1024\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    res = CliRunner().invoke(main, ["fit", "llama-3.1-8b", "--gpu", "auto"])
+    assert res.exit_code == 2 and "Quantum Widget 9000" in res.output and "Traceback" not in res.output
+
+
+def test_gpu_auto_without_tools_says_so(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from planner.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi, rocm-smi or sysctl
+    res = CliRunner().invoke(main, ["models", "--gpu", "auto"])
+    assert res.exit_code == 2 and "found no GPU" in res.output
+
+
+def test_host_ram_auto_reads_this_machine():
+    from planner.detect import detect_host_ram_bytes
+
+    assert detect_host_ram_bytes() > 2**30  # /proc/meminfo here (Linux CI), hw.memsize on macOS
