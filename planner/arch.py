@@ -67,6 +67,13 @@ class AttnLayer:
         return self.kind in SOFTMAX_KINDS
 
     @property
+    def v_elems_per_token(self) -> int:
+        """The V part of kv_elems_per_token (MLA caches one latent, read as K; DeepSeek-V4 keeps K only)."""
+        if self.kv_shared or not self.softmax or self.kind == "mla":
+            return 0
+        return self.n_kv_heads * self.v_head_dim
+
+    @property
     def kv_elems_per_token(self) -> int:
         """Cached values per token in this layer: K and V for each KV head, or the MLA latent."""
         if self.kv_shared or not self.softmax:
@@ -455,7 +462,8 @@ def _attention(tc, i, kind, h, n_heads, n_kv, head_dim, window, shared, add, p, 
         if q_rank:
             add(p + "attn_q_a.weight", "other", int(q_rank), h)
             add(p + "attn_q_a_norm.weight", "unquantized", 1, int(q_rank))
-            add(p + "attn_q_b.weight", "attn_q", n_heads * (nope + rope), int(q_rank))
+            # "other" to llama.cpp's quantizer: its attn_q category matches attn_q.weight only (llama-quant.cpp:138-140)
+            add(p + "attn_q_b.weight", "other", n_heads * (nope + rope), int(q_rank))
         else:
             add(p + "attn_q.weight", "attn_q", n_heads * (nope + rope), h)
         add(p + "attn_kv_a_mqa.weight", "other", kv_rank + rope, h)

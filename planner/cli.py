@@ -897,16 +897,27 @@ def validate_cmd(runs, calibration, markdown_out, html_out):
         click.echo(f"wrote {html_out}")
 
 
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="print JSON (the catalog entries as their files hold them)")
+
+
+def _list_json(catalog: Catalog, kind: str, table: dict) -> None:
+    click.echo(json.dumps([render.entry_json(catalog, kind, v) for _, v in sorted(table.items())], indent=2))
+
+
 @main.command("gpus")
+@JSON_OPTION
 @friendly
-def gpus_cmd():
+def gpus_cmd(as_json):
     """List the GPUs in the catalog.
 
     Example:
 
         planner gpus
     """
-    click.echo(render.gpu_table(Catalog()))
+    catalog = Catalog()
+    if as_json:
+        return _list_json(catalog, "gpu", catalog.gpus)
+    click.echo(render.gpu_table(catalog))
 
 
 @main.command("models")
@@ -963,8 +974,9 @@ def models_cmd(gpus, ctx, batch, engine, min_speed, show_all, as_json):
 
 @main.command("drafts")
 @click.argument("model", required=False)
+@JSON_OPTION
 @friendly
-def drafts_cmd(model):
+def drafts_cmd(model, as_json):
     """List speculative drafters (DFlash, EAGLE, MTP, draft models) and the models they serve.
 
     With MODEL, only that model's drafters (including its built-in MTP layers).
@@ -974,56 +986,82 @@ def drafts_cmd(model):
         planner drafts qwen3.6-27b
     """
     catalog = Catalog()
+    if as_json:
+        mid = catalog.model(model).id if model else None
+        return _list_json(catalog, "draft", {k: d for k, d in catalog.drafts.items() if mid is None or mid in d.targets})
     click.echo(render.draft_table(catalog, catalog.model(model).id if model else None))
 
 
 @main.command("engines")
+@JSON_OPTION
 @friendly
-def engines_cmd():
+def engines_cmd(as_json):
     """List engine profiles and their memory rules.
 
     Example:
 
         planner engines
     """
-    click.echo(render.engine_table(Catalog()))
+    catalog = Catalog()
+    if as_json:
+        return _list_json(catalog, "engine", catalog.engines)
+    click.echo(render.engine_table(catalog))
 
 
 @main.command("hosts")
+@JSON_OPTION
 @friendly
-def hosts_cmd():
+def hosts_cmd(as_json):
     """List host-memory profiles for offload.
 
     Example:
 
         planner hosts
     """
-    click.echo(render.host_table(Catalog()))
+    catalog = Catalog()
+    if as_json:
+        return _list_json(catalog, "host", catalog.hosts)
+    click.echo(render.host_table(catalog))
 
 
 @main.command("quants")
+@JSON_OPTION
 @friendly
-def quants_cmd():
+def quants_cmd(as_json):
     """List weight quant recipes and KV-cache types.
 
     Example:
 
         planner quants
     """
-    click.echo(render.quant_table(Catalog()))
+    catalog = Catalog()
+    if as_json:
+        click.echo(json.dumps({"recipes": {k: r.model_dump(mode="json") for k, r in catalog.recipes.recipes.items()},
+                               "storage_types": {k: {**t.model_dump(mode="json"), "bits_per_weight": t.bits_per_weight}
+                                                 for k, t in catalog.formats.types.items()},
+                               "kv_types": {k: {**t.model_dump(mode="json"), "bytes_per_value": t.bytes_per_value}
+                                            for k, t in catalog.kv_types.types.items()}}, indent=2))
+        return
+    click.echo(render.quant_table(catalog))
 
 
 @main.command("show")
 @click.argument("id")
+@JSON_OPTION
 @friendly
-def show_cmd(id):
+def show_cmd(id, as_json):
     """Explain one GPU, model, engine or host profile, with the source of every number.
 
     Example:
 
         planner show rtx5090
     """
-    click.echo(render.show(Catalog(), id))
+    catalog = Catalog()
+    if as_json:
+        kind, v = render.find_entry(catalog, id)
+        click.echo(json.dumps(render.entry_json(catalog, kind, v), indent=2))
+        return
+    click.echo(render.show(catalog, id))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -155,7 +155,7 @@ class Resolved:
     gpus: tuple[Gpu, ...]
     engine: Engine
     quant: str
-    kv_quant: str
+    kv_quant: str  # the K cache type (and the V type unless kv_quant_v says otherwise)
     kv_bytes_per_value: float
     ctx_tokens: int | None
     batch: int
@@ -176,6 +176,21 @@ class Resolved:
     host_max_bytes: int | None = None
     host_max_from: str = ""
     notes: tuple[str, ...] = ()  # said with every answer about this deployment (a what-if quant, ...)
+    kv_quant_v: str = ""  # the V cache type where it differs from K (llama.cpp -ctv)
+    kv_v_bytes_per_value: float = 0.0
+
+    @property
+    def v_type(self) -> str:
+        return self.kv_quant_v or self.kv_quant
+
+    @property
+    def v_bytes_per_value(self) -> float:
+        return self.kv_v_bytes_per_value or self.kv_bytes_per_value
+
+    @property
+    def kv_label(self) -> str:
+        """'q8_0', or 'q8_0/q4_0' for K and V of different types."""
+        return self.kv_quant if self.v_type == self.kv_quant else f"{self.kv_quant}/{self.v_type}"
 
     @cached_property
     def layer_bytes(self) -> LayerBytes:
@@ -245,26 +260,29 @@ def pick_engine(catalog: Catalog, gpus: tuple[Gpu, ...], name: str | None, model
     return catalog.engine(backend[vendor])
 
 
-def check_engine_rules(engine: Engine, split: str, n_gpus: int, kv_name: str, fa: bool, arch: Architecture) -> None:
+def check_engine_rules(engine: Engine, split: str, n_gpus: int, kv_name: str, fa: bool, arch: Architecture,
+                       v_name: str | None = None) -> None:
     """The combinations the engine refuses at startup (docs/multi-gpu.md): resolve() applies them,
     and so does every edited deployment a suggestion proposes (planner.fit), so that a suggested
     fix is never one `planner fit` would then refuse."""
     if engine.family == "llama.cpp" and split == "tensor" and n_gpus > 1:
         if not fa:
             raise PlannerError("llama.cpp --split-mode tensor requires flash attention; drop --no-flash-attn or use --split layer")
-        if kv_name not in ("f32", "f16", "bf16"):
-            raise PlannerError(f"llama.cpp --split-mode tensor does not support a quantized KV cache ({kv_name}); "
+        if kv_name not in ("f32", "f16", "bf16") or (v_name or kv_name) not in ("f32", "f16", "bf16"):
+            raise PlannerError(f"llama.cpp --split-mode tensor does not support a quantized KV cache "
+                               f"({kv_name if v_name in (None, kv_name) else kv_name + '/' + v_name}); "
                                "use --kv-quant f16 or --split layer")
         if arch.model_type in engine.kernels.tensor_split_excluded:
             raise PlannerError(f"llama.cpp --split-mode tensor is not implemented for {arch.model_type}; use --split layer")
-    if engine.family == "llama.cpp" and kv_name not in ("f32", "f16", "bf16") and not fa:
-        raise PlannerError(f"a quantized V cache ({kv_name}) needs flash attention in llama.cpp; drop --no-flash-attn")
+    if engine.family == "llama.cpp" and (v_name or kv_name) not in ("f32", "f16", "bf16") and not fa:
+        raise PlannerError(f"a quantized V cache ({v_name or kv_name}) needs flash attention in llama.cpp; "
+                           "drop --no-flash-attn")
 
 
 def allowed(r: Resolved) -> bool:
     """Whether the engine accepts this (possibly edited) resolved deployment."""
     try:
-        check_engine_rules(r.engine, r.split, len(r.gpus), r.kv_quant, r.flash_attention, r.arch)
+        check_engine_rules(r.engine, r.split, len(r.gpus), r.kv_quant, r.flash_attention, r.arch, r.v_type)
     except PlannerError:
         return False
     return True
@@ -308,12 +326,19 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         weights = recipe_weights(catalog, arch, recipe)
         exact = False
 
-    kv_name = (dep.kv_quant or engine.default_kv_type).lower()
-    if kv_name == "auto":
-        kv_name = engine.default_kv_type
-    kv_name, kv = catalog.kv_type(kv_name)
-    if kv_name not in engine.kv_types:
-        raise PlannerError(f"{engine.id} has no {kv_name} KV cache; it offers: {', '.join(engine.kv_types)}")
+    kv_text = (dep.kv_quant or engine.default_kv_type).lower()
+    k_text, _, v_text = kv_text.partition("/")  # K/V types as llama.cpp takes them (-ctk, -ctv)
+    kv_types = []
+    for t in (k_text, v_text or k_text):
+        t = engine.default_kv_type if t.strip() in ("auto", "") else t
+        name, kv = catalog.kv_type(t)
+        if name not in engine.kv_types:
+            raise PlannerError(f"{engine.id} has no {name} KV cache; it offers: {', '.join(engine.kv_types)}")
+        kv_types.append((name, kv))
+    (kv_name, kv), (v_name, v_kv) = kv_types
+    if v_name != kv_name and engine.family != "llama.cpp":
+        raise PlannerError(f"{engine.id} takes one KV-cache type for K and V (--kv-cache-dtype); K/V pairs like "
+                           f"{kv_name}/{v_name} are llama.cpp's (-ctk / -ctv)")
 
     split = dep.split or engine.default_split
     if split not in engine.split_modes:
@@ -340,7 +365,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         raise PlannerError(f"--cpu-moe {dep.cpu_moe_layers} is more than the model's {arch.n_layers} layers")
     if dep.cpu_moe_layers and arch.n_experts <= 1:
         raise PlannerError(f"{card.id} is not a mixture-of-experts model: --cpu-moe does not apply")
-    check_engine_rules(engine, split, len(gpus), kv_name, fa, arch)
+    check_engine_rules(engine, split, len(gpus), kv_name, fa, arch, v_name)
     host = catalog.host(dep.host) if dep.host else None
     assumed_host = host or catalog.hosts.get(DEFAULT_HOST)
 
@@ -358,6 +383,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         host_max_bytes=assumed_host.max_capacity_bytes if assumed_host else None,
         host_max_from=assumed_host.id if assumed_host else "",
         notes=(what_if,) if what_if else (),
+        kv_quant_v=v_name if v_name != kv_name else "", kv_v_bytes_per_value=v_kv.bytes_per_value if v_name != kv_name else 0.0,
     )
     if dep.spec:
         from planner.spec import resolve_spec

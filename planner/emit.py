@@ -46,8 +46,8 @@ def _llamacpp(r: Resolved, ctx: int) -> str:
         a += ["-np", str(r.batch)]
     a += ["-ngl", "all" if r.gpu_layers >= n else str(r.gpu_layers)]
     a += ["-fa", "on" if r.flash_attention else "off"]
-    if r.kv_quant != "f16":
-        a += ["-ctk", r.kv_quant, "-ctv", r.kv_quant]
+    if r.kv_quant != "f16" or r.v_type != "f16":
+        a += ["-ctk", r.kv_quant, "-ctv", r.v_type]
     if r.ubatch_tokens != r.engine.memory.default_ubatch_tokens:
         a += ["-ub", str(r.ubatch_tokens), "-b", str(max(r.ubatch_tokens, r.engine.memory.default_batch_tokens))]
     if r.cpu_moe_layers:

@@ -78,6 +78,16 @@ _FAMILIES: list[tuple[Family, tuple[str, ...]]] = [
             "deepseek_v4",
             ("the top-k selection over compressed entries (index_topk) is priced as a read of every entry: decode "
              "time at long context is an upper bound",)), ("deepseek_v4", "deepseek4")),
+    (Family("minimax_01", "MiniMax-Text-01 / M1 (lightning linear attention, softmax every 8th layer, MoE)",
+            "minimax_01",
+            ("lightning-attention layer speed priced from its state size with the recurrent-layer overhead fitted "
+             "on Gated DeltaNet runs",)), ("minimax_m1", "minimax-01")),
+    (Family("gemma3n", "Gemma 3n (per-layer embeddings, AltUp, LAuReL, KV shared by the last layers)", "gemma3n",
+            ("no real Gemma 3n config.json is in the tests: sized from the field names of transformers' "
+             "Gemma3nTextConfig and llama.cpp's tensors, unchecked against a published text-model count",
+             "its vision (MobileNet-V5) and audio encoders are not counted (llama.cpp loads the text model only; "
+             "vLLM would load them too)")),
+     ("gemma3n", "gemma3n_text")),
     (Family("mamba2", "Mamba-2 (attention-free SSM)", "mamba2",
             ("Mamba-2 layer speed priced from its state size with the recurrent-layer overhead fitted on Gated "
              "DeltaNet runs",)), ("mamba2",)),
@@ -93,6 +103,7 @@ UNVERIFIED: dict[str, str] = {
     "qwen2_moe": "moe", "qwen2moe": "moe", "olmoe": "moe", "granitemoe": "moe", "phimoe": "moe",
     "hunyuan_v1_moe": "moe", "glm4_moe": "moe", "glm4moe": "moe", "dots1": "moe",
     "gemma2": "gemma", "deepseek_v2": "mla",
+    "minimax_text_01": "minimax_01",  # the M1 config's layout under another name (Hub card), not checked
 }
 
 FAMILY_OF: dict[str, Family] = {mt: fam for fam, types in _FAMILIES for mt in types}

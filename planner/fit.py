@@ -169,6 +169,7 @@ def _assumptions(r: Resolved) -> dict[str, Any]:
         "engine_name": r.engine.name,
         "quant": r.quant,
         "kv_quant": r.kv_quant,
+        "kv_quant_v": r.v_type,
         "split": r.split if len(r.gpus) > 1 else "none",
         "batch": r.batch,
         "ubatch_tokens": r.ubatch_tokens,
@@ -203,7 +204,12 @@ def _warnings(r: Resolved, ctx: int, plan: MemoryPlan) -> list[str]:
         if g.specs.gpu_allocatable is not None:
             w.append(f"{g.id}: the GPU may use {g.memory_bytes / GiB:.1f} GiB of {g.specs.memory.si / GiB:.0f} GiB unified "
                      "memory by default")
-    if r.engine.family == "llama.cpp" and r.kv_quant not in ("f16", "bf16", "f32"):
+    if r.engine.family == "llama.cpp" and r.v_type != r.kv_quant and r.engine.backend == "cuda":
+        w.append(f"K/V cache types {r.kv_label}: llama.cpp's default CUDA build compiles flash-attention vector kernels "
+                 "only for f16/f16, q8_0/q8_0, q4_0/q4_0 and bf16/bf16 (GGML_CUDA_FA_QUANTS), so every attention step "
+                 "converts K and V to f16 first (ggml-cuda/fattn.cu:500-510; priced here); a build with "
+                 f"-DGGML_CUDA_FA_QUANTS=\"{r.kv_quant}-{r.v_type}\" reads them in the kernel")
+    elif r.engine.family == "llama.cpp" and r.v_type not in ("f16", "bf16", "f32"):
         w.append("a quantized V cache needs flash attention (on by default); on CUDA, K/V type pairs other than "
                  "q8_0/q8_0 and q4_0/q4_0 need a GGML_CUDA_FA_ALL_QUANTS build")
     if r.engine.memory.gpu_memory_utilization is not None:
@@ -245,9 +251,10 @@ def _suggest(catalog: Catalog, r: Resolved, ctx: int, best: int) -> list[Suggest
     kv_order = ["q8_0", "q5_1", "q5_0", "q4_0"] if r.engine.family == "llama.cpp" else ["fp8"]
     base_kv = plan_memory(r, ctx).devices
     for kv in kv_order:
-        if kv not in r.engine.kv_types or kv == r.kv_quant:
+        if kv not in r.engine.kv_types or (kv == r.kv_quant and kv == r.v_type):
             continue
-        alt = with_(r, kv_quant=kv, kv_bytes_per_value=catalog.kv_types.types[kv].bytes_per_value)
+        alt = with_(r, kv_quant=kv, kv_bytes_per_value=catalog.kv_types.types[kv].bytes_per_value, kv_quant_v="",
+                    kv_v_bytes_per_value=0.0)
         if not allowed(alt):  # e.g. llama.cpp's tensor split takes no quantized cache
             continue
         ok, m = _try(alt, ctx)

@@ -17,7 +17,8 @@ from planner.errors import PlannerError
 # GGUF general.architecture -> the HF model_type whose reader takes the fields built here
 HYBRID_ARCHS = {"nemotron_h": "nemotron_h", "nemotron_h_moe": "nemotron_h", "jamba": "jamba", "lfm2": "lfm2",
                 "lfm2moe": "lfm2_moe", "granitehybrid": "granitemoehybrid", "falcon-h1": "falcon_h1",
-                "mamba2": "mamba2", "llama4": "llama4_text", "kimi-linear": "kimi_linear", "deepseek4": "deepseek_v4"}
+                "mamba2": "mamba2", "llama4": "llama4_text", "kimi-linear": "kimi_linear", "deepseek4": "deepseek_v4",
+                "minimax-01": "minimax_m1", "gemma3n": "gemma3n_text"}
 
 
 def _blocks(names: set[str], n: int) -> list[set[str]]:
@@ -138,6 +139,16 @@ def hybrid_config(arch: str, field: Callable[[str], Any], names: set[str], cfg: 
             "head_dim": key("kda.head_dim"), "num_heads": cfg.get("num_attention_heads"), "short_conv_kernel_size": d_conv}
         out["first_k_dense_replace"] = next((i for i, f in enumerate(ffns) if f == "moe"), n)
         out["n_shared_experts"] = key("expert_shared_count", 0)
+    elif mt == "gemma3n_text":  # src/models/gemma3n.cpp:3-27 and llama-hparams.h:265-268 hard-code these
+        out.update(altup_num_inputs=4, laurel_rank=64, hidden_size_per_layer_input=key("embedding_length_per_layer_input", 256),
+                   num_kv_shared_layers=max(0, n - 20), vocab_size_per_layer_input=None)
+        pattern = key("attention.sliding_window_pattern")
+        if isinstance(pattern, list) and len(pattern) >= n:
+            out["layer_types"] = ["sliding_attention" if x else "full_attention" for x in pattern[:n]]
+        out["intermediate_size"] = ff[0] if isinstance(ff, list) else ff  # llama.cpp: layer 0's for every layer
+    elif mt == "minimax_m1":  # softmax layers hold attn_k; lightning layers a fused attn_qkv and a gate
+        out["attn_type_list"] = [1 if "attn_k.weight" in b else 0 for b in blocks]
+        out["num_local_experts"] = cfg.get("num_experts")
     elif mt == "deepseek_v4":  # keys as src/models/deepseek4.cpp:28-56 reads them (src/llama-arch.cpp names)
         out.update(compress_ratios=key("attention.compress_ratios"), head_dim=cfg.get("head_dim"),
                    q_lora_rank=cfg.get("q_lora_rank"), o_groups=key("attention.output_group_count"),

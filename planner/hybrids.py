@@ -485,7 +485,96 @@ def deepseek_v4(cfg, tc, mt) -> Architecture:
     return b.finish(n_exp, top_k, mtp)
 
 
+def minimax_01(cfg, tc, mt) -> Architecture:
+    """src/models/minimax-01.cpp:3-60: attn_type_list says per layer 1 = softmax attention (GQA q, k,
+    v, o), 0 = lightning (linear) attention over all heads (fused qkv h -> 3 heads x head_dim, an
+    output gate, a norm, o); its state per sequence is head_dim^2 x heads (src/llama-hparams.cpp:
+    249-254), no conv state. Every layer is MoE (gated experts, no shared expert)."""
+    b = Builder(cfg, tc, mt, "minimax_01")
+    h, n = b.h, _n_layers(tc)
+    types = tc.get("attn_type_list")
+    if not isinstance(types, list) or len(types) != n or any(t not in (0, 1) for t in types):
+        raise pattern_error("attn_type_list", types, f"a list of {n} entries, 1 (softmax) or 0 (lightning)")
+    n_heads, hd = need(tc, "num_attention_heads"), need(tc, "head_dim")
+    n_kv = opt(tc, "num_key_value_heads", default=n_heads)
+    n_exp = need(tc, "num_local_experts")
+    if opt(tc, "shared_intermediate_size", default=0):
+        raise PlannerError("config key 'shared_intermediate_size': MiniMax-01 with a shared expert is not a layout "
+                           "llama.cpp or planner reads")
+    for i, t in enumerate(types):
+        p = f"blk.{i}."
+        b.add(p + "attn_norm.weight", "unquantized", 1, h)
+        b.add(p + "ffn_norm.weight", "unquantized", 1, h)
+        if t == 1:
+            mixer = attention(b.add, p, h, n_heads, n_kv, hd)
+        else:
+            b.add(p + "attn_qkv.weight", "attn_qkv", 3 * n_heads * hd, h)
+            b.add(p + "attn_gate.weight", "other", n_heads * hd, h)
+            b.add(p + "attn_norm_2.weight", "unquantized", 1, n_heads * hd)
+            b.add(p + "attn_output.weight", "attn_output", h, n_heads * hd)
+            mixer = AttnLayer(kind="linear", n_heads=n_heads, ssm_state_elems=hd * hd * n_heads)
+        experts(b.add, p, h, need(tc, "intermediate_size"), n_exp)
+        b.layer(mixer, True)
+    return b.finish(n_exp, need(tc, "num_experts_per_tok"))
+
+
+def gemma3n(cfg, tc, mt) -> Architecture:
+    """src/models/gemma3n.cpp:3-75. Per layer: attention with q/k norms and a post norm, a gated
+    MLP (intermediate_size, per layer where a list), the per-layer-embedding gate and projection
+    (hidden_size_per_layer_input), AltUp (altup_num_inputs streams: router, predict and correct
+    coefficients) and LAuReL (laurel_rank). Outside: the per-layer embedding table and its
+    projection, the AltUp projections. Layers from num_hidden_layers - num_kv_shared_layers on
+    reuse an earlier layer's KV (llama.cpp hard-codes the first 20 as the ones with a cache,
+    gemma3n.cpp:7, which is that count for E2B and E4B). Sliding where layer_types says, else
+    4 of every 5 layers (load_swa_pattern(ml, 5), :5)."""
+    b = Builder(cfg, tc, mt, "gemma3n", tied_default=True)
+    h, n = b.h, _n_layers(tc)
+    n_heads, hd = need(tc, "num_attention_heads"), need(tc, "head_dim")
+    n_kv = opt(tc, "num_key_value_heads", default=n_heads)
+    ple, n_alt, rank = need(tc, "hidden_size_per_layer_input"), need(tc, "altup_num_inputs"), need(tc, "laurel_rank")
+    inter = tc.get("intermediate_size")
+    inter = [int(x) for x in inter] if isinstance(inter, list) else [need(tc, "intermediate_size")] * n
+    if len(inter) != n:
+        raise pattern_error("intermediate_size", tc.get("intermediate_size"), f"one size or a list of {n}")
+    if len(set(inter)) > 1:
+        b.notes.append("llama.cpp b11434 sizes every layer's MLP as layer 0's (gemma3n.cpp uses n_ff), so a GGUF of "
+                       "this model differs from its config")
+    if isinstance(tc.get("layer_types"), list):
+        kinds = _kinds_list(tc, "layer_types", n, {"sliding_attention": "sliding", "full_attention": "full"})
+    else:
+        kinds = ["sliding" if i % 5 < 4 else "full" for i in range(n)]
+    window = need(tc, "sliding_window")
+    first_shared = n - opt(tc, "num_kv_shared_layers", default=0)
+    b.add("per_layer_token_embd.weight", "token_embd", need(tc, "vocab_size_per_layer_input", "vocab_size"), n * ple)
+    b.add("per_layer_model_proj.weight", "other", n * ple, h)
+    b.add("per_layer_proj_norm.weight", "unquantized", 1, ple)
+    for name in ("altup_proj.weight", "altup_unembd_proj.weight"):
+        b.add(name, "other", h, h * (n_alt - 1))
+    for i in range(n):
+        p = f"blk.{i}."
+        for norm in ("attn_norm", "attn_post_norm", "ffn_norm", "ffn_post_norm", "per_layer_post_norm",
+                     "altup_router_norm", "laurel_post_norm"):
+            b.add(p + norm + ".weight", "unquantized", 1, h)
+        mixer = attention(b.add, p, h, n_heads, n_kv, hd, qk_norm=True, kind=kinds[i],
+                          window=window if kinds[i] == "sliding" else None)
+        if i >= first_shared:
+            mixer = AttnLayer(kind=mixer.kind, n_heads=n_heads, n_kv_heads=n_kv, k_head_dim=hd, v_head_dim=hd,
+                              window_tokens=mixer.window_tokens, kv_shared=True)
+        mlp(b.add, p, h, inter[i])
+        b.add(p + "inp_gate.weight", "other", ple, h)
+        b.add(p + "proj.weight", "other", h, ple)
+        b.add(p + "altup_correct_coef.weight", "unquantized", n_alt, n_alt)
+        b.add(p + "altup_correct_scale.weight", "unquantized", 1, h)
+        b.add(p + "altup_predict_coef.weight", "unquantized", n_alt * n_alt, n_alt)
+        b.add(p + "altup_router.weight", "other", n_alt, h)
+        b.add(p + "laurel_l.weight", "other", rank, h)
+        b.add(p + "laurel_r.weight", "other", h, rank)
+        b.layer(mixer, False)
+    return b.finish()
+
+
 READERS = {"nemotron_h": nemotron_h, "falcon_h1": falcon_h1, "granite_hybrid": granite_hybrid, "jamba": jamba,
            "lfm2": lfm2, "mamba2": mamba2, "llama4": llama4,
-           "kimi_linear": kimi_linear, "deepseek_v4": deepseek_v4}
+           "kimi_linear": kimi_linear, "deepseek_v4": deepseek_v4,
+           "minimax_01": minimax_01, "gemma3n": gemma3n}
 assert set(READERS) == {f.reader for f in FAMILIES.values()} - {"generic"}, "every family reader is defined"

@@ -139,6 +139,7 @@ _GGUF_KEYS = {
     "rope.dimension_count": "qk_rope_head_dim", "leading_dense_block_count": "first_k_dense_replace",
     "ssm.conv_kernel": "linear_conv_kernel_dim", "ssm.state_size": "linear_key_head_dim",
     "ssm.group_count": "linear_num_key_heads", "ssm.time_step_rank": "linear_num_value_heads",
+    "attention.shared_kv_layers": "num_kv_shared_layers",  # Gemma 4 E-models: the last N reuse earlier KV
 }
 
 
@@ -242,6 +243,12 @@ def _gguf_rules(cfg: dict[str, Any], arch: str, field) -> None:
         cfg["num_hidden_layers"] = n - nextn  # block_count includes them (src/llama-model.cpp:1331)
         cfg["num_nextn_predict_layers"] = nextn
         n -= nextn
+    rec = field(f"{arch}.attention.recurrent_layers")  # Qwen3.5/3.6: which layers are Gated DeltaNet
+    if isinstance(rec, list) and isinstance(n, int) and len(rec) >= n:
+        cfg["layer_types"] = ["linear_attention" if x else "full_attention" for x in rec[:n]]
+    inner, heads = field(f"{arch}.ssm.inner_size"), field(f"{arch}.ssm.time_step_rank")
+    if isinstance(inner, int) and isinstance(heads, int) and heads and "linear_num_value_heads" in cfg:
+        cfg["linear_value_head_dim"] = inner // heads  # ssm.inner_size = value heads x value head dim
     if not cfg.get("sliding_window") or not isinstance(n, int):
         return
     pat = field(f"{arch}.attention.sliding_window_pattern")
@@ -251,6 +258,35 @@ def _gguf_rules(cfg: dict[str, Any], arch: str, field) -> None:
     every = pat if isinstance(pat, int) and pat > 0 else SWA_PATTERNS.get(arch)
     if every:
         cfg["layer_types"] = ["full_attention" if i % every == every - 1 else "sliding_attention" for i in range(n)]
+
+
+def _per_layer_truth(a, arch: str, field, names: set[str]):
+    """The architecture read from the config-style keys, corrected layer by layer by what a GGUF
+    states exactly: KV heads per layer (head_count_kv arrays), the sliding layers' own head sizes
+    (key_length_swa / value_length_swa), the DSA indexer key (indexer.key_length), and which layers
+    route to experts (the ffn_gate_inp tensors)."""
+    from dataclasses import replace
+
+    kv = field(f"{arch}.attention.head_count_kv")
+    k_swa, v_swa = field(f"{arch}.attention.key_length_swa"), field(f"{arch}.attention.value_length_swa")
+    k_full, v_full = field(f"{arch}.attention.key_length"), field(f"{arch}.attention.value_length")
+    idx = field(f"{arch}.attention.indexer.key_length")
+    layers = []
+    for i, x in enumerate(a.layers):
+        if x.kind in ("full", "sliding"):
+            upd: dict[str, Any] = {}
+            if isinstance(kv, list) and i < len(kv) and isinstance(kv[i], int) and kv[i] > 0:
+                upd["n_kv_heads"] = kv[i]
+            if x.kind == "sliding" and isinstance(k_swa, int):
+                upd.update(k_head_dim=k_swa, v_head_dim=v_swa if isinstance(v_swa, int) else k_swa)
+            elif x.kind == "full" and isinstance(k_full, int):
+                upd.update(k_head_dim=k_full, v_head_dim=v_full if isinstance(v_full, int) else k_full)
+            x = replace(x, **upd) if upd else x
+        elif x.kind == "mla" and isinstance(idx, int) and f"blk.{i}.indexer.attn_k.weight" in names:
+            x = replace(x, indexer_cache_dim=idx)
+        layers.append(x)
+    moe = tuple(f"blk.{i}.ffn_gate_inp.weight" in names for i in range(a.n_layers))
+    return replace(a, layers=tuple(layers), moe_layers=moe if any(moe) or not any(a.moe_layers) else a.moe_layers)
 
 
 def load_gguf(path: Path) -> tuple[ModelCard, list[WeightTensor]]:
@@ -307,7 +343,8 @@ def load_gguf(path: Path) -> tuple[ModelCard, list[WeightTensor]]:
         for k, cfg_key in _GGUF_KEYS.items():
             msg = msg.replace(f"'{cfg_key}'", f"'{arch}.{k}'")
         raise PlannerError(f"{path}: {msg}") from None
-    arch_obj = card.arch
+    arch_obj = _per_layer_truth(card.arch, arch, field, names)
+    card.__dict__["arch"] = arch_obj  # the cached Architecture, corrected by what the file states per layer
     weights = []
     for t in tensors:
         layer = None

@@ -60,7 +60,8 @@ def layer_kv_bytes(r: Resolved, ctx: int) -> list[int]:
     cells = kv_cells(r, ctx)
     out = []
     for a in r.arch.layers:
-        per_cell = a.kv_elems_per_token * r.kv_bytes_per_value
+        v = a.v_elems_per_token  # K and V may be stored in different types (llama.cpp -ctk / -ctv)
+        per_cell = (a.kv_elems_per_token - v) * r.kv_bytes_per_value + v * r.v_bytes_per_value
         if a.kind == "sliding" and a.window_tokens:
             # a sliding layer keeps `window` tokens per sequence (+ one ubatch in llama.cpp)
             extra = r.ubatch_tokens if r.engine.memory.swa_extra_ubatch else 0

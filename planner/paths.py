@@ -158,16 +158,25 @@ def matmul_rule(table: PathTable, op: str, storage: str, family: str | None, tok
     return None
 
 
-def attention_rule(table: PathTable, family: str | None, tokens: int, kv: str, fa: bool) -> AttentionRule | None:
-    """The attention kernel for `tokens` query tokens per sequence with a `kv` cache type."""
+def attention_rule(table: PathTable, family: str | None, tokens: int, kv: str, fa: bool,
+                   v: str | None = None) -> AttentionRule | None:
+    """The attention kernel for `tokens` query tokens per sequence with a `kv` cache type (K), and
+    `v` for V where it differs: a mixed pair takes the rules that list it in kv_pair (the vector
+    kernels compiled only for some pairs), else the rules of its K type."""
     k = kv.lower()
+    pair = f"{k}-{v.lower()}" if v and v.lower() != k else None
+    candidates = []
     for r in table.attention:
         if r.fa != fa or not _applies(r, family):
             continue
         if tokens < r.min_tokens or (r.max_tokens is not None and tokens > r.max_tokens):
             continue
+        if pair and pair in {x.lower() for x in r.kv_pair}:
+            return r
         kinds = {x.lower() for x in r.kv}
         if kinds and k not in kinds and not ("quantized" in kinds and k not in FLOAT_TYPES):
             continue
-        return r
-    return None
+        if pair is None:
+            return r
+        candidates.append(r)
+    return candidates[0] if candidates else None

@@ -68,6 +68,8 @@ class Stage:
     expert_paths: tuple["ClassPaths | None", ...] | None = None
     attn_vec_max: float = -1.0  # query tokens per sequence up to which the vector FA kernel runs
     attn_convert: bool = False  # batched FA converts a quantized cache to f16 first
+    attn_vec_convert: bool = False  # so does the vector kernel, for a K/V pair it was not compiled for
+    kv_quant_frac: float = 1.0  # share of the cache bytes in a quantized type (a q8_0/f16 pair: part)
     kv_quantized: bool = False
     kv_f16_per_byte: float = 1.0  # f16 bytes per cache byte (2 / bytes per value)
 
@@ -128,13 +130,14 @@ def _attn_flops(a) -> float:
     return 2 * a.n_heads * (a.k_head_dim + a.v_head_dim)
 
 
-def _kv_read_bytes(a, kv_bytes: float) -> float:
-    """KV bytes read per context token (a layer sharing another's cache still reads it)."""
+def _kv_read_bytes(a, kv_bytes: float, v_bytes: float | None = None) -> float:
+    """KV bytes read per context token (a layer sharing another's cache still reads it); K and V
+    at their own type's size."""
     if not a.softmax:
         return 0.0
     if a.kind == "mla":
         return (a.mla_cache_dim + a.indexer_cache_dim) * kv_bytes
-    return a.n_kv_heads * (a.k_head_dim + a.v_head_dim) * kv_bytes
+    return a.n_kv_heads * (a.k_head_dim * kv_bytes + a.v_head_dim * (kv_bytes if v_bytes is None else v_bytes))
 
 
 def link_bandwidth(gpus: tuple[Gpu, ...], links: LinkTable) -> tuple[float, str]:
@@ -246,7 +249,7 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         s["layers"] += 1
         s["moe_layers"] += int(arch.moe_layers[i]) if i < len(arch.moe_layers) else 0
         s["linear_layers"] += int(a.kind in ("linear", "mamba"))  # recurrent mixers: conv, gates and scan kernels
-        kvb = _kv_read_bytes(a, r.kv_bytes_per_value)
+        kvb = _kv_read_bytes(a, r.kv_bytes_per_value, r.v_bytes_per_value)
         fl = _attn_flops(a)
         if a.kind == "sliding" and a.window_tokens:
             s["kv_window"].append((a.window_tokens, kvb))
@@ -274,24 +277,34 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
             out.append(_class_paths(table, op, st, gpu) if st else None)
         return tuple(out)
 
-    kv_name = r.kv_quant.lower()
-    kv_quant = kv_name not in FLOAT_TYPES
+    kv_name, v_name = r.kv_quant.lower(), r.v_type.lower()
+    kv_quant = kv_name not in FLOAT_TYPES or v_name not in FLOAT_TYPES
 
     def attn_paths(gpu: Gpu | None) -> dict:
         if table is None or gpu is None:
             return {}
         def is_vec(q: int) -> bool:
-            rule = attention_rule(table, gpu.family, q, kv_name, r.flash_attention)
+            rule = attention_rule(table, gpu.family, q, kv_name, r.flash_attention, v_name)
             return rule is not None and rule.kernel.endswith("vec")
 
         vec_max = 0  # the vector kernel covers 1..vec_max query tokens (a contiguous range from 1)
         while vec_max < MAX_VEC_TOKENS and is_vec(vec_max + 1):
             vec_max += 1
         vec_max = vec_max or -1
-        big = attention_rule(table, gpu.family, max(r.ubatch_tokens, 2), kv_name, r.flash_attention)
+        big = attention_rule(table, gpu.family, max(r.ubatch_tokens, 2), kv_name, r.flash_attention, v_name)
+        one = attention_rule(table, gpu.family, 1, kv_name, r.flash_attention, v_name)
+        # the share of cache bytes held in a quantized type, and f16 bytes per such byte
+        k_q, v_q = kv_name not in FLOAT_TYPES, v_name not in FLOAT_TYPES
+        kb = sum(a.kv_elems_per_token - a.v_elems_per_token for a in arch.layers) * r.kv_bytes_per_value
+        vb = sum(a.v_elems_per_token for a in arch.layers) * r.v_bytes_per_value
+        qb = kb * k_q + vb * v_q
+        q_bytes_per_value = r.kv_bytes_per_value if k_q else r.v_bytes_per_value
         return dict(attn_vec_max=float(vec_max),
                     attn_convert=bool(big is not None and kv_quant and big.kv_conversion == "to_f16"),
-                    kv_quantized=kv_quant, kv_f16_per_byte=F16_BYTES / max(r.kv_bytes_per_value, 1e-9))
+                    # a K/V pair the build has no vector kernel for is converted to f16 even at decode
+                    attn_vec_convert=bool(one is not None and kv_quant and one.kv_conversion == "to_f16"),
+                    kv_quantized=kv_quant, kv_quant_frac=qb / (kb + vb) if kb + vb else 1.0,
+                    kv_f16_per_byte=F16_BYTES / max(q_bytes_per_value, 1e-9))
 
     def stage(name: str, kind: str, gpu: Gpu | None, bw: float, a: dict, frac: float) -> Stage:
         peaks = np.array([_peak(gpu, kern.gemm_peaks.get(k, kern.gemm_peaks.get("float", ()))) if gpu else math.inf
@@ -442,9 +455,18 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> 
             # quantized cache as it reads it (kv_quant_bw_eff); the batched kernels first convert
             # it to f16 in a buffer (written, then read: 2 x the f16 bytes on top)
             vec = q <= s.attn_vec_max
-            kv_bytes = np.where(vec | (not s.attn_convert), kv, kv * (1 + 2 * s.kv_f16_per_byte))
-            add("attention", fl, kv_bytes, peak_src.attn_peak, bw_a, np.where(vec, e.kv_bw * e.kv_quant_bw, e.kv_bw),
-                e.attn_compute)
+            # the vector kernel dequantizes the quantized part of the cache as it reads it (kv_quant_bw);
+            # a conversion (batched kernels, or a K/V pair without a compiled vector kernel) streams the
+            # quantized part into an f16 buffer, written then read (2 x its f16 bytes on top), and
+            # everything then reads at plain cache efficiency. An f16 half of a mixed pair reads as is.
+            convert = np.where(vec, s.attn_vec_convert, s.attn_convert)
+            quant = kv * s.kv_quant_frac
+            nbytes = kv + np.where(convert, 2 * quant * s.kv_f16_per_byte, 0.0)
+            slow = np.where(convert, 0.0, quant)  # bytes read dequantizing in the kernel
+            with np.errstate(invalid="ignore", divide="ignore"):
+                eff = np.where(nbytes > 0, nbytes / ((nbytes - slow) / e.kv_bw + slow / (e.kv_bw * e.kv_quant_bw)),
+                               e.kv_bw)
+            add("attention", fl, nbytes, peak_src.attn_peak, bw_a, eff, e.attn_compute)
         else:
             add("attention", fl, kv, peak_src.attn_peak, bw_a, 1.0 if on_cpu else e.kv_bw, e.attn_compute)
     if s.state_bytes:

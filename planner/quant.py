@@ -51,6 +51,7 @@ class Recipe(Strict):
     format: Literal["gguf", "safetensors"]
     base: str
     output: str | None = None  # output.weight (and tied token_embd): K-quant mixes use Q6_K
+    token_embd: str | None = None  # an untied token_embd where the mix gives it its own type (IQ1/IQ2/TQ)
     experts: str | None = None  # stacked MoE expert tensors
     keep: str | None = None  # safetensors: embeddings, lm_head, norms, routers, encoders
     source: str
@@ -173,7 +174,7 @@ def _class_types(arch: Architecture, recipe: Recipe, types: dict[str, StorageTyp
         elif recipe.experts and n_exp > 1:
             out.append(fit_block(cols, recipe.experts))
         elif role == "token_embd":
-            out.append(fit_block(cols, recipe.base))
+            out.append(fit_block(cols, recipe.token_embd or recipe.base))
         else:
             n = c.n_attn_v if role in ATTN_V_LIKE else c.n_layers_all
             if role in by_layer:
@@ -229,6 +230,7 @@ def tensor_bytes(t: Tensor, st: StorageType) -> int:
 
 
 def check_recipe(name: str, recipe: Recipe, types: dict[str, StorageType]) -> None:
-    for tname in [recipe.base, recipe.output, recipe.experts, recipe.keep, *(r.type for r in recipe.rules)]:
+    for tname in [recipe.base, recipe.output, recipe.experts, recipe.keep, recipe.token_embd,
+                  *(r.type for r in recipe.rules)]:
         if tname is not None and tname not in types:
             raise PlannerError(f"recipe {name}: unknown storage type {tname!r}")

@@ -18,7 +18,7 @@ def fit_text(res: FitResult, r: Resolved) -> str:
     a = res.assumptions
     gpus = " + ".join(d.device for d in res.memory.devices)
     lines = [
-        f"{r.model_name} on {gpus}  [{a['engine_name']}, weights {a['quant']}, KV {a['kv_quant']}, batch {a['batch']}]",
+        f"{r.model_name} on {gpus}  [{a['engine_name']}, weights {a['quant']}, KV {r.kv_label}, batch {a['batch']}]",
         f"context {fmt_tokens(res.ctx_tokens)} tokens per sequence: "
         + {"fits": "FITS", "does-not-fit": "DOES NOT FIT",
            "fits-if-host-ram": f"FITS if the host has {(res.host_ram_needed_bytes or 0) / GiB:,.1f} GiB of RAM free "
@@ -219,14 +219,31 @@ def _q(name: str, q: Quantity | None, sources) -> str | None:
     return f"  {name:<22}{q.value:>10g} {q.unit:<8} {q.provenance(sources)}"
 
 
-def show(c: Catalog, ident: str) -> str:
+def find_entry(c: Catalog, ident: str):
+    """(kind, entry) of a GPU, model, engine or host profile by id or alias."""
     key = ident.strip().lower()
     for table, kind in ((c.gpus, "gpu"), (c.models, "model"), (c.engines, "engine"), (c.hosts, "host")):
         for k, v in table.items():
             if k == key or key in (a.lower() for a in getattr(v, "aliases", ())):
-                return {"gpu": _show_gpu, "model": _show_model, "engine": _show_engine, "host": _show_host}[kind](c, v)
+                return kind, v
     names = [*c.gpus, *c.models, *c.engines, *c.hosts]
     raise did_you_mean(ident, names, "id")
+
+
+def show(c: Catalog, ident: str) -> str:
+    kind, v = find_entry(c, ident)
+    return {"gpu": _show_gpu, "model": _show_model, "engine": _show_engine, "host": _show_host}[kind](c, v)
+
+
+def entry_json(c: Catalog, kind: str, v) -> dict:
+    """A catalog entry as its data file holds it (with its id), for the --json of the listing commands;
+    a model also says how planner read its architecture."""
+    out = {"kind": kind, **v.model_dump(mode="json")}
+    if kind == "model":
+        from planner.fit import architecture_summary
+
+        out["architecture"] = architecture_summary(v.arch)
+    return out
 
 
 def _show_gpu(c: Catalog, g) -> str:

@@ -23,7 +23,7 @@ from planner.units import MS, GiB
 def describe(r: Resolved, cal_id: str) -> tuple[str, str]:
     """(title, subtitle) naming the deployment a figure shows."""
     gpus = " + ".join(g.id for g in r.gpus)
-    sub = (f"{r.engine.name}, {r.quant} weights, {r.kv_quant} KV cache, batch {r.batch}"
+    sub = (f"{r.engine.name}, {r.quant} weights, {r.kv_label} KV cache, batch {r.batch}"
            + (f", {r.split} split" if len(r.gpus) > 1 else "") + f" (planner {_version()}, calibration {cal_id})")
     return f"{r.model_name} on {gpus}", sub
 

@@ -62,18 +62,19 @@ class Run(Strict):
     accept_len: float | None = Field(default=None, ge=1)
     split: Literal["layer", "tensor"] | None = None  # several GPUs: how the model was split (default: the engine's)
     peak_memory_gib: float | None = Field(default=None, gt=0)  # device memory in use at the run's peak (harness)
-    kv_quant_v: str | None = None  # V cache type where it differs from K (llama.cpp -ctv); not modelled yet
+    kv_quant_v: str | None = None  # V cache type where it differs from K (llama.cpp -ctv)
     gpu_layers: int | None = Field(default=None, ge=0)  # llama.cpp -ngl (None: every layer on the GPUs)
     cpu_moe_layers: int | None = Field(default=None, ge=0)  # llama.cpp --n-cpu-moe
 
     @property
     def expressible(self) -> bool:
-        """Whether a Deployment can state the run's conditions (an asymmetric K/V cache cannot)."""
-        return self.kv_quant_v in (None, self.kv_quant)
+        """Whether a Deployment can state the run's conditions (all can since K/V pairs can)."""
+        return True
 
     def deployment(self) -> Deployment:
         return Deployment(model=self.model, gpus=(self.gpu,) * self.gpu_count, engine=self.engine, quant=self.quant,
-                          kv_quant=self.kv_quant, batch=self.batch, ubatch_tokens=self.ubatch_tokens,
+                          kv_quant=self.kv_quant if self.kv_quant_v in (None, self.kv_quant)
+                          else f"{self.kv_quant}/{self.kv_quant_v}", batch=self.batch, ubatch_tokens=self.ubatch_tokens,
                           flash_attention=self.flash_attention == "on", split=self.split, spec=self.spec,
                           draft_len=self.draft_len, accept=self.accept, accept_len=self.accept_len,
                           gpu_layers=self.gpu_layers, cpu_moe_layers=self.cpu_moe_layers or 0)

@@ -284,7 +284,7 @@ def _types_tensor_by_tensor(arch, recipe, types):
                 chosen = "Q8_0"
             out.append(fit_block(t, chosen))
         else:
-            chosen = recipe.base
+            chosen = recipe.token_embd or recipe.base if t.role == "token_embd" else recipe.base
             if recipe.experts and t.n_experts > 1:
                 chosen = recipe.experts
             elif t.role != "token_embd":

@@ -142,3 +142,24 @@ def test_docs_list_every_fit_option():
     for opt in re.findall(r"(--[a-z][a-z-]+)", help_text):
         if opt != "--help":
             assert opt in doc, f"docs/cli.md does not mention {opt}"
+
+
+@pytest.mark.parametrize("args, kind", [(["gpus"], "gpu"), (["engines"], "engine"), (["hosts"], "host"),
+                                        (["drafts"], "draft"), (["drafts", "qwen3.6-27b"], "draft")])
+def test_listing_commands_print_json(args, kind):
+    from planner.catalog import Catalog
+
+    res = CliRunner().invoke(main, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    entries = json.loads(res.output)
+    assert entries and all(e["kind"] == kind for e in entries)
+    table = {"gpu": Catalog().gpus, "engine": Catalog().engines, "host": Catalog().hosts, "draft": Catalog().drafts}[kind]
+    assert {e["id"] for e in entries} <= set(table)
+
+
+def test_show_and_quants_json():
+    m = json.loads(CliRunner().invoke(main, ["show", "qwen3.6-27b", "--json"]).output)
+    assert m["kind"] == "model" and m["architecture"]["family"] == "qwen_hybrid"
+    assert m["architecture"]["layer_kinds"] == {"linear": 48, "full": 16}
+    q = json.loads(CliRunner().invoke(main, ["quants", "--json"]).output)
+    assert q["storage_types"]["Q4_K"]["bits_per_weight"] == 4.5 and "IQ2_XXS" in q["recipes"]

@@ -54,9 +54,11 @@ def test_parameter_counts_match_the_published_figures(name):
             f"{name}: {total / 1e9:.3f}B vs published {meta['total_params'] / 1e9:g}B ({meta['params_source']})"
     if "active_params" in meta:
         emb = sum(t.params for t in a.tensors if t.group == "text" and t.role == "token_embd")
-        # cards differ on whether the input embedding counts as active (Qwen counts it, DeepSeek and
-        # OpenAI do not); either reading may match, the closer one is checked
-        active = min((a.active_params(), a.active_params() + emb), key=lambda x: abs(x - meta["active_params"]))
+        head = sum(t.params for t in a.tensors if t.group == "text" and t.role == "output")
+        # cards differ on what counts as active: with the input embedding (Qwen), without it (DeepSeek,
+        # OpenAI), or neither embedding nor head ("non-embedding", MiniMax); the closest reading is checked
+        readings = (a.active_params(), a.active_params() + emb, a.active_params() - head)
+        active = min(readings, key=lambda x: abs(x - meta["active_params"]))
         assert abs(active - meta["active_params"]) <= _tolerance(meta, meta["active_params"]), \
             f"{name}: active {active / 1e9:.3f}B vs published {meta['active_params'] / 1e9:g}B"
 
@@ -69,7 +71,7 @@ def test_unknown_architectures_are_refused_by_name(name):
         parse_config(cfg)
 
 
-@pytest.mark.parametrize("model_type", ["nemotron-nas", "gemma3n", "minimax_text_01", "falcon", "gpt_neox", "rwkv7", "",
+@pytest.mark.parametrize("model_type", ["nemotron-nas", "qwen2_audio", "minimax_m3", "falcon", "gpt_neox", "rwkv7", "",
                                         "LLAMA"])
 def test_model_types_without_rules_are_refused(model_type):
     cfg = {"model_type": model_type, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -188,6 +190,13 @@ def test_deepseek_v4_compressed_cache_by_hand():
     assert sum(layer_kv_bytes(r, 65_536)) == 43 * 786_432 + 21 * 20_971_520 + 20 * 524_288 == 484_704_256
 
 
+def test_minimax_m1_lightning_state():
+    a = parse_config(_cfg("minimax-m1-80k.json"))
+    assert a.layer_kinds() == {"linear": 70, "full": 10}  # attn_type_list: softmax on every 8th layer
+    assert _kv(a) == 10 * 8 * 128 * 2
+    assert _state(a) == 70 * 128 * 128 * 64  # head_dim^2 x 64 heads: 4 MiB per layer in f32, 280 MiB
+
+
 # --- synthetic configs of the hybrid families (field names as their HF config classes use) -------
 
 
@@ -247,6 +256,25 @@ def test_granite_hybrid_layer_types_and_shared_mlp():
         parse_config(dict(cfg, layer_types=["mamba", "moe", "mamba", "attention"]))
 
 
+def test_gemma3n_by_hand():
+    """Field names of transformers' Gemma3nTextConfig; 5 layers, the last 2 sharing KV. Per layer:
+    7 norms x 32; q 64 x 32 + k, v 2 x 16 x 32 + o 32 x 64 + q/k norms 2 x 16 = 5,152; MLP 3 x 32 x 48 =
+    4,608; PLE gate + proj 2 x 8 x 32 = 512; AltUp 4x4 + 32 + 16x4 + 4x32 = 240; LAuReL 2 x 32 x 4 = 256
+    -> 224 + 5,152 + 4,608 + 512 + 240 + 256 = 10,992. Outside: embedding 100 x 32 (tied) + norm 32;
+    per-layer table 100 x 5 x 8 = 4,000, its projection 40 x 32 = 1,280 and norm 8; AltUp projections
+    2 x 32 x 96 = 6,144 -> 14,664. Total 5 x 10,992 + 14,664 = 69,624."""
+    cfg = {"model_type": "gemma3n", "text_config": {
+        "model_type": "gemma3n_text", "hidden_size": 32, "num_hidden_layers": 5, "vocab_size": 100,
+        "vocab_size_per_layer_input": 100, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 16,
+        "intermediate_size": [48] * 5, "hidden_size_per_layer_input": 8, "altup_num_inputs": 4, "laurel_rank": 4,
+        "num_kv_shared_layers": 2, "sliding_window": 64}}
+    a = parse_config(cfg)
+    assert a.params() == 69_624
+    assert [x.kind for x in a.layers] == ["sliding"] * 4 + ["full"]  # 4 of every 5 slide
+    assert [x.kv_shared for x in a.layers] == [False] * 3 + [True] * 2
+    assert _kv(a) == 3 * 16 * 2  # only the first 3 layers hold a cache
+
+
 def test_mamba2_pure_ssm():
     cfg = {"model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 100, "num_heads": 8,
            "head_dim": 16, "state_size": 32, "n_groups": 1, "conv_kernel": 4, "tie_word_embeddings": True}
@@ -284,8 +312,8 @@ def test_unquantized_and_unsupported_checkpoints():
 # --- the registry itself -------------------------------------------------------------------------
 
 GGUF_NAMES = {"qwen3moe", "gpt-oss", "deepseek2", "glm-dsa", "qwen3next", "qwen35", "qwen35moe", "mimo2",
-              "nemotron_h_moe", "falcon-h1", "granitehybrid", "lfm2moe", "kimi-linear", "deepseek4"}  # llama.cpp's names
-SYNTHETIC_ONLY = {"falcon_h1", "granitemoehybrid", "mamba2", "lfm2_moe"}  # hand-worked tests above
+              "nemotron_h_moe", "falcon-h1", "granitehybrid", "lfm2moe", "kimi-linear", "deepseek4", "minimax-01"}  # llama.cpp's names
+SYNTHETIC_ONLY = {"falcon_h1", "granitemoehybrid", "mamba2", "lfm2_moe", "gemma3n", "gemma3n_text"}  # hand-worked
 
 
 def test_every_registered_model_type_is_backed_by_a_real_config():

@@ -218,3 +218,48 @@ def test_batched_decode_changes_slope_where_llamacpp_changes_kernel(catalog):
     assert any("mmq" in o.op for o in breakdown(sm, "", 9, 9, 1, 512).ops)
     before, after = t[7] - t[6], t[12] - t[11]  # 7 -> 8 on MMVQ; 12 -> 13 on MMQ
     assert after < before
+
+
+# --- K and V of different types (llama.cpp -ctk / -ctv) -----------------------------------------
+
+
+def test_kv_pair_memory_by_hand(catalog):
+    """llama-3.1-8b, 32 layers x 8 KV heads x 128: K in q8_0 (34 B per 32 values), V in f16 (2 B):
+    per token 32 x 1024 x (34 / 32 + 2) = 100,352 B; 8,192 cells -> 822,083,584 B."""
+    from planner.deployment import Deployment, resolve
+    from planner.memory import layer_kv_bytes
+
+    r = resolve(catalog, Deployment(model="llama-3.1-8b", gpus=("rtx4090",), kv_quant="q8_0/f16"))
+    assert (r.kv_quant, r.v_type, r.kv_label) == ("q8_0", "f16", "q8_0/f16")
+    assert sum(layer_kv_bytes(r, 8192)) == 32 * 1024 * (34 * 8192 // 32 + 2 * 8192) == 822_083_584
+
+
+def test_kv_pair_emits_ctk_ctv_and_only_llamacpp_takes_it(catalog):
+    from planner.deployment import Deployment, resolve
+    from planner.emit import command
+    from planner.errors import PlannerError
+
+    r = resolve(catalog, Deployment(model="llama-3.1-8b", gpus=("rtx4090",), kv_quant="q8_0/q4_0"))
+    assert "-ctk q8_0 -ctv q4_0" in command(r, "llama.cpp", 8192)
+    with pytest.raises(PlannerError, match="one KV-cache type"):
+        resolve(catalog, Deployment(model="llama-3.1-8b", gpus=("h100-sxm",), engine="vllm-cuda", kv_quant="fp8/bf16"))
+    with pytest.raises(PlannerError, match="needs flash attention"):
+        resolve(catalog, Deployment(model="llama-3.1-8b", gpus=("rtx4090",), kv_quant="f16/q8_0", flash_attention=False))
+
+
+def test_kv_pair_decode_matches_the_h200_runs(catalog):
+    """The 8 llama.cpp b11434 runs on the H200 with -ctk q8_0 -ctv f16 (hwdb/runs/llamacpp-h200.csv; no
+    fit used them: a deployment could not state them when reference-fit was fitted). q8_0-f16 has no
+    default-compiled vector kernel, so K is converted to f16 (ggml-cuda/fattn.cu:500-510). Decode is
+    predicted within 15% (measured: +4% to +9%), and between the q8_0/q8_0 and f16/f16 runs' speeds
+    as measured (the conversion streams at full bandwidth; the q8_0 vector kernel dequantizes slowly)."""
+    from pathlib import Path
+
+    from planner.runs import load_runs, predict, prepare
+
+    cal = catalog.calibrations["reference-fit"]
+    runs = [r for r in load_runs(Path(__file__).parent.parent / "hwdb/runs/llamacpp-h200.csv")
+            if r.kv_quant_v == "f16" and r.kv_quant == "q8_0" and r.metric == "decode_tok_s"]
+    assert len(runs) == 4
+    for p in prepare(catalog, runs, cal):
+        assert abs(predict(p, cal) / p.run.value - 1) < 0.15, (p.run.quant, p.run.depth_tokens)

@@ -86,6 +86,11 @@ def test_written_file_reads_back_as_the_plan(catalog, tmp_path, model, quant):
     file_card, weights = load_gguf(path)
     assert {w.tensor.name: (w.storage, w.bytes) for w in weights} == plan_bytes(catalog, card, quant)
     assert path.stat().st_size > lay.tensor_bytes
+    # and the same cache plan: layer kinds, KV per token, windows, recurrent state (the GGUF rules
+    # llama.cpp hard-codes per architecture applied to the file's keys)
+    cache = lambda a: [(x.kind, x.kv_elems_per_token, x.window_tokens, x.kv_shared, x.ssm_state_elems,
+                        x.conv_state_elems) for x in a.layers]
+    assert cache(file_card.arch) == cache(card.arch) and file_card.arch.moe_layers == card.arch.moe_layers
     from gguf import GGUFReader
 
     r = GGUFReader(str(path))

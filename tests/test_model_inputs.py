@@ -283,7 +283,17 @@ def _cfgs():
             "o_lora_rank": 8, "hc_mult": 2, "index_n_heads": 2, "index_head_dim": 8, "sliding_window": 16,
             "n_routed_experts": 4, "moe_intermediate_size": 16, "n_shared_experts": 1, "num_experts_per_tok": 2,
             "num_hash_layers": 1, "compress_ratios": [0, 4, 128, 4], "num_nextn_predict_layers": 0}
+    minimax = {"model_type": "minimax_m1", "hidden_size": 64, "num_hidden_layers": 4, "vocab_size": 100,
+               "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "attn_type_list": [0, 0, 0, 1],
+               "num_local_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 32}
+    gemma3n = {"model_type": "gemma3n_text", "hidden_size": 32, "num_hidden_layers": 22, "vocab_size": 100,
+               "vocab_size_per_layer_input": 100, "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 16,
+               "intermediate_size": 48, "hidden_size_per_layer_input": 8, "altup_num_inputs": 4, "laurel_rank": 64,
+               "num_kv_shared_layers": 2, "sliding_window": 64}  # 22 layers: llama.cpp gives the first 20 a cache
     return [
+        ("gemma3n", gemma3n, {"embedding_length_per_layer_input": 8, "attention.sliding_window": 64,
+                              "feed_forward_length": 48}),
+        ("minimax-01", minimax, {"expert_count": 4, "expert_used_count": 2, "feed_forward_length": 32}),  # n_ff: experts
         ("deepseek4", dsv4, {"attention.compress_ratios": [0, 4, 128, 4], "attention.output_group_count": 2,
                              "attention.output_lora_rank": 8, "hyper_connection.count": 2,
                              "attention.indexer.head_count": 2, "attention.indexer.key_length": 8,

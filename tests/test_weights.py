@@ -42,3 +42,19 @@ def test_row_not_multiple_of_block_falls_back(catalog):
     types = dict(assign_types(m.arch, catalog.recipes.recipes["Q4_K_M"], catalog.formats.types))
     q = next(t for t in types if t.name == "blk.0.attn_q.weight")
     assert types[q] == "Q5_0"
+
+
+def test_iq2_xxs_mix_on_llama_by_hand(catalog):
+    """llama-quant.cpp b11434 for IQ2_XXS on Llama-3.1-8B (GQA 4, 32 layers, untied): token_embd Q2_K
+    (525-542), output Q5_K (490-511), attn_v Q4_K (gqa >= 4, 546), attn_k / attn_output base (no
+    8-expert bump), ffn_down Q2_K on the first 32 / 8 = 4 layers (553-558), the rest IQ2_XXS. The same
+    types llama-quantize --dry-run wrote for a synthetic Llama of this shape (notes of the change)."""
+    from planner.deployment import recipe_weights
+
+    _, recipe = catalog.recipe("IQ2_XXS", "gguf")
+    types = {w.tensor.name: w.storage for w in recipe_weights(catalog, catalog.model("llama-3.1-8b").arch, recipe)}
+    assert (types["token_embd.weight"], types["output.weight"]) == ("Q2_K", "Q5_K")
+    assert {types[f"blk.{i}.attn_v.weight"] for i in range(32)} == {"Q4_K"}
+    assert types["blk.0.attn_k.weight"] == types["blk.0.attn_output.weight"] == "IQ2_XXS"
+    assert [types[f"blk.{i}.ffn_down.weight"] for i in range(6)] == ["Q2_K"] * 4 + ["IQ2_XXS"] * 2
+    assert types["blk.5.ffn_up.weight"] == "IQ2_XXS"
