@@ -159,9 +159,9 @@ def mamba2_layer(add: Callable, p: str, h: int, d_inner: int, n_heads: int, d_st
     add(p + "ssm_conv1d.weight", "conv", conv_dim, d_conv)
     add(p + "ssm_conv1d.bias", "unquantized", 1, conv_dim)
     add(p + "ssm_dt.bias", "unquantized", 1, n_heads)
-    add(p + "ssm_a", "unquantized", 1, n_heads)
-    add(p + "ssm_d", "unquantized", 1, n_heads)
-    add(p + "ssm_norm.weight", "unquantized", 1, d_inner)
+    add(p + "ssm_a", "unquantized", n_heads, 1)  # ggml {1, n_head}
+    add(p + "ssm_d", "unquantized", n_heads, 1)
+    add(p + "ssm_norm.weight", "unquantized", n_groups, d_inner // n_groups)  # grouped RMSNorm {d_inner/G, G}
     add(p + "ssm_out.weight", "other", h, d_inner)
     return AttnLayer(kind="mamba", n_heads=n_heads, ssm_state_elems=d_state * d_inner,
                      conv_state_elems=(d_conv - 1) * conv_dim)  # src/llama-hparams.cpp:229, :257

@@ -247,6 +247,33 @@ def _mimo2(a, tc, arch):
     return kv
 
 
+def _nemotron_h(a, tc, arch):
+    """src/models/nemotron-h.cpp:5-30 (keys as conversion/nemotron.py + granite.py write them): the five
+    ssm keys and layer_norm_epsilon are required; a block is recurrent where head_count_kv and
+    feed_forward_length are both 0, attention where only feed_forward_length is, MLP/MoE otherwise."""
+    kv = _common(a, tc, arch)
+    moe_ff = int(tc.get("moe_intermediate_size") or 0)
+    ff = int(tc.get("intermediate_size") or 0)
+    kv[f"{arch}.attention.head_count_kv"] = [x.n_kv_heads if x.softmax else 0 for x in a.layers]
+    kv[f"{arch}.feed_forward_length"] = [(moe_ff if moe else ff) if x.kind == "none" else 0
+                                        for x, moe in zip(a.layers, a.moe_layers)]
+    kv[f"{arch}.attention.layer_norm_epsilon"] = float(tc.get("layer_norm_epsilon") or 1e-5)
+    heads, d_head = int(tc["mamba_num_heads"]), int(tc["mamba_head_dim"])
+    kv[f"{arch}.ssm.conv_kernel"] = int(tc["conv_kernel"])
+    kv[f"{arch}.ssm.inner_size"] = heads * d_head
+    kv[f"{arch}.ssm.state_size"] = int(tc["ssm_state_size"])
+    kv[f"{arch}.ssm.time_step_rank"] = heads
+    kv[f"{arch}.ssm.group_count"] = int(tc["n_groups"])
+    if a.n_experts > 1:
+        kv[f"{arch}.expert_shared_feed_forward_length"] = int(tc.get("moe_shared_expert_intermediate_size") or 0)
+        kv[f"{arch}.expert_shared_count"] = int(tc.get("n_shared_experts") or 1)
+        kv[f"{arch}.expert_weights_norm"] = bool(tc.get("norm_topk_prob", True))
+        kv[f"{arch}.expert_weights_scale"] = float(tc.get("routed_scaling_factor") or 1.0)
+        if tc.get("moe_latent_size"):
+            kv[f"{arch}.moe_latent_size"] = int(tc["moe_latent_size"])
+    return kv
+
+
 FAMILIES: dict[str, tuple[str, Callable[[Architecture, dict, str], dict[str, Any]]]] = {
     # HF model_type -> (llama.cpp arch name, src/llama-arch.cpp LLM_ARCH_NAMES; metadata builder)
     "llama": ("llama", _plain),
@@ -263,6 +290,7 @@ FAMILIES: dict[str, tuple[str, Callable[[Architecture, dict, str], dict[str, Any
     "kimi_k2": ("deepseek2", _mla),
     "glm_moe_dsa": ("glm-dsa", _mla),
     "mimo_v2": ("mimo2", _mimo2),
+    "nemotron_h": ("nemotron_h", _nemotron_h),  # nemotron_h_moe when it has experts (conversion/nemotron.py:224-226)
 }
 
 
@@ -297,6 +325,8 @@ def layout(catalog: Catalog, card: ModelCard, quant: str) -> GgufLayout:
         raise PlannerError(f"quant {name!r} is not a GGUF recipe (see `planner quants`)")
     arch_name, build = gguf_arch(card)
     a = card.arch
+    if arch_name == "nemotron_h" and a.n_experts > 1:
+        arch_name = "nemotron_h_moe"
     tc = text_config(card.config)
     weights = [w for w in recipe_weights(catalog, a, recipe)
                if w.tensor.group == "text" or (w.tensor.group == "mtp" and arch_name in MTP_IN_BLOCK_COUNT)]

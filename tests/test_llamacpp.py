@@ -37,7 +37,7 @@ FAMILIES = [("llama-3.1-8b", "Q4_K_M"), ("qwen2.5-32b", "Q4_K_M"), ("qwen3-8b", 
             ("gpt-oss-20b", "MXFP4_MOE"), ("qwen3.6-27b", "Q4_K_M"), ("qwen3.6-35b-a3b", "Q4_K_M"),
             ("qwen3-next-80b-a3b", "Q4_K_M"), ("gemma-3-27b", "Q4_K_M"), ("gemma-4-31b", "Q4_K_M"),
             ("gemma-4-26b-a4b", "Q4_K_M"), ("gemma-4-e2b", "Q4_K_M"), ("deepseek-v3", "Q4_K_M"), ("glm-5.1", "Q4_K_M"),
-            ("mimo-v2.5", "Q4_K_M")]
+            ("mimo-v2.5", "Q4_K_M"), ("nemotron-3-nano-30b-a3b", "Q4_K_M")]
 
 
 def tiny_card(catalog, model_id: str) -> ModelCard:
@@ -57,7 +57,7 @@ def test_every_catalog_model_has_a_layout(catalog):
     """Every architecture in the catalog is one llama.cpp runs, so every catalog model gets a file."""
     assert {synth.layout(catalog, c, "Q4_K_M").arch for c in catalog.models.values()} == {
         "llama", "qwen2", "qwen3", "qwen3moe", "gpt-oss", "qwen35", "qwen35moe", "qwen3next", "gemma3", "gemma4",
-        "deepseek2", "glm-dsa", "mimo2"}
+        "deepseek2", "glm-dsa", "mimo2", "nemotron_h_moe"}
 
 
 @pytest.mark.parametrize("model", sorted(Catalog().models))

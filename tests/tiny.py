@@ -15,6 +15,8 @@ SIZES = {
     "qk_nope_head_dim": 64, "v_head_dim": 64, "sliding_window": 64, "max_position_embeddings": 4096,
     "hidden_size_per_layer_input": 64, "vocab_size_per_layer_input": 512, "index_head_dim": 64, "index_n_heads": 4,
     "swa_head_dim": 64, "swa_v_head_dim": 64,
+    "mamba_num_heads": 8, "mamba_head_dim": 32, "ssm_state_size": 32, "n_groups": 2,  # Nemotron-H Mamba-2
+    "moe_shared_expert_intermediate_size": 256,
 }
 
 
@@ -36,6 +38,10 @@ def tiny_config(cfg: dict[str, Any], n_layers: int | None = None) -> dict[str, A
         if tc.get("num_kv_shared_layers"):  # two groups: one owning its KV, one sharing it
             period *= 2
         n_layers = min(n, period + (tc.get("first_k_dense_replace") or 0))
+    pattern = tc.get("hybrid_override_pattern")
+    if isinstance(pattern, str):  # Nemotron-H: up to the first attention block and one block past it
+        n_layers = min(len(pattern), pattern.index("*") + 2 if "*" in pattern else n_layers)
+        tc["hybrid_override_pattern"] = pattern[:n_layers]
     tc["num_hidden_layers"] = n_layers
     if isinstance(tc.get("layer_types"), list):
         tc["layer_types"] = tc["layer_types"][:n_layers]
