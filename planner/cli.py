@@ -151,8 +151,14 @@ _DEPLOYMENT_OPTIONS = [
     click.option("--engine", default=None, help="engine profile (default: llama.cpp for the GPU's vendor); see `planner engines`"),
     click.option("--split", type=click.Choice(["layer", "tensor"]), default=None, help="multi-GPU split mode"),
     click.option("--tensor-split", default=None, help="share of the model per GPU: numbers such as 3,1 (llama.cpp -ts), or 'memory' / 'speed' to balance by memory or by bandwidth"),
-    click.option("--batch", type=click.IntRange(1, 65536), default=1, show_default=True, help="concurrent sequences"),
-    click.option("--ubatch", type=click.IntRange(1, 65536), default=None, help="physical batch (llama.cpp -ub; default the engine's)"),
+    click.option("--batch", "--parallel", "-np", "--max-num-seqs", "--max-running-requests", "batch", type=click.IntRange(1, 65536), default=1,
+                 show_default=True, help="concurrent sequences (llama-server -np slots, vLLM --max-num-seqs, SGLang --max-running-requests)"),
+    click.option("--ubatch", "-ub", "--max-num-batched-tokens", "--chunked-prefill-size", "ubatch",
+                 type=click.IntRange(1, 65536), default=None,
+                 help="tokens per forward step: llama.cpp -ub, vLLM --max-num-batched-tokens, SGLang --chunked-prefill-size "
+                      "(default the engine's; vLLM's depends on the GPU's memory)"),
+    click.option("--gpu-memory-utilization", "--mem-fraction-static", "gpu_mem_util", type=click.FloatRange(0.05, 1.0),
+                 default=None, help="vLLM --gpu-memory-utilization / SGLang --mem-fraction-static: share of each GPU the engine takes"),
     click.option("--gpu-layers", "-ngl", "gpu_layers", type=click.IntRange(0, 100000), default=None, help="layers on GPUs; the rest in host RAM (llama.cpp -ngl)"),
     click.option("--cpu-moe", "cpu_moe", type=click.IntRange(0, 100000), default=0, help="expert tensors of the first N layers in host RAM (llama.cpp --n-cpu-moe)"),
     click.option("--host", default=None, help="host memory profile for offload, e.g. ddr5-6000x2; see `planner hosts`"),
@@ -200,7 +206,7 @@ def load_model(model: str, quant: str | None, catalog: Catalog | None = None):
 
 
 def build(catalog: Catalog, model, gpu, ctx, quant, kv_quant, engine, split, tensor_split, batch, ubatch, gpu_layers,
-          cpu_moe, host, host_ram, flash_attn, spec, accept, accept_len, draft_len, draft_quant, **_):
+          cpu_moe, host, host_ram, flash_attn, spec, accept, accept_len, draft_len, draft_quant, gpu_mem_util=None, **_):
     """The Resolved deployment the options describe."""
     card, file_weights = load_model(model, quant, catalog)
     ts, balance = None, None
@@ -213,7 +219,7 @@ def build(catalog: Catalog, model, gpu, ctx, quant, kv_quant, engine, split, ten
             raise PlannerError(f"--tensor-split {tensor_split!r}: write numbers like 3,1, or memory, or speed") from None
     dep = Deployment(model=model, gpus=gpu_ids(catalog, gpu), engine=engine, quant=quant, kv_quant=kv_quant, ctx_tokens=ctx,
                      batch=batch, split=split, ubatch_tokens=ubatch, gpu_layers=gpu_layers, cpu_moe_layers=cpu_moe,
-                     host=host, host_ram_bytes=host_ram, tensor_split=ts, balance=balance,
+                     host=host, host_ram_bytes=host_ram, tensor_split=ts, balance=balance, gpu_memory_utilization=gpu_mem_util,
                      flash_attention=None if flash_attn is None else flash_attn == "on", spec=spec,
                      draft_len=draft_len, accept=accept, accept_len=accept_len, draft_quant=draft_quant)
     return resolve(catalog, dep, card=card, file_weights=file_weights)

@@ -38,6 +38,7 @@ class Deployment(Strict):
     batch: int = Field(default=1, ge=1, le=65536)
     split: Split | None = None
     ubatch_tokens: int | None = Field(default=None, ge=1, le=65536)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)  # vLLM / SGLang: share of each GPU taken
     gpu_layers: int | None = Field(default=None, ge=0)  # llama.cpp -ngl: layers on GPUs (rest in host RAM)
     cpu_moe_layers: int = Field(default=0, ge=0)  # llama.cpp --n-cpu-moe: expert tensors of the first N layers in host RAM
     host: str | None = None
@@ -238,6 +239,15 @@ def engine_name(catalog: Catalog, text: str | None) -> str | None:
     return catalog.engine(text).id
 
 
+def default_ubatch(engine: Engine, gpus) -> int:
+    """The engine's tokens per forward step where the user gives none: the first of its ubatch_tiers
+    every GPU meets (vLLM: by device memory), else default_ubatch_tokens."""
+    for t in engine.memory.ubatch_tiers:
+        if all(g.memory_bytes >= t.min_memory_gib * 2**30 and g.id not in t.except_gpus for g in gpus):
+            return t.tokens
+    return engine.memory.default_ubatch_tokens
+
+
 def pick_engine(catalog: Catalog, gpus: tuple[Gpu, ...], name: str | None, model_is_gguf: bool) -> Engine:
     """The engine named (an id, or a family such as llama.cpp, vllm, sglang, ollama, LM Studio:
     that family's backend for the GPUs' vendor), else llama.cpp's backend for the vendor."""
@@ -366,6 +376,15 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
     if dep.cpu_moe_layers and arch.n_experts <= 1:
         raise PlannerError(f"{card.id} is not a mixture-of-experts model: --cpu-moe does not apply")
     check_engine_rules(engine, split, len(gpus), kv_name, fa, arch, v_name)
+    if dep.gpu_memory_utilization is not None:
+        if engine.memory.gpu_memory_utilization is None:
+            raise PlannerError(f"{engine.id} takes the memory its context needs; --gpu-memory-utilization is vLLM's "
+                               "(SGLang: --mem-fraction-static)")
+        from planner.schema import Quantity
+
+        given = Quantity(value=dep.gpu_memory_utilization, unit="ratio", source="user",
+                         note="--gpu-memory-utilization as given")
+        engine = engine.model_copy(update={"memory": engine.memory.model_copy(update={"gpu_memory_utilization": given})})
     host = catalog.host(dep.host) if dep.host else None
     assumed_host = host or catalog.hosts.get(DEFAULT_HOST)
 
@@ -373,7 +392,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         model_id=card.id, model_name=card.name, arch=arch, weights=weights, gpus=gpus, engine=engine,
         quant=quant, kv_quant=kv_name, kv_bytes_per_value=kv.bytes_per_value, ctx_tokens=dep.ctx_tokens,
         batch=dep.batch, split=split,
-        ubatch_tokens=dep.ubatch_tokens or engine.memory.default_ubatch_tokens,
+        ubatch_tokens=dep.ubatch_tokens or default_ubatch(engine, gpus),
         gpu_layers=arch.n_layers if dep.gpu_layers is None else dep.gpu_layers,
         cpu_moe_layers=dep.cpu_moe_layers, host=host, host_ram_bytes=dep.host_ram_bytes,
         tensor_split=tensor_split, exact_weights=exact, flash_attention=fa,

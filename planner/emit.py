@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from planner.deployment import Resolved
+from planner.deployment import Resolved, default_ubatch
 from planner.errors import PlannerError
 
 FAMILIES = ("llama.cpp", "vllm", "sglang")
@@ -48,7 +48,7 @@ def _llamacpp(r: Resolved, ctx: int) -> str:
     a += ["-fa", "on" if r.flash_attention else "off"]
     if r.kv_quant != "f16" or r.v_type != "f16":
         a += ["-ctk", r.kv_quant, "-ctv", r.v_type]
-    if r.ubatch_tokens != r.engine.memory.default_ubatch_tokens:
+    if r.ubatch_tokens != default_ubatch(r.engine, r.gpus):
         a += ["-ub", str(r.ubatch_tokens), "-b", str(max(r.ubatch_tokens, r.engine.memory.default_batch_tokens))]
     if r.cpu_moe_layers:
         a += ["--n-cpu-moe", str(r.cpu_moe_layers)]
@@ -100,7 +100,7 @@ def _server(r: Resolved, ctx: int, family: str) -> str:
     if r.engine.memory.gpu_memory_utilization:
         a += [f["mem"], f"{r.engine.memory.gpu_memory_utilization.value:g}"]
     a += [f["seqs"], str(r.batch)]
-    if r.ubatch_tokens != r.engine.memory.default_ubatch_tokens:
+    if r.ubatch_tokens != default_ubatch(r.engine, r.gpus):
         a += [f["tokens"], str(r.ubatch_tokens)]
     s = r.spec
     if s is not None:

@@ -132,12 +132,23 @@ class HostMemory(Sourced):
 ComputeBufferRule = Literal["llamacpp", "vllm"]
 
 
+class UbatchTier(Strict):
+    """An engine default that depends on the GPU: at least `min_memory_gib` per device (and not one of
+    `except_gpus`) gives `tokens` (vLLM's max_num_batched_tokens for `vllm serve`)."""
+
+    min_memory_gib: float = Field(ge=0)
+    tokens: int = Field(gt=0)
+    except_gpus: tuple[str, ...] = ()
+    source: str
+
+
 class EngineMemoryRules(Strict):
     """How an engine spends device memory beyond weights and KV cache."""
 
     runtime_overhead: Quantity  # per device: driver context, library handles, allocator slack
     compute_buffer_rule: ComputeBufferRule
     default_ubatch_tokens: int = 512
+    ubatch_tiers: tuple[UbatchTier, ...] = ()  # first tier the GPU meets replaces default_ubatch_tokens
     default_batch_tokens: int = 2048
     ctx_padding_tokens: int = 1
     token_embedding_on_host: bool = False
