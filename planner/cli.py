@@ -262,14 +262,30 @@ def fit_cmd(model, sweep_accept, observed, explain, emit, as_json, **opts):
             out["command"] = emit_command(r, emit, result.ctx_tokens)
         click.echo(json.dumps(out, indent=2))
     else:
-        click.echo(render.fit_text(result, r))
+        echo_text(render.fit_text(result, r))
         if explain and result.perf:
             click.echo("")
-            click.echo(render.explain_text(result.perf))
+            echo_text(render.explain_text(result.perf))
         if emit:
             click.echo("")
             click.echo(emit_command(r, emit, result.ctx_tokens))
     sys.exit(0 if result.fits else 1)
+
+
+def terminal_width() -> int | None:
+    """Where prose is wrapped: PLANNER_WIDTH, else the terminal's width when stdout is one; piped
+    output is left as is (scripts read --json)."""
+    import os
+    import shutil
+
+    if os.environ.get("PLANNER_WIDTH", "").isdigit():
+        return max(40, int(os.environ["PLANNER_WIDTH"]))
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
+def echo_text(text: str) -> None:
+    width = terminal_width()
+    click.echo(render.wrap(text, width) if width else text)
 
 
 def gpu_ids(catalog: Catalog, text: str) -> tuple[str, ...]:
@@ -338,7 +354,7 @@ def compare_cmd(model, top, show_all, as_json, as_csv, **opts):
     elif as_csv:
         click.echo(render.compare_csv(c), nl=False)
     else:
-        click.echo(render.compare_text(c, show_all, top or (None if opts["gpus"] else 20)))
+        echo_text(render.compare_text(c, show_all, top or (None if opts["gpus"] else 20)))
     sys.exit(0 if any(e.status == "fits" for e in c.entries) else 1)
 
 
@@ -975,7 +991,7 @@ def models_cmd(gpus, ctx, batch, engine, min_speed, show_all, as_json):
     if as_json:
         click.echo(json.dumps([{"model": m.model, "params": m.params, **m.entry.model_dump()} for m in rows], indent=2))
         return
-    click.echo(render.runnable_table(rows, w, show_all))
+    echo_text(render.runnable_table(rows, w, show_all))
 
 
 @main.command("drafts")

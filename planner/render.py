@@ -14,6 +14,24 @@ def _g(n: float) -> str:
     return f"{n / GiB:6.2f}"
 
 
+def wrap(text: str, width: int) -> str:
+    """Prose lines longer than `width` wrapped at word boundaries, with a hanging indent under
+    their label ("note: ", "  decode  ", ...); table rows (runs of several spaces inside) are kept."""
+    import textwrap
+
+    out = []
+    for line in text.splitlines():
+        body = line.lstrip()
+        if len(line) <= width or "   " in body.split(": ", 1)[-1][:40] and line.count("  ") > 3:
+            out.append(line)
+            continue
+        lead = len(line) - len(body)
+        label = body.split(": ", 1)[0] + ": " if ": " in body[:40] else ""
+        out.append(textwrap.fill(body, width, initial_indent=" " * lead,
+                                 subsequent_indent=" " * (lead + min(len(label), 12)), break_on_hyphens=False))
+    return "\n".join(out)
+
+
 def fit_text(res: FitResult, r: Resolved) -> str:
     a = res.assumptions
     gpus = " + ".join(d.device for d in res.memory.devices)
@@ -24,22 +42,25 @@ def fit_text(res: FitResult, r: Resolved) -> str:
            "fits-if-host-ram": f"FITS if the host has {(res.host_ram_needed_bytes or 0) / GiB:,.1f} GiB of RAM free "
                                "for the offloaded part (not checked: give --host-ram)"}[res.verdict],
         "",
-        f"{'device':<24}{'weights':>9}{'KV':>9}{'state':>9}{'compute':>9}{'runtime':>9}"
-        + (f"{'draft':>9}" if res.spec else "") + f"{'total':>9}{'usable':>9}  GiB",
     ]
+    # as narrow as the names: an 80-column terminal holds the table (device names up to 20 characters)
+    dw = max(10, 2 + max(len(d.device) for d in res.memory.devices))
+    lines.append(f"{'device':<{dw}}{'weights':>8}{'KV':>8}{'state':>8}{'compute':>8}{'runtime':>8}"
+                 + (f"{'draft':>8}" if res.spec else "") + f"{'total':>8}{'usable':>8}  GiB")
     for d in res.memory.devices:
         mark = "" if d.fits else "  over by " + f"{(d.total_bytes - d.usable_bytes) / GiB:.2f} GiB"
         draft = d.draft_weights_bytes + d.draft_cache_bytes + d.draft_compute_bytes
-        lines.append(f"{d.device:<24}{_g(d.weights_bytes):>9}{_g(d.kv_cache_bytes):>9}{_g(d.recurrent_state_bytes):>9}"
-                     f"{_g(d.compute_buffer_bytes):>9}{_g(d.runtime_overhead_bytes):>9}"
-                     + (f"{_g(draft):>9}" if res.spec else "") + f"{_g(d.total_bytes):>9}"
-                     f"{_g(d.usable_bytes):>9}{mark}")
+        lines.append(f"{d.device:<{dw}}{_g(d.weights_bytes):>8}{_g(d.kv_cache_bytes):>8}{_g(d.recurrent_state_bytes):>8}"
+                     f"{_g(d.compute_buffer_bytes):>8}{_g(d.runtime_overhead_bytes):>8}"
+                     + (f"{_g(draft):>8}" if res.spec else "") + f"{_g(d.total_bytes):>8}"
+                     f"{_g(d.usable_bytes):>8}{mark}")
     if res.spec:
         d = next(x for x in res.memory.devices if x.draft_weights_bytes + x.draft_cache_bytes + x.draft_compute_bytes)
-        lines.append(f"  draft on {d.device}: weights {_g(d.draft_weights_bytes)} + cache {_g(d.draft_cache_bytes)} "
-                     f"+ compute {_g(d.draft_compute_bytes)} GiB ({res.spec.drafter_label})")
+        lines.append(f"  draft on {d.device}: weights {d.draft_weights_bytes / GiB:.2f} + cache "
+                     f"{d.draft_cache_bytes / GiB:.2f} + compute {d.draft_compute_bytes / GiB:.2f} GiB "
+                     f"({res.spec.drafter_label})")
     if res.memory.host_bytes:
-        lines.append(f"{'host RAM':<24}{_g(res.memory.host_bytes):>9}   (token embeddings and offloaded layers"
+        lines.append(f"{'host RAM':<{dw}}{_g(res.memory.host_bytes):>8}   (token embeddings and offloaded layers"
                      + ("" if res.memory.host_fits is None else ", fits" if res.memory.host_fits else ", DOES NOT FIT") + ")")
     lines.append("")
     if res.max_ctx_tokens:

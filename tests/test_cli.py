@@ -163,3 +163,13 @@ def test_show_and_quants_json():
     assert m["architecture"]["layer_kinds"] == {"linear": 48, "full": 16}
     q = json.loads(CliRunner().invoke(main, ["quants", "--json"]).output)
     assert q["storage_types"]["Q4_K"]["bits_per_weight"] == 4.5 and "IQ2_XXS" in q["recipes"]
+
+
+def test_fit_text_fits_an_80_column_terminal(monkeypatch):
+    """With a terminal width (PLANNER_WIDTH, or the terminal's), tables are narrow enough and prose
+    wraps: no line of fit's text passes 80 columns."""
+    monkeypatch.setenv("PLANNER_WIDTH", "80")
+    for args in (["qwen3.6-27b", "--gpu", "rtx5090", "--ctx", "200k"],
+                 ["qwen3.6-27b", "--gpu", "rtx5090,rtx3090ti", "--spec", "mtp", "--accept", "0.7"]):
+        out = CliRunner().invoke(main, ["fit", *args]).output
+        assert max(len(x) for x in out.splitlines()) <= 80, max(out.splitlines(), key=len)
