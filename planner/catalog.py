@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from planner.arch import Architecture, parse_config
 from planner.errors import PlannerError, did_you_mean
 from planner.calibration import Calibration
-from planner.hardware import Engine, Gpu, HostMemory, LinkTable
+from planner.hardware import Engine, FrontendTable, Gpu, HostMemory, LinkTable
 from planner.paths import PathTable
 from planner.quant import FormatTable, KvTypeTable, RecipeTable, check_recipe
 from planner.schema import Quantity, Sourced, Strict
@@ -189,6 +189,8 @@ class Catalog:
         self.models = self._load_dir("models_db/models", ModelCard)
         self.drafts = self._load_dir("models_db/drafts", DraftCard)
         self.links = load_toml(self.root / "hwdb" / "links.toml", LinkTable)
+        fe = self.root / "hwdb" / "frontends.toml"
+        self.frontends = load_toml(fe, FrontendTable).frontends if fe.is_file() else {}
         self.calibrations = self._load_dir("hwdb/calibrations", Calibration)
         self.paths = self._load_dir("hwdb/paths", PathTable) if (self.root / "hwdb" / "paths").is_dir() else {}
         for k, t in self.paths.items():

@@ -388,9 +388,17 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
     host = catalog.host(dep.host) if dep.host else None
     assumed_host = host or catalog.hosts.get(DEFAULT_HOST)
 
+    ctx_tokens, notes = dep.ctx_tokens, [what_if] if what_if else []
+    fe = catalog.frontends.get((dep.engine or "").strip().lower().replace(" ", ""))
+    if fe is not None and ctx_tokens is None:  # e.g. Ollama: a default context by VRAM, not the model's maximum
+        default = fe.default_ctx(sum(g.memory_bytes for g in gpus))
+        if default:
+            ctx_tokens = min(default, arch.max_position_embeddings)
+            notes.append(f"{fe.name}'s default context on {sum(g.memory_bytes for g in gpus) / 2**30:.0f} GiB of VRAM: "
+                         f"{ctx_tokens:,} tokens (set {fe.ctx_setting}, or --ctx here, for more)")
     r = Resolved(
         model_id=card.id, model_name=card.name, arch=arch, weights=weights, gpus=gpus, engine=engine,
-        quant=quant, kv_quant=kv_name, kv_bytes_per_value=kv.bytes_per_value, ctx_tokens=dep.ctx_tokens,
+        quant=quant, kv_quant=kv_name, kv_bytes_per_value=kv.bytes_per_value, ctx_tokens=ctx_tokens,
         batch=dep.batch, split=split,
         ubatch_tokens=dep.ubatch_tokens or default_ubatch(engine, gpus),
         gpu_layers=arch.n_layers if dep.gpu_layers is None else dep.gpu_layers,
@@ -401,7 +409,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
                       and gpus[0].memory_kind == "dedicated" and not (split == "tensor" and len(gpus) > 1)),
         host_max_bytes=assumed_host.max_capacity_bytes if assumed_host else None,
         host_max_from=assumed_host.id if assumed_host else "",
-        notes=(what_if,) if what_if else (),
+        notes=tuple(notes),
         kv_quant_v=v_name if v_name != kv_name else "", kv_v_bytes_per_value=v_kv.bytes_per_value if v_name != kv_name else 0.0,
     )
     if dep.spec:

@@ -40,6 +40,30 @@ class PcieGen(Strict):
     lane_bandwidth: Quantity  # per lane, per direction, after line encoding
 
 
+class CtxTier(Strict):
+    below_vram_gib: float | None = None  # None: every larger VRAM
+    ctx_tokens: int = Field(gt=0)
+
+
+class Frontend(Strict):
+    """A program that runs llama.cpp with its own defaults (hwdb/frontends.toml)."""
+
+    name: str
+    ctx_setting: str
+    source: str
+    ctx_tiers: tuple[CtxTier, ...] = ()
+
+    def default_ctx(self, vram_bytes: int) -> int | None:
+        for t in self.ctx_tiers:
+            if t.below_vram_gib is None or vram_bytes < t.below_vram_gib * 2**30:
+                return t.ctx_tokens
+        return None
+
+
+class FrontendTable(Sourced):
+    frontends: dict[str, Frontend]
+
+
 class LinkTable(Sourced):
     """hwdb/links.toml: PCIe generations (PCI-SIG figures)."""
 

@@ -209,3 +209,16 @@ def test_host_ram_auto_reads_this_machine():
     from planner.detect import detect_host_ram_bytes
 
     assert detect_host_ram_bytes() > 2**30  # /proc/meminfo here (Linux CI), hw.memsize on macOS
+
+
+def test_ollama_default_context_by_vram(catalog):
+    """hwdb/frontends.toml, from Ollama's docs/context-length.mdx: under 24 GiB of VRAM 4k, under
+    48 GiB 32k, else 256k (capped by the model's own maximum); --ctx wins."""
+    from planner.deployment import Deployment, resolve
+
+    def ctx(gpus, **kw):
+        return resolve(catalog, Deployment(model="qwen3.6-27b", gpus=gpus, engine="ollama", **kw)).ctx_tokens
+
+    assert ctx(("rtx5080",)) == 4096 and ctx(("rtx5090",)) == 32768 and ctx(("rtx3090", "rtx3090")) == 262144
+    assert ctx(("rtx5090",), ctx_tokens=8192) == 8192
+    assert resolve(catalog, Deployment(model="qwen3.6-27b", gpus=("rtx5090",), engine="llama.cpp")).ctx_tokens is None
