@@ -116,13 +116,11 @@ def _method(qc: dict[str, Any]) -> CheckpointQuant:
         bits, group = qc.get("bits", qc.get("w_bit")), qc.get("group_size", qc.get("q_group_size"))
         detail = f"{method.upper()} {bits}-bit, group {group}"
         return CheckpointQuant(method, method if bits == 4 and group == 128 else None, detail)
-    if method == "bitsandbytes":
-        if qc.get("load_in_4bit"):
-            kind = str(qc.get("bnb_4bit_quant_type", "fp4")).lower()
-            return CheckpointQuant(method, "bnb-nf4" if kind == "nf4" else None, f"bitsandbytes 4-bit {kind}")
-        if qc.get("load_in_8bit"):
-            return CheckpointQuant(method, None, "bitsandbytes LLM.int8()")
-        return CheckpointQuant(method, None, "bitsandbytes")
+    if method == "bitsandbytes":  # vLLM 0.33.0 lists no bitsandbytes method
+        # (vllm/model_executor/layers/quantization/__init__.py QUANTIZATION_METHODS)
+        kind = (f"4-bit {str(qc.get('bnb_4bit_quant_type', 'fp4')).lower()}" if qc.get("load_in_4bit")
+                else "LLM.int8()" if qc.get("load_in_8bit") else "")
+        return CheckpointQuant(method, None, f"bitsandbytes {kind} (which vLLM 0.33.0 does not load)".replace("  ", " "))
     if method == "compressed-tensors":
         return _compressed_tensors(qc)
     if method == "modelopt":
