@@ -177,6 +177,7 @@ class Resolved:
     host_max_bytes: int | None = None
     host_max_from: str = ""
     notes: tuple[str, ...] = ()  # said with every answer about this deployment (a what-if quant, ...)
+    checkpoint_quant: str = ""  # the checkpoint's quant_method where the plan loads it as stored (vLLM reads it)
     kv_quant_v: str = ""  # the V cache type where it differs from K (llama.cpp -ctv)
     kv_v_bytes_per_value: float = 0.0
 
@@ -314,7 +315,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         raise PlannerError("unified-memory machines cannot be combined with other GPUs in one deployment")
 
     # weights: exact from a GGUF file, or computed from a recipe
-    what_if = None
+    what_if, stored = None, ""
     if file_weights is not None:
         quant = dep.quant or "as-file"
         weights = tuple(file_weights)
@@ -325,6 +326,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         if cq is not None and dep.quant is None:  # the checkpoint's own format, as vLLM / SGLang load it
             quant, recipe = catalog.recipe(cq.require(), fmt)
             recipe = checkpoint_recipe(recipe, cq)
+            stored = cq.method
         else:
             quant, recipe = catalog.recipe(dep.quant or engine.default_quant, fmt)
         if cq is not None and dep.quant is not None and quant != cq.recipe:
@@ -409,7 +411,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
                       and gpus[0].memory_kind == "dedicated" and not (split == "tensor" and len(gpus) > 1)),
         host_max_bytes=assumed_host.max_capacity_bytes if assumed_host else None,
         host_max_from=assumed_host.id if assumed_host else "",
-        notes=tuple(notes),
+        notes=tuple(notes), checkpoint_quant=stored,
         kv_quant_v=v_name if v_name != kv_name else "", kv_v_bytes_per_value=v_kv.bytes_per_value if v_name != kv_name else 0.0,
     )
     if dep.spec:

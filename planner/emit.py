@@ -89,7 +89,10 @@ def _server(r: Resolved, ctx: int, family: str) -> str:
     if kv != "auto":
         a += [f["kv"], kv]
     head = ""
-    if r.quant == "fp8":
+    if r.checkpoint_quant:
+        pass  # a quantized checkpoint as stored: the engine reads quant_method from its config (vLLM raises on a
+        # --quantization that differs from it, config/model.py:1455-1461)
+    elif r.quant == "fp8":
         a += ["--quantization", "fp8"]  # on-the-fly FP8 of a BF16 checkpoint
     elif r.quant in ("awq", "gptq"):
         # AWQ/GPTQ weights come from a checkpoint quantized that way: the engine reads the method from

@@ -224,6 +224,8 @@ class EngineSpeculative(Strict):
     # how far a draft model's vocabulary may differ in size from the target's (llama.cpp checks the
     # tokens themselves past that); unset: the sizes must be equal
     max_vocab_difference: int | None = None
+    # methods the engine refuses with a pipeline (layer) split over several GPUs
+    no_pipeline_methods: tuple[SpecMethod, ...] = ()
     method_notes: dict[str, str] = {}
     source: str
 

@@ -105,7 +105,10 @@ def _config_name(cfg: dict[str, Any], path: Path) -> str:
 
 
 def _card(name: str, cfg: dict[str, Any], path: Path) -> ModelCard:
-    card = ModelCard(id=name, name=name, hf_repo=str(path), config_source="file",
+    # what an engine is pointed at: the repository id the config names, else the model's folder (a
+    # config.json's directory; a .gguf is the file itself)
+    repo = name if HF_ID_RE.match(name) else str(path) if path.suffix == ".gguf" else str(path.parent)
+    card = ModelCard(id=name, name=name, hf_repo=repo, config_source="file",
                      sources={"file": {"url": path.resolve().as_uri(), "kind": "hf-config"}}, config=cfg)
     _ = card.arch  # fail here, with the file named, if the config cannot be sized
     return card

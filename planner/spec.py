@@ -193,6 +193,9 @@ def resolve_spec(catalog: Catalog, r, method_text: str, draft_len: int | None, a
     eng = r.engine.speculative
     if eng is None or method not in eng.methods:
         raise PlannerError(f"{r.engine.id} has no {method} speculative decoding")
+    if method in eng.no_pipeline_methods and r.split == "layer" and len(r.gpus) > 1:
+        raise PlannerError(f"{r.engine.id} runs {method} speculative decoding only without a pipeline split "
+                           f"(pp_size 1); use --split tensor")
     notes = [eng.method_notes[method]] if method in eng.method_notes else []
     card = _pick_card(catalog, r.model_id, method, ident)
     fmt = weight_format(r.engine)

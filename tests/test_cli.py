@@ -173,3 +173,57 @@ def test_fit_text_fits_an_80_column_terminal(monkeypatch):
                  ["qwen3.6-27b", "--gpu", "rtx5090,rtx3090ti", "--spec", "mtp", "--accept", "0.7"]):
         out = CliRunner().invoke(main, ["fit", *args]).output
         assert max(len(x) for x in out.splitlines()) <= 80, max(out.splitlines(), key=len)
+
+
+def _flags_table():
+    import tomllib
+
+    return tomllib.loads((ROOT / "hwdb" / "flags.toml").read_text())
+
+
+EMIT_CASES = [
+    ("llama.cpp", ["qwen3.6-27b", "--gpu", "rtx5090,rtx3090ti", "--quant", "Q8_0", "--split", "tensor"]),
+    ("llama.cpp", ["qwen3.6-35b-a3b", "--gpu", "rtx3070ti", "--ctx", "64k", "--cpu-moe", "20", "--kv-quant", "q8_0/q4_0",
+                   "--batch", "4", "--ubatch", "1024"]),
+    ("llama.cpp", ["qwen3.6-27b", "--gpu", "rtx5090", "--spec", "dflash", "--accept", "0.7"]),
+    ("llama.cpp", ["qwen3-32b", "--gpu", "rtx5090", "--spec", "draft:qwen3-0.6b", "--draft-len", "8", "--accept", "0.7"]),
+    ("vllm", ["llama-3.1-70b", "--gpu", "2xh100-sxm", "--engine", "vllm", "--quant", "fp8", "--kv-quant", "fp8",
+              "--batch", "32", "--ubatch", "4096", "--gpu-memory-utilization", "0.8"]),
+    ("vllm", ["llama-3.1-70b", "--gpu", "2xh100-sxm", "--engine", "vllm", "--quant", "awq", "--split", "layer"]),
+    ("vllm", ["qwen3.6-27b", "--gpu", "h100-sxm", "--engine", "vllm", "--spec", "mtp", "--accept", "0.7",
+              "--draft-len", "2"]),
+    ("sglang", ["qwen3.6-27b", "--gpu", "2xh100-sxm", "--engine", "sglang", "--spec", "dflash", "--accept", "0.7",
+                "--kv-quant", "fp8_e4m3"]),
+    ("sglang", ["llama-3.1-70b", "--gpu", "2xh100-sxm", "--engine", "sglang", "--quant", "gptq", "--split", "layer"]),
+]
+
+
+@pytest.mark.parametrize("family, args", EMIT_CASES)
+def test_emitted_commands_use_only_flags_the_engines_accept(family, args):
+    """Every flag (and restricted value) of an emitted command is one the engine version registers
+    (hwdb/flags.toml, each with the file:line of llama.cpp b11434, vLLM 0.33.0 or SGLang 0.5.23)."""
+    import shlex
+
+    table = _flags_table()[{"llama.cpp": "llama-server", "vllm": "vllm-serve", "sglang": "sglang-launch-server"}[family]]
+    res = CliRunner().invoke(main, ["fit", *args, "--emit", family])
+    cmd = next(line for line in res.output.splitlines() if line.startswith(("llama-server", "vllm serve", "python")))
+    words = shlex.split(cmd)
+    if family == "sglang":
+        words = words[words.index("sglang.launch_server") + 1:]
+    known = set(table["flags"]) | set(table.get("aliases", {}).values())
+    for i, w in enumerate(words):
+        if w.startswith("-") and not w.lstrip("-").replace(".", "").isdigit():
+            assert w in known, f"{family} does not take {w}: {cmd}"
+            allowed = table.get("values", {}).get(w)
+            if allowed and i + 1 < len(words) and "<int>" not in allowed:
+                assert words[i + 1] in allowed, f"{family} {w} takes {allowed}, not {words[i + 1]}"
+    if family == "vllm" and "--speculative-config" in words:
+        cfg = json.loads(words[words.index("--speculative-config") + 1])
+        assert set(cfg) <= set(table["speculative_config_keys"])
+        assert cfg["method"] in table["values"]["speculative-config.method"]
+
+
+def test_sglang_refuses_dflash_with_a_pipeline_split():
+    res = CliRunner().invoke(main, ["fit", "qwen3.6-27b", "--gpu", "2xh100-sxm", "--engine", "sglang", "--split", "layer",
+                                    "--spec", "dflash", "--accept", "0.7"])
+    assert res.exit_code == 2 and "pp_size 1" in res.output
