@@ -297,10 +297,16 @@ class Catalog:
     def recipe(self, name: str, fmt: str | None = None):
         """A quant recipe by name, case-insensitively; where names differ only in case (BF16 GGUF,
         bf16 safetensors) the one of format `fmt` wins."""
-        hits = [(k, r) for k, r in self.recipes.recipes.items() if k.lower() == name.strip().lower()]
+        key = name.strip().lower()
+        hits = [(k, r) for k, r in self.recipes.recipes.items()
+                if k.lower() == key or key in (a.lower() for a in r.aliases)]
         hits.sort(key=lambda kr: (kr[1].format != fmt, kr[0] != name.strip()))
         if hits:
             return hits[0]
+        if re.match(r"^(ud-)?(iq|q)\d.*_xl$", key) or key.startswith("ud-"):
+            raise PlannerError(f"{name}: Unsloth's dynamic mixes choose per-tensor types per model and are not "
+                               "modelled from a recipe; plan the file itself (planner fit path/to/model.gguf) for "
+                               "exact sizes, or the nearest standard mix (e.g. Q4_K_M)")
         raise did_you_mean(name, list(self.recipes.recipes), "quant")
 
     def kv_type(self, name: str):

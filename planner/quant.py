@@ -57,6 +57,7 @@ class Recipe(Strict):
     source: str
     description: str = ""
     rules: tuple[Rule, ...] = ()
+    aliases: tuple[str, ...] = ()  # other names the recipe is published under (e.g. int4 for w4a16)
 
 
 class RecipeTable(Strict):

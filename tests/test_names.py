@@ -222,3 +222,14 @@ def test_ollama_default_context_by_vram(catalog):
     assert ctx(("rtx5080",)) == 4096 and ctx(("rtx5090",)) == 32768 and ctx(("rtx3090", "rtx3090")) == 262144
     assert ctx(("rtx5090",), ctx_tokens=8192) == 8192
     assert resolve(catalog, Deployment(model="qwen3.6-27b", gpus=("rtx5090",), engine="llama.cpp")).ctx_tokens is None
+
+
+def test_quant_names_as_published(catalog):
+    """int4 is the compressed-tensors W4A16 recipe; Unsloth's dynamic UD-*_XL mixes are refused with
+    what to do instead (their per-tensor types differ per model), never silently mapped."""
+    from planner.errors import PlannerError
+
+    assert catalog.recipe("INT4", "safetensors")[0] == "w4a16"
+    for name in ("UD-Q4_K_XL", "Q4_K_XL", "ud-iq2_xxs"):
+        with pytest.raises(PlannerError, match="dynamic mixes"):
+            catalog.recipe(name, "gguf")
