@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from planner import units
 from planner.catalog import Catalog
-from planner.deployment import MAX_DRAFT_LEN, Deployment, engine_name, parse_gpus, resolve
+from planner.deployment import ENGINE_FAMILIES, MAX_DRAFT_LEN, Deployment, engine_name, parse_gpus, resolve
 from planner.errors import PlannerError
 from planner.atomic import target, write_atomic, write_errors
 from planner.emit import command as emit_command
@@ -330,6 +330,75 @@ _COMPARE_OPTIONS = [
 
 
 compare_options = _stack(_COMPARE_OPTIONS)  # a purchase comparison: compare and plot pareto
+
+
+@main.command("simulate")
+@click.argument("model")
+@deployment_options
+@click.option("--rate", type=FiniteFloat(min=0), default=None, help="Poisson arrivals, requests per second")
+@click.option("--concurrency", type=click.IntRange(1, 100000), default=None, help="closed-loop clients (each sends its next request when one finishes)")
+@click.option("--prompt-dist", default=None, help="prompt lengths: fixed:512, uniform:100-2000, lognormal:600,1.0 (default: fixed --prompt, 512)")
+@click.option("--gen-dist", default=None, help="output lengths, as --prompt-dist (default: fixed --gen, 128)")
+@click.option("--trace", type=click.Path(dir_okay=False), default=None, help="JSONL of {prompt_tokens, output_tokens} per request, replayed in order")
+@click.option("--requests", type=click.IntRange(1, 1_000_000), default=500, show_default=True, help="requests to simulate")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="random seed (arrivals and lengths)")
+@click.option("--slo", default=None, help="latency targets for goodput: ttft=2s,tpot=40ms")
+@click.option("--find-max-rate", is_flag=True, help="the highest Poisson rate at which 90% of requests meet --slo")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@friendly
+def simulate_cmd(model, rate, concurrency, prompt_dist, gen_dist, trace, requests, seed, slo, find_max_rate, as_json, **opts):
+    """Serve a stream of requests on a deployment: TTFT, TPOT and end-to-end latency percentiles,
+    throughput, goodput under an SLO, preemptions (docs/simulate.md).
+
+    --batch is the engine's concurrency limit (vLLM --max-num-seqs, llama-server -np slots); when not
+    given, the engine's default (vLLM 256, SGLang 256, llama-server 4 slots of --ctx each).
+
+    Example:
+
+        planner simulate qwen3-8b --gpu rtx4090 --engine vllm --ctx 8k --rate 2 --prompt-dist lognormal:800,0.8 --slo ttft=2s,tpot=50ms
+    """
+    from dataclasses import replace as dc_replace
+
+    from planner import simulate as sim
+
+    catalog = Catalog()
+    if (rate is None) == (concurrency is None) and not find_max_rate:
+        raise PlannerError("give --rate R (requests/s) or --concurrency C (closed-loop clients)")
+    if click.get_current_context().get_parameter_source("batch").name == "DEFAULT":
+        eng = catalog.engine(opts["engine"]) if opts["engine"] and opts["engine"].lower() not in ENGINE_FAMILIES else None
+        family = ENGINE_FAMILIES.get((opts["engine"] or "llama.cpp").strip().lower(), eng.family if eng else "llama.cpp")
+        # llama-server: -np -1 (auto, common/arg.cpp:1406) becomes 4 slots (tools/server/server.cpp:168-171)
+        opts["batch"] = 4 if family == "llama.cpp" else 256
+    r = build(catalog, **dict(opts, model=model))
+    cal = catalog.calibration(opts["calibration"], r.engine.id, r.gpus[0].id)
+    w = sim.Workload(
+        n_requests=requests, rate=rate, concurrency=concurrency,
+        prompt=sim.parse_dist(prompt_dist or str(opts["prompt"] or 512), "--prompt-dist"),
+        gen=sim.parse_dist(gen_dist or str(opts["gen"] or 128), "--gen-dist"),
+        trace=tuple(sim.read_trace(Path(trace))) if trace else (), seed=seed)
+    ttft, tpot = sim.parse_slo(slo)
+    out = {"model": r.model_id, "engine": r.engine.id, "gpus": [g.id for g in r.gpus], "quant": r.quant,
+           "kv_quant": r.kv_label, "max_seqs": r.batch, "ctx_tokens": r.ctx_tokens,
+           "workload": {"requests": requests, "rate": rate, "concurrency": concurrency,
+                        "prompt": prompt_dist or f"fixed:{opts['prompt'] or 512}",
+                        "gen": gen_dist or f"fixed:{opts['gen'] or 128}", "trace": trace, "seed": seed},
+           "slo": {"ttft_s": ttft, "tpot_s": tpot}}
+    factory = lambda: sim.engine_for(catalog, r, cal)  # noqa: E731
+    if find_max_rate:
+        if ttft is None and tpot is None:
+            raise PlannerError("--find-max-rate needs --slo (e.g. ttft=2s,tpot=50ms)")
+        best = sim.find_max_rate(factory, dc_replace(w, rate=1.0), ttft, tpot)
+        out["max_rate_per_s"] = best
+        rate, w = best, dc_replace(w, rate=best or None, concurrency=None if best else 1)
+        out["workload"].update(rate=best or None, concurrency=None if best else 1)
+    res = sim.run(factory(), w)
+    out["result"] = sim.summary(res, ttft, tpot)
+    out["engine_limits"] = {"max_seqs": r.batch, "token_budget": factory().token_budget,
+                            "kv_blocks": factory().kv_blocks or None}
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    echo_text(render.simulate_text(out))
 
 
 @main.command("compare")

@@ -472,3 +472,29 @@ def compare_csv(c) -> str:
     for e in c.entries:
         w.writerow(["" if getattr(e, f) is None else getattr(e, f) for f in COMPARE_CSV_FIELDS])
     return buf.getvalue()
+
+
+def simulate_text(out: dict) -> str:
+    """`planner simulate`: the workload, then latency percentiles, throughput and goodput."""
+    s, w = out["result"], out["workload"]
+    arr = f"Poisson {w['rate']:g} req/s" if w["rate"] else f"{w['concurrency']} closed-loop clients"
+    lines = [f"{out['model']} on {' + '.join(out['gpus'])}  [{out['engine']}, weights {out['quant']}, KV {out['kv_quant']}, "
+             f"max {out['max_seqs']} sequences]",
+             f"workload: {w['requests']} requests, {arr}, prompt {w['prompt']}, output {w['gen']}, seed {w['seed']}"]
+    if "max_rate_per_s" in out:
+        lines.append(f"highest rate meeting the SLO for 90% of requests: {out['max_rate_per_s']:.3g} req/s")
+    lines += ["", f"{'':<14}{'p50':>10}{'p90':>10}{'p99':>10}{'mean':>10}"]
+    for key, label, scale, unit in (("ttft_s", "TTFT", 1, "s"), ("tpot_s", "TPOT", 1000, "ms"),
+                                    ("e2e_s", "end-to-end", 1, "s"), ("queue_s", "queued", 1, "s")):
+        p = s[key]
+        cells = "".join(f"{p[k] * scale:>10.3g}" if p[k] is not None else f"{'-':>10}" for k in ("p50", "p90", "p99", "mean"))
+        lines.append(f"{label + ' (' + unit + ')':<14}{cells}")
+    lines += ["", f"completed {s['completed']} of {s['requests']} ({s['rejected']} rejected: longer than a slot or the "
+                  f"cache) in {s['duration_s']:.1f} s: {s['request_throughput_per_s']:.3g} req/s, "
+                  f"{s['output_tok_s']:.0f} output tok/s",
+              f"preemptions {s['preemptions']}, KV cache peak {s['kv_peak_fraction']:.0%}"]
+    slo = out["slo"]
+    if slo["ttft_s"] is not None or slo["tpot_s"] is not None:
+        lines.append(f"SLO (TTFT <= {slo['ttft_s']} s, TPOT <= {slo['tpot_s']} s): {s['slo_attained']:.0%} of "
+                     f"requests, goodput {s['goodput_per_s']:.3g} req/s")
+    return "\n".join(lines)

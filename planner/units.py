@@ -171,3 +171,16 @@ def fmt_params(n: float) -> str:
     if n >= 1e9:
         return f"{n / 1e9:.2f}B"
     return f"{n / 1e6:.0f}M"
+
+
+DURATION_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "min": 60.0}
+
+
+def parse_duration(text: str, what: str = "duration") -> float:
+    """'2s', '40ms', '1.5' (seconds) -> seconds; a one-line error otherwise."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|ms|us|min)?\s*", str(text).lower())
+    if not m:
+        raise PlannerError(f"{what}: {text!r} is not a duration (write 2s, 40ms)")
+    return float(m.group(1)) * DURATION_UNITS[m.group(2) or "s"]
