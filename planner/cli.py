@@ -364,6 +364,9 @@ def simulate_cmd(model, rate, concurrency, prompt_dist, gen_dist, trace, request
     catalog = Catalog()
     if (rate is None) == (concurrency is None) and not find_max_rate:
         raise PlannerError("give --rate R (requests/s) or --concurrency C (closed-loop clients)")
+    if opts["spec"] or opts["depth"]:
+        raise PlannerError("simulate does not take --spec (speculative decoding is not simulated yet) or --depth "
+                           "(each request's own prompt sets its depth)")
     if click.get_current_context().get_parameter_source("batch").name == "DEFAULT":
         eng = catalog.engine(opts["engine"]) if opts["engine"] and opts["engine"].lower() not in ENGINE_FAMILIES else None
         family = ENGINE_FAMILIES.get((opts["engine"] or "llama.cpp").strip().lower(), eng.family if eng else "llama.cpp")

@@ -135,3 +135,7 @@ def test_trace_and_cli_json(tmp_path):
     assert bad.exit_code == 2 and "Traceback" not in bad.output
     neither = CliRunner().invoke(main, ["simulate", "qwen3-8b", "--gpu", "rtx4090"])
     assert neither.exit_code == 2 and "--rate" in neither.output
+    spec = CliRunner().invoke(main, ["simulate", "qwen3-8b", "--gpu", "rtx4090", "--rate", "1", "--spec", "mtp"])
+    assert spec.exit_code == 2 and "not simulated" in spec.output
+    missing = CliRunner().invoke(main, ["simulate", "qwen3-8b", "--gpu", "rtx4090", "--rate", "1", "--trace", "nope.jsonl"])
+    assert missing.exit_code == 2 and "cannot read" in missing.output
