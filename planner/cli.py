@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from planner import units
 from planner.catalog import Catalog
-from planner.deployment import ENGINE_FAMILIES, MAX_DRAFT_LEN, Deployment, engine_name, parse_gpus, resolve
+from planner.deployment import MAX_DRAFT_LEN, Deployment, engine_name, parse_gpus, resolve
 from planner.errors import PlannerError
 from planner.atomic import target, write_atomic, write_errors
 from planner.emit import command as emit_command
@@ -332,6 +332,9 @@ _COMPARE_OPTIONS = [
 compare_options = _stack(_COMPARE_OPTIONS)  # a purchase comparison: compare and plot pareto
 
 
+LLAMA_SERVER_AUTO_SLOTS = 4  # tools/server/server.cpp:168-171 (b11434): n_parallel -1 -> 4 slots
+
+
 @main.command("simulate")
 @click.argument("model")
 @deployment_options
@@ -367,12 +370,12 @@ def simulate_cmd(model, rate, concurrency, prompt_dist, gen_dist, trace, request
     if opts["spec"] or opts["depth"]:
         raise PlannerError("simulate does not take --spec (speculative decoding is not simulated yet) or --depth "
                            "(each request's own prompt sets its depth)")
-    if click.get_current_context().get_parameter_source("batch").name == "DEFAULT":
-        eng = catalog.engine(opts["engine"]) if opts["engine"] and opts["engine"].lower() not in ENGINE_FAMILIES else None
-        family = ENGINE_FAMILIES.get((opts["engine"] or "llama.cpp").strip().lower(), eng.family if eng else "llama.cpp")
-        # llama-server: -np -1 (auto, common/arg.cpp:1406) becomes 4 slots (tools/server/server.cpp:168-171)
-        opts["batch"] = 4 if family == "llama.cpp" else 256
     r = build(catalog, **dict(opts, model=model))
+    if click.get_current_context().get_parameter_source("batch").name == "DEFAULT":
+        # the engine's own concurrency default: vLLM/SGLang max_num_seqs from the profile; llama-server's
+        # -np -1 (auto, common/arg.cpp:1406) becomes 4 slots (tools/server/server.cpp:168-171)
+        slots = LLAMA_SERVER_AUTO_SLOTS if r.engine.family == "llama.cpp" else r.engine.memory.max_num_seqs
+        r = build(catalog, **dict(opts, model=model, batch=slots))
     cal = catalog.calibration(opts["calibration"], r.engine.id, r.gpus[0].id)
     w = sim.Workload(
         n_requests=requests, rate=rate, concurrency=concurrency,

@@ -20,6 +20,7 @@ from planner.errors import PlannerError
 from planner.hardware import Engine, Gpu, HostMemory
 from planner.quant import TensorClasses, assign_types, recipe_bytes, tensor_bytes, tensor_classes
 from planner.schema import Strict
+from planner.units import GiB
 
 Split = Literal["layer", "tensor"]
 MAX_DRAFT_LEN = 64  # input bound on tokens drafted per step (an autoregressive drafter has no block size)
@@ -244,7 +245,7 @@ def default_ubatch(engine: Engine, gpus) -> int:
     """The engine's tokens per forward step where the user gives none: the first of its ubatch_tiers
     every GPU meets (vLLM: by device memory), else default_ubatch_tokens."""
     for t in engine.memory.ubatch_tiers:
-        if all(g.memory_bytes >= t.min_memory_gib * 2**30 and g.id not in t.except_gpus for g in gpus):
+        if all(g.memory_bytes >= t.min_memory_gib * GiB and g.id not in t.except_gpus for g in gpus):
             return t.tokens
     return engine.memory.default_ubatch_tokens
 
@@ -396,7 +397,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         default = fe.default_ctx(sum(g.memory_bytes for g in gpus))
         if default:
             ctx_tokens = min(default, arch.max_position_embeddings)
-            notes.append(f"{fe.name}'s default context on {sum(g.memory_bytes for g in gpus) / 2**30:.0f} GiB of VRAM: "
+            notes.append(f"{fe.name}'s default context on {sum(g.memory_bytes for g in gpus) / GiB:.0f} GiB of VRAM: "
                          f"{ctx_tokens:,} tokens (set {fe.ctx_setting}, or --ctx here, for more)")
     r = Resolved(
         model_id=card.id, model_name=card.name, arch=arch, weights=weights, gpus=gpus, engine=engine,

@@ -20,6 +20,7 @@ import subprocess
 from pathlib import Path
 
 from planner.errors import PlannerError
+from planner.units import KiB
 
 TIMEOUT_S = 10  # a hung driver tool must not hang planner
 
@@ -88,7 +89,7 @@ def detect_host_ram_bytes() -> int:
     if meminfo.is_file():
         for line in meminfo.read_text().splitlines():
             if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024  # kB
+                return int(line.split()[1]) * KiB  # /proc/meminfo's "kB" are KiB
     out = _run(["sysctl", "-n", "hw.memsize"])
     if out and out.strip().isdigit():
         return int(out.strip())

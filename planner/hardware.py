@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from planner import units
 from planner.schema import Quantity, Sourced, Strict
 
 
@@ -55,7 +56,7 @@ class Frontend(Strict):
 
     def default_ctx(self, vram_bytes: int) -> int | None:
         for t in self.ctx_tiers:
-            if t.below_vram_gib is None or vram_bytes < t.below_vram_gib * 2**30:
+            if t.below_vram_gib is None or vram_bytes < t.below_vram_gib * units.GiB:
                 return t.ctx_tokens
         return None
 

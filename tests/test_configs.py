@@ -207,6 +207,20 @@ NEMOTRON_H = {"model_type": "nemotron_h", "hidden_size": 64, "num_hidden_layers"
               "moe_shared_expert_intermediate_size": 48, "tie_word_embeddings": False}
 
 
+FALCON_H1 = {"model_type": "falcon_h1", "hidden_size": 64, "num_hidden_layers": 3, "vocab_size": 100,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 96,
+             "mamba_d_ssm": 128, "mamba_n_heads": 8, "mamba_d_head": 16, "mamba_d_state": 8, "mamba_n_groups": 1,
+             "mamba_d_conv": 4, "tie_word_embeddings": True}
+GRANITE_H = {"model_type": "granitemoehybrid", "hidden_size": 64, "num_hidden_layers": 4, "vocab_size": 100,
+             "layer_types": ["mamba", "mamba", "mamba", "attention"], "num_attention_heads": 4,
+             "num_key_value_heads": 1, "mamba_n_heads": 4, "mamba_d_head": 32, "mamba_d_state": 16,
+             "mamba_n_groups": 1, "mamba_d_conv": 4, "mamba_expand": 2, "num_local_experts": 8,
+             "num_experts_per_tok": 2, "intermediate_size": 32, "shared_intermediate_size": 64,
+             "tie_word_embeddings": True}
+MAMBA2 = {"model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 100, "num_heads": 8,
+          "head_dim": 16, "state_size": 32, "n_groups": 1, "conv_kernel": 4, "tie_word_embeddings": True}
+
+
 def test_nemotron_h_blocks_by_hand():
     a = parse_config(NEMOTRON_H)
     assert [x.kind for x in a.layers] == ["mamba", "full", "none", "none"] and a.moe_layers == (False,) * 3 + (True,)
@@ -231,23 +245,14 @@ def test_nemotron_h_bad_pattern_is_refused():
 
 
 def test_falcon_h1_every_layer_has_kv_and_state():
-    cfg = {"model_type": "falcon_h1", "hidden_size": 64, "num_hidden_layers": 3, "vocab_size": 100,
-           "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 96,
-           "mamba_d_ssm": 128, "mamba_n_heads": 8, "mamba_d_head": 16, "mamba_d_state": 8, "mamba_n_groups": 1,
-           "mamba_d_conv": 4, "tie_word_embeddings": True}
-    a = parse_config(cfg)
+    a = parse_config(FALCON_H1)
     assert all(x.kind == "full" for x in a.layers)
     assert _kv(a) == 3 * 2 * 16 * 2
     assert _state(a) == 3 * (8 * 128 + 3 * (128 + 2 * 8))
 
 
 def test_granite_hybrid_layer_types_and_shared_mlp():
-    cfg = {"model_type": "granitemoehybrid", "hidden_size": 64, "num_hidden_layers": 4, "vocab_size": 100,
-           "layer_types": ["mamba", "mamba", "mamba", "attention"], "num_attention_heads": 4,
-           "num_key_value_heads": 1, "mamba_n_heads": 4, "mamba_d_head": 32, "mamba_d_state": 16,
-           "mamba_n_groups": 1, "mamba_d_conv": 4, "mamba_expand": 2, "num_local_experts": 8,
-           "num_experts_per_tok": 2, "intermediate_size": 32, "shared_intermediate_size": 64,
-           "tie_word_embeddings": True}
+    cfg = GRANITE_H
     a = parse_config(cfg)
     assert a.layer_kinds() == {"mamba": 3, "full": 1} and all(a.moe_layers)
     assert _state(a) == 3 * (16 * 128 + 3 * (128 + 2 * 16))  # d_inner = 4 heads x 32 = expand 2 x 64
@@ -276,9 +281,7 @@ def test_gemma3n_by_hand():
 
 
 def test_mamba2_pure_ssm():
-    cfg = {"model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 100, "num_heads": 8,
-           "head_dim": 16, "state_size": 32, "n_groups": 1, "conv_kernel": 4, "tie_word_embeddings": True}
-    a = parse_config(cfg)
+    a = parse_config(MAMBA2)
     assert a.layer_kinds() == {"mamba": 2} and _kv(a) == 0
     assert _state(a) == 2 * (32 * 128 + 3 * (128 + 2 * 32))
 

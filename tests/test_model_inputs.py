@@ -246,18 +246,9 @@ def _ssm(inner, state, heads, groups, conv):  # {arch}.ssm.* as conversion/mamba
 
 
 def _cfgs():
-    from tests.test_configs import NEMOTRON_H
+    from tests.test_configs import FALCON_H1, GRANITE_H, MAMBA2, NEMOTRON_H
 
-    falcon = {"model_type": "falcon_h1", "hidden_size": 64, "num_hidden_layers": 3, "vocab_size": 100,
-              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 96,
-              "mamba_d_ssm": 128, "mamba_n_heads": 8, "mamba_d_head": 16, "mamba_d_state": 8, "mamba_n_groups": 1,
-              "mamba_d_conv": 4, "tie_word_embeddings": True}
-    granite = {"model_type": "granitemoehybrid", "hidden_size": 64, "num_hidden_layers": 4, "vocab_size": 100,
-               "layer_types": ["mamba", "mamba", "mamba", "attention"], "num_attention_heads": 4,
-               "num_key_value_heads": 1, "mamba_n_heads": 4, "mamba_d_head": 32, "mamba_d_state": 16,
-               "mamba_n_groups": 1, "mamba_d_conv": 4, "mamba_expand": 2, "num_local_experts": 8,
-               "num_experts_per_tok": 2, "intermediate_size": 32, "shared_intermediate_size": 64,
-               "tie_word_embeddings": True}
+    falcon, granite, mamba2 = FALCON_H1, GRANITE_H, MAMBA2  # the hand-worked configs of tests/test_configs.py
     jamba = {"model_type": "jamba", "hidden_size": 64, "num_hidden_layers": 8, "vocab_size": 100,
              "num_attention_heads": 4, "num_key_value_heads": 2, "attn_layer_period": 4, "attn_layer_offset": 2,
              "expert_layer_period": 2, "expert_layer_offset": 1, "num_experts": 4, "num_experts_per_tok": 2,
@@ -265,8 +256,6 @@ def _cfgs():
     lfm2 = {"model_type": "lfm2", "hidden_size": 64, "num_hidden_layers": 4, "vocab_size": 100,
             "num_attention_heads": 4, "num_key_value_heads": 2, "conv_L_cache": 3, "block_ff_dim": 96,
             "layer_types": ["conv", "conv", "full_attention", "conv"]}
-    mamba2 = {"model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 100, "num_heads": 8,
-              "head_dim": 16, "state_size": 32, "n_groups": 1, "conv_kernel": 4, "tie_word_embeddings": True}
     llama4 = {"model_type": "llama4_text", "hidden_size": 64, "num_hidden_layers": 8, "vocab_size": 100,
               "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "interleave_moe_layer_step": 2,
               "num_local_experts": 4, "num_experts_per_tok": 1, "intermediate_size": 32,
