@@ -10,6 +10,7 @@ import json
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -205,9 +206,16 @@ def load_model(model: str, quant: str | None, catalog: Catalog | None = None):
     return load_config_json(p), None
 
 
-def build(catalog: Catalog, model, gpu, ctx, quant, kv_quant, engine, split, tensor_split, batch, ubatch, gpu_layers,
-          cpu_moe, host, host_ram, flash_attn, spec, accept, accept_len, draft_len, draft_quant, gpu_mem_util=None, **_):
+def build(catalog: Catalog, model, **opts):
     """The Resolved deployment the options describe."""
+    dep, card, file_weights = deployment_of(catalog, model, **opts)
+    return resolve(catalog, dep, card=card, file_weights=file_weights)
+
+
+def deployment_of(catalog: Catalog, model, gpu, ctx, quant, kv_quant, engine, split, tensor_split, batch, ubatch,
+                  gpu_layers, cpu_moe, host, host_ram, flash_attn, spec, accept, accept_len, draft_len, draft_quant,
+                  gpu_mem_util=None, **_):
+    """The Deployment the options describe, with the model card and GGUF weights it reads."""
     card, file_weights = load_model(model, quant, catalog)
     ts, balance = None, None
     if tensor_split in ("memory", "speed"):
@@ -222,7 +230,7 @@ def build(catalog: Catalog, model, gpu, ctx, quant, kv_quant, engine, split, ten
                      host=host, host_ram_bytes=host_ram, tensor_split=ts, balance=balance, gpu_memory_utilization=gpu_mem_util,
                      flash_attention=None if flash_attn is None else flash_attn == "on", spec=spec,
                      draft_len=draft_len, accept=accept, accept_len=accept_len, draft_quant=draft_quant)
-    return resolve(catalog, dep, card=card, file_weights=file_weights)
+    return dep, card, file_weights
 
 
 def run_fit(catalog: Catalog, opts: dict, sweep_accept: bool = False, observed: float | None = None):
@@ -332,29 +340,124 @@ _COMPARE_OPTIONS = [
 compare_options = _stack(_COMPARE_OPTIONS)  # a purchase comparison: compare and plot pareto
 
 
-LLAMA_SERVER_AUTO_SLOTS = 4  # tools/server/server.cpp:168-171 (b11434): n_parallel -1 -> 4 slots
+_SIMULATE_OPTIONS = [
+    click.option("--rate", type=FiniteFloat(min=0), default=None, help="arrivals per second (Poisson; gamma with --burstiness)"),
+    click.option("--concurrency", type=click.IntRange(1, 100000), default=None, help="closed-loop clients (each sends its next request when one finishes)"),
+    click.option("--burstiness", type=FiniteFloat(min=0.01), default=1.0, show_default=True, help="gamma shape of the gaps between arrivals, as vllm bench serve: 1 Poisson, < 1 burstier"),
+    click.option("--prompt-dist", default=None, help="prompt lengths: fixed:512, uniform:100-2000, lognormal:600,1.0 (default: fixed --prompt, 512)"),
+    click.option("--gen-dist", default=None, help="output lengths, as --prompt-dist (default: fixed --gen, 128)"),
+    click.option("--trace", type=click.Path(dir_okay=False), default=None, help="JSONL of {prompt_tokens, output_tokens[, arrival_s]} per request, replayed in order"),
+    click.option("--prefix-tokens", type=click.IntRange(0), default=0, help="tokens every prompt begins with (a shared system prompt), servable from the prefix cache"),
+    click.option("--prefix-caching", type=click.Choice(["on", "off"]), default=None, help="the engine's prefix cache (vLLM prefix caching, SGLang radix cache, llama-server cache_prompt; default on)"),
+    click.option("--kv-unified", type=click.Choice(["on", "off"]), default=None, help="llama-server: one KV pool for all slots (-kvu; default on when --batch/-np is not given, as the server does)"),
+    click.option("--cache-ram", type=click.IntRange(-1), default=None, help="llama-server --cache-ram MiB: host prompt cache each reused slot is saved to (default 8192; 0 off, -1 no limit)"),
+    click.option("--requests", type=click.IntRange(1, 1_000_000), default=500, show_default=True, help="requests to simulate"),
+    click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="random seed (arrivals, lengths, accepted drafts)"),
+    click.option("--slo", default=None, help="latency targets for goodput: ttft=2s,tpot=40ms"),
+]
+
+simulate_options = _stack(_SIMULATE_OPTIONS)
+SIM_KEYS = ("rate", "concurrency", "burstiness", "prompt_dist", "gen_dist", "trace", "prefix_tokens", "prefix_caching",
+            "kv_unified", "cache_ram", "requests", "seed", "slo")
+
+
+@dataclass
+class Simulation:
+    """One deployment and workload as `planner simulate` states them (shared with plot and tune)."""
+
+    r: object
+    cal: object
+    factory: object  # () -> a fresh simulate.Engine
+    workload: object
+    slo: tuple
+    settings: dict  # the server settings in force (for the output)
+    describe: dict
+    make: object  # (Deployment fields to change) -> Resolved
+    options: dict  # the simulate options as given
+
+
+def _simulation(catalog: Catalog, model: str, opts: dict, need_arrivals: bool = True, check_fit: bool = True) -> Simulation:
+    from planner import simulate as sim
+
+    s = {k: opts.pop(k) for k in SIM_KEYS}
+    if need_arrivals and (s["rate"] is None) == (s["concurrency"] is None) and not (s["trace"] and s["rate"] is None and s["concurrency"] is None):
+        raise PlannerError("give --rate R (requests/s) or --concurrency C (closed-loop clients)")
+    if opts.get("depth"):
+        raise PlannerError("simulate does not take --depth (each request's own prompt sets its depth)")
+    batch_given = click.get_current_context().get_parameter_source("batch").name != "DEFAULT"
+    dep, card, fw = deployment_of(catalog, model, **opts)
+    r = resolve(catalog, dep, card=card, file_weights=fw)
+    if not batch_given:
+        # the engine's own concurrency default: vLLM/SGLang max_num_seqs from the profile; llama-server's
+        # -np -1 (auto, common/arg.cpp:1406) becomes 4 slots (tools/server/server.cpp:168-171)
+        slots = sim.LLAMA_SERVER_AUTO_SLOTS if r.engine.family == "llama.cpp" else r.engine.memory.max_num_seqs
+        dep = dep.model_copy(update={"batch": slots})
+        r = resolve(catalog, dep, card=card, file_weights=fw)
+    llama = r.engine.family == "llama.cpp"
+    if not llama and (s["kv_unified"] is not None or s["cache_ram"] is not None):
+        raise PlannerError("--kv-unified and --cache-ram are llama-server settings; this plan runs " + r.engine.id)
+    if s["prefix_tokens"] and any(k in ("mamba", "conv", "linear") for k in r.arch.layer_kinds()):
+        raise PlannerError(f"--prefix-tokens: prefix caching of {r.model_id}'s recurrent layers is not modelled (the engines "
+                           "keep their states only at checkpoints); simulate without a shared prefix")
+    unified = (s["kv_unified"] == "on") if s["kv_unified"] else (llama and not batch_given)
+    pc = None if s["prefix_caching"] is None else s["prefix_caching"] == "on"
+    cal = catalog.calibration(opts["calibration"], r.engine.id, r.gpus[0].id)
+    trace = tuple(sim.read_trace(Path(s["trace"]))) if s["trace"] else ()
+    replay = bool(trace) and len(trace[0]) == 3
+    if replay and (s["rate"] is not None or s["concurrency"] is not None):
+        raise PlannerError(f"--trace {s['trace']} gives arrival_s: its arrivals are replayed, so leave out --rate and --concurrency")
+    n = len(trace) if replay else s["requests"]
+    w = sim.Workload(
+        n_requests=n, rate=s["rate"], concurrency=s["concurrency"], burstiness=s["burstiness"],
+        prompt=sim.parse_dist(s["prompt_dist"] or str(opts["prompt"] or 512), "--prompt-dist"),
+        gen=sim.parse_dist(s["gen_dist"] or str(opts["gen"] or 128), "--gen-dist"),
+        trace=trace, seed=s["seed"], prefix=s["prefix_tokens"])
+    if w.prefix and not trace and w.prompt.kind == "fixed" and w.prompt.a <= w.prefix:
+        raise PlannerError(f"--prefix-tokens {w.prefix} is not shorter than the prompts ({int(w.prompt.a)} tokens)")
+
+    def factory():
+        return sim.engine_for(catalog, r, cal, prefix_caching=pc, unified=unified, cache_ram_mib=s["cache_ram"])
+
+    e = factory()
+    if check_fit and not llama and e.kv_blocks < sim._blocks(e, r.ctx_tokens):
+        cap = max(0, e.kv_blocks - e.state_blocks) * e.block_tokens if e.kv_per_token else 0
+        raise PlannerError(f"{r.engine.family} would refuse to start: the memory left after the weights holds {cap:,} tokens "
+                           f"of KV cache, fewer than one request of --ctx {r.ctx_tokens:,} (--max-model-len); lower --ctx, "
+                           "take a smaller --quant or more GPUs")
+    settings = {"max_seqs": r.batch, "token_budget": e.token_budget, "kv_blocks": e.kv_blocks or None,
+                "prefix_caching": e.prefix_caching}
+    if llama:
+        settings.update(kv_unified=e.unified, cache_ram_mib=int(s["cache_ram"] if s["cache_ram"] is not None else
+                        r.engine.server.prompt_cache_default.value if r.engine.server.prompt_cache_default else 0))
+    if r.spec is not None:
+        settings.update(spec=r.spec.label, draft_len=r.spec.gamma, acceptance=r.spec.alpha)
+    desc = {"model": r.model_id, "engine": r.engine.id, "gpus": [g.id for g in r.gpus], "quant": r.quant,
+            "kv_quant": r.kv_label, "max_seqs": r.batch, "ctx_tokens": r.ctx_tokens,
+            "workload": {"requests": n, "rate": s["rate"], "concurrency": s["concurrency"], "burstiness": s["burstiness"],
+                         "prompt": s["prompt_dist"] or f"fixed:{opts['prompt'] or 512}",
+                         "gen": s["gen_dist"] or f"fixed:{opts['gen'] or 128}", "trace": s["trace"],
+                         "replayed_arrivals": replay, "prefix_tokens": s["prefix_tokens"], "seed": s["seed"]}}
+    def make(fields: dict):
+        return resolve(catalog, dep.model_copy(update=fields), card=card, file_weights=fw)
+
+    return Simulation(r, cal, factory, w, sim.parse_slo(s["slo"]), settings, desc, make, s)
 
 
 @main.command("simulate")
 @click.argument("model")
 @deployment_options
-@click.option("--rate", type=FiniteFloat(min=0), default=None, help="Poisson arrivals, requests per second")
-@click.option("--concurrency", type=click.IntRange(1, 100000), default=None, help="closed-loop clients (each sends its next request when one finishes)")
-@click.option("--prompt-dist", default=None, help="prompt lengths: fixed:512, uniform:100-2000, lognormal:600,1.0 (default: fixed --prompt, 512)")
-@click.option("--gen-dist", default=None, help="output lengths, as --prompt-dist (default: fixed --gen, 128)")
-@click.option("--trace", type=click.Path(dir_okay=False), default=None, help="JSONL of {prompt_tokens, output_tokens} per request, replayed in order")
-@click.option("--requests", type=click.IntRange(1, 1_000_000), default=500, show_default=True, help="requests to simulate")
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="random seed (arrivals and lengths)")
-@click.option("--slo", default=None, help="latency targets for goodput: ttft=2s,tpot=40ms")
-@click.option("--find-max-rate", is_flag=True, help="the highest Poisson rate at which 90% of requests meet --slo")
+@simulate_options
+@click.option("--find-max-rate", is_flag=True, help="the highest arrival rate at which 90% of requests meet --slo")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @friendly
-def simulate_cmd(model, rate, concurrency, prompt_dist, gen_dist, trace, requests, seed, slo, find_max_rate, as_json, **opts):
+def simulate_cmd(model, find_max_rate, as_json, **opts):
     """Serve a stream of requests on a deployment: TTFT, TPOT and end-to-end latency percentiles,
     throughput, goodput under an SLO, preemptions (docs/simulate.md).
 
     --batch is the engine's concurrency limit (vLLM --max-num-seqs, llama-server -np slots); when not
-    given, the engine's default (vLLM 256, SGLang 256, llama-server 4 slots of --ctx each).
+    given, the engine's default (vLLM 256, SGLang 256, llama-server 4 slots sharing one KV pool).
+    --spec simulates speculative decoding (each step drafts and verifies; accepted drafts drawn with
+    the stated acceptance).
 
     Example:
 
@@ -365,42 +468,22 @@ def simulate_cmd(model, rate, concurrency, prompt_dist, gen_dist, trace, request
     from planner import simulate as sim
 
     catalog = Catalog()
-    if (rate is None) == (concurrency is None) and not find_max_rate:
-        raise PlannerError("give --rate R (requests/s) or --concurrency C (closed-loop clients)")
-    if opts["spec"] or opts["depth"]:
-        raise PlannerError("simulate does not take --spec (speculative decoding is not simulated yet) or --depth "
-                           "(each request's own prompt sets its depth)")
-    r = build(catalog, **dict(opts, model=model))
-    if click.get_current_context().get_parameter_source("batch").name == "DEFAULT":
-        # the engine's own concurrency default: vLLM/SGLang max_num_seqs from the profile; llama-server's
-        # -np -1 (auto, common/arg.cpp:1406) becomes 4 slots (tools/server/server.cpp:168-171)
-        slots = LLAMA_SERVER_AUTO_SLOTS if r.engine.family == "llama.cpp" else r.engine.memory.max_num_seqs
-        r = build(catalog, **dict(opts, model=model, batch=slots))
-    cal = catalog.calibration(opts["calibration"], r.engine.id, r.gpus[0].id)
-    w = sim.Workload(
-        n_requests=requests, rate=rate, concurrency=concurrency,
-        prompt=sim.parse_dist(prompt_dist or str(opts["prompt"] or 512), "--prompt-dist"),
-        gen=sim.parse_dist(gen_dist or str(opts["gen"] or 128), "--gen-dist"),
-        trace=tuple(sim.read_trace(Path(trace))) if trace else (), seed=seed)
-    ttft, tpot = sim.parse_slo(slo)
-    out = {"model": r.model_id, "engine": r.engine.id, "gpus": [g.id for g in r.gpus], "quant": r.quant,
-           "kv_quant": r.kv_label, "max_seqs": r.batch, "ctx_tokens": r.ctx_tokens,
-           "workload": {"requests": requests, "rate": rate, "concurrency": concurrency,
-                        "prompt": prompt_dist or f"fixed:{opts['prompt'] or 512}",
-                        "gen": gen_dist or f"fixed:{opts['gen'] or 128}", "trace": trace, "seed": seed},
-           "slo": {"ttft_s": ttft, "tpot_s": tpot}}
-    factory = lambda: sim.engine_for(catalog, r, cal)  # noqa: E731
+    S = _simulation(catalog, model, opts, need_arrivals=not find_max_rate)
+    ttft, tpot = S.slo
+    out = dict(S.describe, slo={"ttft_s": ttft, "tpot_s": tpot})
+    w = S.workload
     if find_max_rate:
         if ttft is None and tpot is None:
             raise PlannerError("--find-max-rate needs --slo (e.g. ttft=2s,tpot=50ms)")
-        best = sim.find_max_rate(factory, dc_replace(w, rate=1.0), ttft, tpot)
+        if w.replay:
+            raise PlannerError("--find-max-rate varies the arrival rate; a --trace with arrival_s fixes it")
+        best = sim.find_max_rate(S.factory, dc_replace(w, rate=1.0), ttft, tpot)
         out["max_rate_per_s"] = best
-        rate, w = best, dc_replace(w, rate=best or None, concurrency=None if best else 1)
+        w = dc_replace(w, rate=best or None, concurrency=None if best else 1)
         out["workload"].update(rate=best or None, concurrency=None if best else 1)
-    res = sim.run(factory(), w)
+    res = sim.run(S.factory(), w)
     out["result"] = sim.summary(res, ttft, tpot)
-    out["engine_limits"] = {"max_seqs": r.batch, "token_budget": factory().token_budget,
-                            "kv_blocks": factory().kv_blocks or None}
+    out["engine_limits"] = S.settings
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
@@ -539,6 +622,205 @@ def plot_pareto_cmd(model, out, **opts):
     fig = plots.pareto_figure(c, f"{c.model_name}: which GPUs? price against speed", sub)
     write_atomic(path, plots.page(f"{c.model_name}: price against speed", plots.div(fig, "plot-pareto")))
     click.echo(f"wrote {path}")
+
+
+def _sim_subtitle(S) -> str:
+    d, w = S.describe, S.describe["workload"]
+    return (f"{d['engine']} on {' + '.join(d['gpus'])}, {d['quant']}, KV {d['kv_quant']}, max {d['max_seqs']} sequences; "
+            f"prompt {w['prompt']}, output {w['gen']}, {w['requests']} requests per point, seed {w['seed']}")
+
+
+@plot_group.command("latency")
+@click.argument("model")
+@deployment_options
+@simulate_options
+@click.option("--rates", default=None, help="arrival rates to simulate, e.g. 0.5,1,2,4 (default: 10 rates up to 1.25x the saturated throughput)")
+@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="HTML file to write")
+@friendly
+def plot_latency_cmd(model, rates, out, **opts):
+    """TTFT, TPOT and end-to-end latency percentiles against the arrival rate, simulated (planner simulate).
+
+    Example:
+
+        planner plot latency qwen3-8b --gpu rtx4090 --engine vllm --ctx 8k --slo ttft=2s,tpot=50ms -o latency.html
+    """
+    from dataclasses import replace as dc_replace
+
+    from planner import plots
+    from planner import simulate as sim
+
+    path = _html_out(out)
+    catalog = Catalog()
+    S = _simulation(catalog, model, opts, need_arrivals=False)
+    if S.workload.replay:
+        raise PlannerError("plot latency varies the arrival rate; a --trace with arrival_s fixes it")
+    if rates:
+        try:
+            grid = sorted({float(x) for x in rates.split(",")})
+        except ValueError:
+            raise PlannerError(f"--rates {rates!r}: write rates in requests/s, e.g. 0.5,1,2,4") from None
+        if not grid or grid[0] <= 0:
+            raise PlannerError(f"--rates {rates!r}: rates must be positive")
+    else:  # the throughput of a saturated server: clients at the concurrency limit, then rates around it
+        sat = sim.summary(sim.run(S.factory(), dc_replace(S.workload, rate=None, concurrency=S.r.batch)))
+        top = sat["request_throughput_per_s"]
+        grid = [top * f for f in (0.1, 0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25)]
+    ttft, tpot = S.slo
+    points = [(x, sim.summary(sim.run(S.factory(), dc_replace(S.workload, rate=x, concurrency=None)), ttft, tpot))
+              for x in grid]
+    best = sim.find_max_rate(S.factory, dc_replace(S.workload, rate=1.0), ttft, tpot) if (ttft or tpot) else None
+    title = f"{S.r.model_name}: latency against load"
+    fig = plots.latency_figure(points, title, _sim_subtitle(S), S.slo, best)
+    write_atomic(path, plots.page(title, plots.div(fig, "plot-latency")))
+    click.echo(f"wrote {path}")
+
+
+@plot_group.command("timeline")
+@click.argument("model")
+@deployment_options
+@simulate_options
+@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="HTML file to write")
+@friendly
+def plot_timeline_cmd(model, out, **opts):
+    """One simulated run over time: requests running and waiting, and the KV cache's use.
+
+    Example:
+
+        planner plot timeline qwen3-8b --gpu rtx4090 --engine vllm --ctx 8k --rate 8 -o timeline.html
+    """
+    from planner import plots
+    from planner import simulate as sim
+
+    path = _html_out(out)
+    catalog = Catalog()
+    S = _simulation(catalog, model, opts)
+    res = sim.run(S.factory(), S.workload)
+    s = sim.summary(res, *S.slo)
+    w = S.describe["workload"]
+    arr = "replayed arrivals" if w["replayed_arrivals"] else (f"{w['rate']:g} req/s" if w["rate"] else f"{w['concurrency']} clients")
+    title = f"{S.r.model_name}: a simulated run, {arr}"
+    sub = _sim_subtitle(S) + (f"; TTFT p50 {s['ttft_s']['p50']:.3g} s, TPOT p50 {s['tpot_s']['p50'] * 1000:.3g} ms, "
+                              f"{s['preemptions']} preemptions" if s["completed"] else "")
+    fig = plots.timeline_figure(res.timeline, title, sub)
+    write_atomic(path, plots.page(title, plots.div(fig, "plot-timeline")))
+    click.echo(f"wrote {path}")
+
+
+@main.command("tune")
+@click.argument("model")
+@deployment_options
+@simulate_options
+@click.option("--passes", type=click.IntRange(1, 5), default=2, show_default=True, help="sweeps over the settings (coordinate descent)")
+@click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="settings listed")
+@click.option("--emit", is_flag=True, help="print the engine command of the best settings")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@friendly
+def tune_cmd(model, passes, top, emit, as_json, **opts):
+    """Search the server settings for the most goodput under --slo (docs/simulate.md#tune).
+
+    Searched: weight quant and KV type, -np slots / --max-num-seqs, -ub / --max-num-batched-tokens,
+    the split mode on several GPUs, llama-server's unified KV and prompt cache, the draft length with
+    --spec, prefix caching with --prefix-tokens. Settings given on the command line stay fixed. With
+    --rate or --concurrency each candidate is scored by goodput at that load, else by the highest rate
+    at which 90% of requests meet the SLO.
+
+    Example:
+
+        planner tune qwen3-8b --gpu rtx4090 --engine vllm --ctx 8k --slo ttft=2s,tpot=50ms --prompt-dist lognormal:800,0.8
+    """
+    from planner import tune as tn
+
+    catalog = Catalog()
+    ctx = click.get_current_context()
+    given = {k for k in ("quant", "kv_quant", "batch", "ubatch", "split", "draft_len", "kv_unified", "cache_ram",
+                         "prefix_caching") if ctx.get_parameter_source(k).name != "DEFAULT"}
+    fixed = {"ubatch_tokens" if k == "ubatch" else k for k in given}
+    S = _simulation(catalog, model, opts, need_arrivals=False, check_fit=False)
+    if S.slo == (None, None):
+        raise PlannerError("tune needs --slo (e.g. ttft=2s,tpot=50ms): goodput counts the requests that meet it")
+    r = S.r
+    llama = r.engine.family == "llama.cpp"
+    start = {"quant": r.quant, "kv_quant": r.kv_quant, "batch": r.batch, "ubatch_tokens": r.ubatch_tokens}
+    if len(r.gpus) > 1:
+        start["split"] = r.split
+    if r.spec is not None:
+        start["draft_len"] = r.spec.gamma
+    if llama:
+        start.update(kv_unified=S.settings["kv_unified"], cache_ram=S.settings["cache_ram_mib"])
+    if S.workload.prefix:
+        start["prefix_caching"] = S.settings["prefix_caching"]
+    knobs = tn.knobs_for(catalog, r, None, None, r.spec is not None, bool(S.workload.prefix), fixed)
+
+    def progress(c):
+        if not as_json:
+            got = f"{c.score:.3g} req/s" if c.error is None else c.error
+            click.echo(f"  tried {_settings_text(c.settings)}: {got}", err=True)
+
+    res = tn.tune(catalog, S.make, lambda rr: catalog.calibration(opts["calibration"], rr.engine.id, rr.gpus[0].id),
+                  S.workload, S.slo, knobs, start, passes=passes, progress=progress)
+    best = res.best
+    fields = {k: v for k, v in best.settings.items() if k not in tn.SERVER_KEYS}
+    rb = S.make(fields)
+    cmd = None
+    if emit or as_json:
+        from planner.emit import command as emit_command
+
+        cmd = emit_command(rb, r.engine.family, rb.ctx_tokens)
+        extra = _server_flags(rb, best.settings)
+        if extra:
+            cmd = cmd + " " + extra
+    if as_json:
+        click.echo(json.dumps({
+            "model": r.model_id, "engine": r.engine.id, "gpus": [g.id for g in r.gpus], "objective": res.objective,
+            "slo": {"ttft_s": S.slo[0], "tpot_s": S.slo[1]}, "workload": S.describe["workload"],
+            "knobs": [{"name": k.name, "flag": k.flag, "values": list(k.values)} for k in knobs],
+            "best": {"settings": best.settings, "score_per_s": best.score, "result": best.summary},
+            "tried": [{"settings": c.settings, "score_per_s": c.score, "error": c.error} for c in res.tried],
+            "command": cmd}, indent=2, default=str))
+        return
+    what = ("goodput at the offered load" if res.objective == "goodput" else
+            "highest arrival rate at which 90% of requests meet the SLO")
+    ttft, tpot = S.slo
+    lines = [f"{r.model_name} on {' + '.join(g.id for g in r.gpus)}  [{r.engine.id}]: {len(res.tried)} settings simulated, "
+             f"ranked by {what} (SLO: TTFT <= {ttft} s, TPOT <= {tpot} s)", ""]
+    for i, c in enumerate(res.tried[:top], 1):
+        got = f"{c.score:8.3g} req/s" if c.error is None else f"  {c.error}"
+        lines.append(f"{i:>3}. {_settings_text(c.settings)}  {got}")
+    s = best.summary
+    lines += ["", f"best: {_settings_text(best.settings)}",
+              f"  TTFT p50 {s['ttft_s']['p50']:.3g} s (p90 {s['ttft_s']['p90']:.3g}), TPOT p50 {s['tpot_s']['p50'] * 1000:.3g} ms, "
+              f"{s['output_tok_s']:.0f} output tok/s, {s['slo_attained']:.0%} of requests meet the SLO"]
+    if cmd:
+        lines += ["", cmd]
+    echo_text("\n".join(lines))
+
+
+def _settings_text(st: dict) -> str:
+    names = {"quant": "quant", "kv_quant": "KV", "batch": "seqs", "ubatch_tokens": "ubatch", "split": "split",
+             "draft_len": "draft", "kv_unified": "unified-KV", "cache_ram": "cache-ram", "prefix_caching": "prefix-cache"}
+    out = []
+    for k, v in st.items():
+        if isinstance(v, bool):
+            v = "on" if v else "off"
+        out.append(f"{names.get(k, k)} {v}")
+    return ", ".join(out)
+
+
+def _server_flags(r, settings: dict) -> str:
+    """Server flags `--emit` does not state from the deployment alone: llama-server's -kvu and --cache-ram,
+    and prefix caching turned off (flag names: hwdb/flags.toml)."""
+    fam = r.engine.family
+    out = []
+    if fam == "llama.cpp":
+        if settings.get("kv_unified"):
+            out.append("-kvu")
+        if "cache_ram" in settings and settings["cache_ram"] != 8192:
+            out += ["--cache-ram", str(settings["cache_ram"])]
+        if settings.get("prefix_caching") is False:
+            out.append("--no-cache-prompt")
+    elif settings.get("prefix_caching") is False:
+        out.append("--no-enable-prefix-caching" if fam == "vllm" else "--disable-radix-cache")
+    return " ".join(out)
 
 
 @main.command("report")
@@ -939,12 +1221,15 @@ def _calibrate_llamacpp(llama_bin, models, quants, grid_name, prompts, depths, b
               help="also write the report as Markdown (docs/validation.md)")
 @click.option("--html", "html_out", default=None, type=click.Path(dir_okay=False),
               help="also write a predicted-vs-measured plot (standalone HTML)")
+@click.option("--serving", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="a folder of serving runs (bench/serve_load.py output) to simulate (default with no RUNS: hwdb/runs/serving-*.raw)")
 @friendly
-def validate_cmd(runs, calibration, markdown_out, html_out):
+def validate_cmd(runs, calibration, markdown_out, html_out, serving):
     """Predict every measured run and print the error per metric (median and 90th percentile of
     |error|, and the worst cases with their conditions).
 
-    RUNS default to the runs under hwdb/runs/ (published, speculative, harness).
+    RUNS default to the runs under hwdb/runs/ (published, speculative, harness), and the serving runs
+    under hwdb/runs/serving-*.raw are simulated with `planner simulate` and compared.
 
     Examples:
 
@@ -973,7 +1258,16 @@ def validate_cmd(runs, calibration, markdown_out, html_out):
     if memory:
         click.echo("peak device memory, planned against measured:")
         click.echo("\n".join(validate.memory_lines(memory, markdown=False)))
-    cmd_args = ("" if not runs else " " + " ".join(runs)) + (f" --calibration {calibration}" if calibration else "")
+    from planner import serving as srv
+
+    serving_dirs = [Path(d) for d in serving] if serving else ([] if runs else srv.default_dirs(catalog.root))
+    served = [sc for d in serving_dirs for sc in srv.score(catalog, srv.load_runs(d), calibration=calibration)]
+    if served:
+        click.echo("")
+        click.echo(f"serving runs ({', '.join(map(str, serving_dirs))}), measured / simulated:")
+        click.echo("\n".join(srv.lines(served, markdown=False)))
+    cmd_args = (("" if not runs else " " + " ".join(runs)) + (f" --calibration {calibration}" if calibration else "")
+                + "".join(f" --serving {d}" for d in serving))
     if markdown_out:
         shown = ", ".join(f"`hwdb/runs/{p.name}`" if p.parent.name == "runs" else f"`{p}`" for p in paths)
         ceilings = {}
@@ -982,7 +1276,7 @@ def validate_cmd(runs, calibration, markdown_out, html_out):
             if c.exists():
                 ceilings.update(json.loads(c.read_text()))
         write_atomic(Path(markdown_out), validate.markdown(secs, shown, f"planner validate{cmd_args} --markdown "
-                                                                            f"{markdown_out}", ceilings, memory))
+                                                                            f"{markdown_out}", ceilings, memory, served))
         click.echo(f"wrote {markdown_out}")
     if html_out:
         from planner import plots

@@ -231,6 +231,21 @@ class EngineSpeculative(Strict):
     source: str
 
 
+class EngineServer(Strict):
+    """How the engine's server schedules requests, for `planner simulate` (docs/simulate.md)."""
+
+    block_tokens: int = Field(ge=1)  # KV allocation (and prefix-cache hit) granularity, tokens
+    prefix_caching_default: bool  # prefix caching / radix cache / cache_prompt on unless turned off
+    # host time per sequence whose next token is sampled in a step, per vocabulary entry
+    # (llama-server samples on the CPU, slot after slot); unset: sampled on the GPU, in the step
+    sample_per_vocab_entry: Quantity | None = None
+    # llama-server's host prompt cache (--cache-ram): its default size, and how fast a slot's state (KV
+    # and recurrent state) is copied into it when the slot takes a new request (blocking every slot)
+    prompt_cache_default: Quantity | None = None
+    prompt_cache_save_bandwidth: Quantity | None = None
+    source: str
+
+
 class Engine(Sourced):
     id: str = ""
     name: str
@@ -247,4 +262,5 @@ class Engine(Sourced):
     memory: EngineMemoryRules
     kernels: EngineKernels
     speculative: EngineSpeculative | None = None
+    server: EngineServer | None = None
     notes: str = ""

@@ -18,7 +18,7 @@ from plotly.subplots import make_subplots
 
 from planner.units import GB, GFLOP, MB, MS, TFLOP, GiB
 
-KINDS = ("memory", "context", "batch", "roofline", "acceptance", "pareto")
+KINDS = ("memory", "context", "batch", "roofline", "acceptance", "pareto", "latency", "timeline")
 COLORS = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#9D755D", "#BAB0AC")
 CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -218,6 +218,53 @@ def validation_figure(secs, title: str, subtitle: str) -> go.Figure:
     fig.update_yaxes(type="log", minor=dict(showgrid=False), tickformat="~s")
     return _layout(fig, title, subtitle, "measured (tok/s; s for latency; ratio for speedups, log scale)",
                    "predicted (same unit, log scale)", height=680)
+
+
+def latency_figure(points: list[tuple[float, dict]], title: str, subtitle: str, slo: tuple = (None, None),
+                   max_rate: float | None = None) -> go.Figure:
+    """Latency percentiles of `planner simulate` against the offered arrival rate (log latency), one
+    line per metric, with the SLO targets and the highest rate that meets them."""
+    fig = go.Figure()
+    rates = [r for r, _ in points]
+    lines = (("ttft_s", "p50", "TTFT p50", "solid"), ("ttft_s", "p90", "TTFT p90", "dash"),
+             ("tpot_s", "p50", "TPOT p50", "solid"), ("tpot_s", "p90", "TPOT p90", "dash"),
+             ("e2e_s", "p50", "end-to-end p50", "dot"))
+    for k, (key, q, name, dash) in enumerate(lines):
+        ys = [s[key][q] for _, s in points]
+        thr = [s["output_tok_s"] for _, s in points]
+        fig.add_trace(go.Scatter(
+            x=rates, y=ys, name=name, mode="lines+markers", customdata=thr,
+            line=dict(color=COLORS[k // 2 * 2 % len(COLORS)] if k < 4 else COLORS[4], dash=dash, width=2),
+            hovertemplate=f"{name}: %{{y:.3~s}}s at %{{x:.3g}} req/s<br>output %{{customdata:,.0f}} tok/s<extra></extra>"))
+    for target, name in zip(slo, ("TTFT target", "TPOT target")):
+        if target is not None:
+            fig.add_hline(y=target, line=dict(color="#E45756", dash="dot", width=1), annotation_text=name,
+                          annotation_position="top left")
+    if max_rate:
+        fig.add_vline(x=max_rate, line=dict(color="#54A24B", dash="dot"),
+                      annotation_text=f"meets the SLO up to {max_rate:.3g} req/s", annotation_position="top right")
+    fig.update_yaxes(type="log", minor=dict(showgrid=False))
+    fig.update_layout(hovermode="x unified")
+    return _layout(fig, title, subtitle, "offered load (requests/s)", "latency (s, log scale)")
+
+
+def timeline_figure(timeline: list[tuple], title: str, subtitle: str) -> go.Figure:
+    """A simulated run over time: requests running and waiting, and the KV cache's use."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    t = [p[0] for p in timeline]
+    fig.add_trace(go.Scatter(x=t, y=[p[1] for p in timeline], name="running", mode="lines",
+                             line=dict(color=COLORS[0], width=1.5), hovertemplate="%{y} running at %{x:.2f} s<extra></extra>"),
+                  secondary_y=False)
+    fig.add_trace(go.Scatter(x=t, y=[p[2] for p in timeline], name="waiting", mode="lines",
+                             line=dict(color=COLORS[1], width=1.5), hovertemplate="%{y} waiting at %{x:.2f} s<extra></extra>"),
+                  secondary_y=False)
+    fig.add_trace(go.Scatter(x=t, y=[100 * p[3] for p in timeline], name="KV cache used", mode="lines",
+                             line=dict(color=COLORS[2], width=1, dash="dot"),
+                             hovertemplate="KV cache %{y:.0f}% used at %{x:.2f} s<extra></extra>"), secondary_y=True)
+    fig.update_layout(hovermode="x unified")
+    fig = _layout(fig, title, subtitle, "time (s)", "requests")
+    fig.update_yaxes(title_text="KV cache used (%)", range=[0, 105], secondary_y=True)
+    return fig
 
 
 def div(fig: go.Figure, div_id: str) -> str:

@@ -477,20 +477,38 @@ def compare_csv(c) -> str:
 def simulate_text(out: dict) -> str:
     """`planner simulate`: the workload, then latency percentiles, throughput and goodput."""
     s, w = out["result"], out["workload"]
-    arr = f"Poisson {w['rate']:g} req/s" if w["rate"] else f"{w['concurrency']} closed-loop clients"
-    lines = [f"{out['model']} on {' + '.join(out['gpus'])}  [{out['engine']}, weights {out['quant']}, KV {out['kv_quant']}, "
-             f"max {out['max_seqs']} sequences]",
-             f"workload: {w['requests']} requests, {arr}, prompt {w['prompt']}, output {w['gen']}, seed {w['seed']}"]
+    if w.get("replayed_arrivals"):
+        arr = f"arrivals replayed from {w['trace']}"
+    elif w["rate"]:
+        arr = (f"Poisson {w['rate']:.3g} req/s" if w.get("burstiness", 1.0) == 1.0
+               else f"gamma arrivals {w['rate']:.3g} req/s (burstiness {w['burstiness']:g})")
+    else:
+        arr = f"{w['concurrency']} closed-loop clients"
+    lengths = f"lengths from {w['trace']}" if w.get("trace") else f"prompt {w['prompt']}, output {w['gen']}"
+    lim = out.get("engine_limits", {})
+    server = [f"max {out['max_seqs']} sequences", f"token budget {lim['token_budget']:,}" if lim.get("token_budget") else None,
+              f"{lim['kv_blocks']:,} KV blocks" if lim.get("kv_blocks") else None,
+              ("unified KV pool" if lim.get("kv_unified") else "KV per slot") if "kv_unified" in lim else None,
+              f"--cache-ram {lim['cache_ram_mib']:g} MiB" if "cache_ram_mib" in lim else None,
+              f"prefix caching {'on' if lim.get('prefix_caching') else 'off'}" if "prefix_caching" in lim else None,
+              f"{lim['spec']} drafting {lim['draft_len']}, acceptance {lim['acceptance']:.2f}" if lim.get("spec") else None]
+    lines = [f"{out['model']} on {' + '.join(out['gpus'])}  [{out['engine']}, weights {out['quant']}, KV {out['kv_quant']}]",
+             "server: " + ", ".join(x for x in server if x),
+             f"workload: {w['requests']} requests, {arr}, {lengths}"
+             + (f", shared prefix {w['prefix_tokens']:,} tokens" if w.get("prefix_tokens") else "") + f", seed {w['seed']}"]
     if "max_rate_per_s" in out:
-        lines.append(f"highest rate meeting the SLO for 90% of requests: {out['max_rate_per_s']:.3g} req/s")
+        lines.append(f"highest rate meeting the SLO for 90% of requests: {out['max_rate_per_s']:.3g} req/s" if out["max_rate_per_s"]
+                     else "no arrival rate meets the SLO for 90% of requests; below, one client at a time")
     lines += ["", f"{'':<14}{'p50':>10}{'p90':>10}{'p99':>10}{'mean':>10}"]
     for key, label, scale, unit in (("ttft_s", "TTFT", 1, "s"), ("tpot_s", "TPOT", 1000, "ms"),
                                     ("e2e_s", "end-to-end", 1, "s"), ("queue_s", "queued", 1, "s")):
         p = s[key]
         cells = "".join(f"{p[k] * scale:>10.3g}" if p[k] is not None else f"{'-':>10}" for k in ("p50", "p90", "p99", "mean"))
         lines.append(f"{label + ' (' + unit + ')':<14}{cells}")
+    failed = (f"; {s['failed']} failed: the unified KV pool overflowed, which ends every running request"
+              if s.get("failed") else "")
     lines += ["", f"completed {s['completed']} of {s['requests']} ({s['rejected']} rejected: longer than a slot or the "
-                  f"cache) in {s['duration_s']:.1f} s: {s['request_throughput_per_s']:.3g} req/s, "
+                  f"cache{failed}) in {s['duration_s']:.1f} s: {s['request_throughput_per_s']:.3g} req/s, "
                   f"{s['output_tok_s']:.0f} output tok/s",
               f"preemptions {s['preemptions']}, KV cache peak {s['kv_peak_fraction']:.0%}"]
     slo = out["slo"]

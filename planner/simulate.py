@@ -1,20 +1,30 @@
 """`simulate`: a deployment serving a stream of requests, step by step (docs/simulate.md).
 
 A discrete-time simulation of the engine's scheduler over requests drawn from length
-distributions (or a trace) arriving as a Poisson process or from closed-loop clients. Each
-engine step is priced by the speed model (planner.perf.step) for the batch the scheduler forms;
-KV capacity comes from the memory plan. Deterministic for a seed.
+distributions (or a trace) arriving as a Poisson or gamma process, at replayed times, or from
+closed-loop clients. Each engine step is priced by the speed model (planner.perf.step) for the
+batch the scheduler forms; KV capacity comes from the memory plan. Deterministic for a seed.
 
 Schedulers, as the engines run them:
   * vLLM V1 (vllm/v1/core/sched/scheduler.py, 0.33.0): a token budget per step
     (max_num_batched_tokens) filled by the running requests first (one token per decoding
-    request, then the rest of partially prefilled prompts), then by waiting requests in arrival
-    order, prompts chunked to fit (chunked prefill); at most max_num_seqs running; KV in blocks of
-    16 tokens allocated as tokens are scheduled; when a block cannot be allocated the most
-    recently admitted running request is preempted and recomputed later (its blocks freed).
-  * llama.cpp server (tools/server/server.cpp, b11434): -np slots of `ctx` tokens each; a request
-    waits for a free slot; every step batches one token per generating slot and prompt tokens of
-    the slots still prefilling, up to n_batch (-b) tokens; no preemption.
+    request, plus its draft tokens under speculation, then the rest of partially prefilled
+    prompts), then by waiting requests in arrival order, prompts chunked to fit (chunked
+    prefill); at most max_num_seqs running; KV in blocks of 16 tokens allocated as tokens are
+    scheduled; when a block cannot be allocated the most recently admitted running request is
+    preempted and recomputed later (its blocks freed). Prefix caching (on by default,
+    vllm/config/cache.py:257) serves the full blocks of a prompt's cached prefix without
+    computing them, never the whole prompt (vllm/v1/core/kv_cache_manager.py:296-302).
+    SGLang: the same policy here, with its radix cache at a page of 1 token.
+  * llama.cpp server (tools/server/server.cpp, b11434): -np slots; a request waits for a free
+    slot; every step batches one token per generating slot (plus its drafts) and prompt tokens
+    of the slots still prefilling, up to n_batch (-b) tokens; each slot's next token is sampled
+    on the CPU, one slot after another (server-context.cpp:4190-4194; the sampler chain runs over
+    the whole vocabulary, common/sampling.cpp:134-166). Per-slot KV (`ctx` tokens each, no
+    preemption), or with --kv-unified one pool that any slot may fill: when it overflows every
+    running request fails with "Context size has been exceeded" (server-context.cpp:4016-4051).
+    A slot keeps its last prompt, so a request that shares a prefix with it reuses that KV
+    (cache_prompt, on by default).
 
 A mixed step (decodes plus prompt chunks) is priced as one forward of all its tokens over all its
 sequences at their mean depth (the weight traffic, GEMM work and attention reads of every sequence
@@ -26,18 +36,21 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections import deque
 import math
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from planner.errors import PlannerError
+from planner.units import MiB as MIB
 
 BLOCK_TOKENS = 16  # vLLM's default KV block (vllm/config/cache.py block_size)
-DEPTH_BIN = 64  # step times are cached at depths rounded to this many tokens
+DEPTH_BIN = 64  # step times are cached at depths rounded to this many tokens (relative 1/64 past 4,096)
+GRID_EXACT = 64  # token and sequence counts up to this are priced exactly; above, on a grid of 1/32 per octave
 
 
 # --- workload ----------------------------------------------------------------------------------
@@ -77,10 +90,11 @@ def parse_dist(text: str, what: str) -> LengthDist:
     return LengthDist(kind, *vals)
 
 
-def read_trace(path: Path) -> list[tuple[int, int]]:
+def read_trace(path: Path) -> list[tuple]:
     """(prompt, output) tokens per request from a JSONL file: one object per line with
     prompt_tokens / output_tokens (also input_len / output_len, as vllm bench serve datasets
-    reduce to)."""
+    reduce to), and optionally arrival_s (seconds from the start) to replay the arrival times:
+    then every line must have one, and (prompt, output, arrival) is returned."""
     out = []
     try:
         lines = path.read_text().splitlines()
@@ -93,98 +107,195 @@ def read_trace(path: Path) -> list[tuple[int, int]]:
             d = json.loads(line)
             p = int(d.get("prompt_tokens", d.get("input_len")))
             g = int(d.get("output_tokens", d.get("output_len")))
+            a = d.get("arrival_s")
+            a = None if a is None else float(a)
         except (ValueError, TypeError, AttributeError):
             raise PlannerError(f"{path}:{n}: expected {{\"prompt_tokens\": N, \"output_tokens\": M}}") from None
         if p < 1 or g < 1:
             raise PlannerError(f"{path}:{n}: token counts must be positive")
-        out.append((p, g))
+        if a is not None and not (math.isfinite(a) and a >= 0):
+            raise PlannerError(f"{path}:{n}: arrival_s must be a time in seconds, >= 0")
+        out.append((p, g) if a is None else (p, g, a))
     if not out:
         raise PlannerError(f"{path}: no requests")
+    if len({len(x) for x in out}) > 1:
+        raise PlannerError(f"{path}: give arrival_s on every line or on none")
     return out
 
 
 @dataclass(frozen=True)
 class Workload:
     n_requests: int
-    rate: float | None = None  # requests/s (Poisson); None: closed loop
+    rate: float | None = None  # requests/s (Poisson, or gamma with burstiness); None: closed loop
     concurrency: int | None = None  # closed-loop clients, each sending its next request on completion
     prompt: LengthDist = LengthDist("fixed", 512)
     gen: LengthDist = LengthDist("fixed", 128)
-    trace: tuple[tuple[int, int], ...] = ()
+    trace: tuple[tuple, ...] = ()  # (prompt, output) or (prompt, output, arrival_s) per request
     seed: int = 0
-
-
-@dataclass
-class Request:
-    id: int
-    arrival: float
-    prompt: int
-    gen: int
-    target: int = 0  # tokens to prefill: the prompt, or prompt + output so far after a preemption (recompute)
-    prefilled: int = 0  # of target, computed
-    generated: int = 0  # output tokens emitted
-    decoded: int = 0  # tokens decoded since the last prefill (in the cache after it)
-    first_token: float | None = None
-    done: float | None = None
-    admitted: float | None = None
-    preemptions: int = 0
-    blocks: int = 0
-    active: bool = False  # in the running set
-
-    def __post_init__(self):
-        self.target = self.target or self.prompt
+    # gamma-distributed gaps of shape `burstiness` and mean 1/rate, as `vllm bench serve
+    # --burstiness` draws them (vllm/benchmarks/serve.py:504-508): 1 is Poisson, < 1 burstier
+    burstiness: float = 1.0
+    prefix: int = 0  # tokens every prompt begins with (a shared system prompt), servable from a prefix cache
 
     @property
-    def context(self) -> int:
-        return self.prefilled + self.decoded
+    def replay(self) -> bool:
+        return bool(self.trace) and len(self.trace[0]) == 3
 
 
 # --- the engine ----------------------------------------------------------------------------------
 
 
 @dataclass
-class Engine:
-    """What the scheduler needs from the deployment: limits, KV capacity and step times."""
+class SpecSim:
+    """Speculative decoding inside the simulation: each decoding sequence drafts `gamma` tokens,
+    the target verifies gamma + 1 per sequence in the step, and `alpha` is the chance each drafted
+    token is accepted (the accepted run stops at the first rejection)."""
 
-    kind: str  # "vllm" or "llama.cpp"
-    max_seqs: int
-    token_budget: int
-    kv_blocks: int  # vLLM: KV blocks of BLOCK_TOKENS in all
-    slot_ctx: int  # llama.cpp: tokens per slot
-    step_fn: object  # (tokens, seqs, q, depth) -> seconds
+    gamma: int
+    alpha: float
+    extra_fn: object  # (decoding seqs, depth) -> seconds of drafting and state-keeping per step
+    draft_prefill_fn: object | None = None  # (prompt tokens, seqs, depth) -> seconds: a separate draft model's prefill
     cache: dict = field(default_factory=dict)
 
-    def step_time(self, tokens: int, seqs: int, depth_tokens: float) -> float:
-        d = int(round(depth_tokens / DEPTH_BIN)) * DEPTH_BIN
-        key = (tokens, seqs, d)
+    def extra(self, seqs: int, depth: float) -> float:
+        key = (seqs, _depth_bin(depth))
         t = self.cache.get(key)
         if t is None:
-            t = float(self.step_fn(tokens, seqs, tokens / seqs, d))
-            self.cache[key] = t
+            t = self.cache[key] = float(self.extra_fn(seqs, key[1]))
         return t
 
 
-def engine_for(catalog, r, cal) -> Engine:
-    """The scheduler limits and step times of a resolved deployment."""
+def _depth_bin(depth: float) -> int:
+    if depth < 4096:
+        return int(round(depth / DEPTH_BIN)) * DEPTH_BIN
+    step = 1 << max(0, int(depth).bit_length() - 7)  # 1/64 of the octave
+    return int(round(depth / step)) * step
+
+
+def _grid(x: int) -> tuple[int, int]:
+    """The grid points around a token or sequence count: exact to GRID_EXACT, then 32 per octave."""
+    if x <= GRID_EXACT:
+        return x, x
+    step = 1 << max(0, x.bit_length() - 6)
+    lo = (x // step) * step
+    return lo, lo + step if lo != x else lo
+
+
+@dataclass
+class Engine:
+    """What the scheduler needs from the deployment: limits, KV capacity and step times."""
+
+    kind: str  # "vllm", "sglang" or "llama.cpp"
+    max_seqs: int
+    token_budget: int
+    kv_blocks: int  # vLLM/SGLang: KV blocks of block_tokens in all
+    slot_ctx: int  # llama.cpp: tokens per slot; vLLM/SGLang: --max-model-len
+    step_fn: object  # (tokens, seqs, q, depth) -> seconds
+    block_tokens: int = BLOCK_TOKENS
+    state_blocks: int = 0  # vLLM/SGLang: blocks a request's recurrent state takes from the pool while it runs
+    kv_per_token: bool = True  # False: no attention KV (a pure recurrent model): only the state takes blocks
+    unified: bool = False  # llama.cpp --kv-unified: one pool of max_seqs * slot_ctx tokens
+    prefix_caching: bool = True
+    sample_s_per_seq: float = 0.0  # host time per sequence sampled in a step (llama-server: CPU sampling)
+    # llama-server --cache-ram: a slot's old context saved to host RAM when the slot takes a new request
+    save_bandwidth: float = 0.0  # bytes/s; 0: no prompt cache
+    save_bytes_per_token: float = 0.0  # KV
+    save_bytes_fixed: float = 0.0  # recurrent state
+    save_limit_tokens: int = 0  # contexts above this are not saved (larger than the whole cache)
+    spec: SpecSim | None = None
+    fast_forward: bool = True  # price runs of identical decode steps at once (False: step by step; same result)
+    cache: dict = field(default_factory=dict)
+
+    def slot_save_s(self, tokens: int) -> float:
+        if not self.save_bandwidth or tokens > self.save_limit_tokens:
+            return 0.0
+        return (self.save_bytes_fixed + self.save_bytes_per_token * tokens) / self.save_bandwidth
+
+    def _priced(self, tokens: int, seqs: int, depth: int) -> float:
+        key = (tokens, seqs, depth)
+        t = self.cache.get(key)
+        if t is None:
+            t = self.cache[key] = float(self.step_fn(tokens, seqs, tokens / seqs, depth))
+        return t
+
+    def step_time(self, tokens: int, seqs: int, depth_tokens: float) -> float:
+        """Seconds of one forward of `tokens` over `seqs` sequences at a mean depth: priced exactly
+        for small counts, else interpolated between the grid points around the token count (the
+        step time is piecewise linear in tokens) at the nearest grid point of sequences and depth."""
+        d = _depth_bin(depth_tokens)
+        s_lo, s_hi = _grid(seqs)
+        s = s_lo if seqs - s_lo <= s_hi - seqs else s_hi
+        lo, hi = _grid(tokens)
+        if lo == hi:
+            return self._priced(tokens, min(s, tokens), d)
+        a, b = self._priced(lo, min(s, lo), d), self._priced(hi, min(s, hi), d)
+        return a + (b - a) * (tokens - lo) / (hi - lo)
+
+
+LLAMA_SERVER_AUTO_SLOTS = 4  # -np -1 (auto) becomes 4 slots with a unified KV (tools/server/server.cpp:168-171)
+
+
+def engine_for(catalog, r, cal, prefix_caching: bool | None = None, unified: bool | None = None,
+               cache_ram_mib: float | None = None) -> Engine:
+    """The scheduler limits and step times of a resolved deployment (with its speculative setup)."""
     from planner.memory import plan_memory
     from planner.perf import step
     from planner.speed import step_model
 
     sm = step_model(catalog, r, cal)
     ctx = r.ctx_tokens or r.arch.max_position_embeddings
+    srv = r.engine.server
+    if srv is None:
+        raise PlannerError(f"{r.engine.id} is not a server: simulate takes llama.cpp, vLLM or SGLang")
 
     def fn(tokens, seqs, q, depth):
         return step(sm, tokens, seqs, q, depth).total
 
-    if r.engine.family == "llama.cpp":
-        return Engine("llama.cpp", r.batch, max(r.engine.memory.default_batch_tokens, r.ubatch_tokens), 0, ctx, fn)
-    # vLLM / SGLang: what the memory plan leaves under gpu_memory_utilization, in blocks
+    spec = None
+    if r.spec is not None:
+        from planner.spec import compile_spec, cycle_times
+
+        m = compile_spec(catalog, r, cal)
+        g, a = r.spec.gamma, min(r.spec.alpha, 0.999)
+
+        def extra(seqs, depth):
+            draft, _verify, keep = cycle_times(m, seqs, depth, g, a)
+            return float(draft + keep)
+
+        dpre = None
+        if not r.spec.block and r.spec.method != "mtp":  # a separate draft model prefills the prompts too
+            def dpre(tokens, seqs, depth):
+                return float(step(m.draft, tokens, seqs, tokens / seqs, depth).total)
+        spec = SpecSim(g, a, extra, dpre)
+    pc = srv.prefix_caching_default if prefix_caching is None else prefix_caching
     plan = plan_memory(r, ctx)
     kv_now = sum(d.kv_cache_bytes for d in plan.devices)
-    free = sum(d.usable_bytes - (d.total_bytes - d.kv_cache_bytes) for d in plan.devices)
+    if r.engine.family == "llama.cpp":
+        sample = srv.sample_per_vocab_entry.si * r.arch.vocab_size if srv.sample_per_vocab_entry else 0.0
+        e = Engine("llama.cpp", r.batch, max(r.engine.memory.default_batch_tokens, r.ubatch_tokens), 0, ctx, fn,
+                   block_tokens=1, unified=bool(unified), prefix_caching=pc, sample_s_per_seq=sample, spec=spec)
+        ram = cache_ram_mib if cache_ram_mib is not None else \
+            (srv.prompt_cache_default.si / MIB if srv.prompt_cache_default else 0)
+        if ram:
+            per_tok = kv_now / max(1, r.batch * ctx)
+            state = sum(d.recurrent_state_bytes for d in plan.devices) / max(1, r.batch)
+            e.save_bandwidth = srv.prompt_cache_save_bandwidth.si if srv.prompt_cache_save_bandwidth else 0.0
+            e.save_bytes_per_token, e.save_bytes_fixed = per_tok, state
+            e.save_limit_tokens = int((ram * MIB - state) / per_tok) if ram > 0 else 10**12  # -1: no limit
+        return e
+    # vLLM / SGLang: what the memory plan leaves under gpu_memory_utilization, in blocks. The KV cache and
+    # the recurrent states share it (vLLM V1 allocates both from one pool as requests run, not
+    # max_num_seqs states up front)
+    state_all = sum(d.recurrent_state_bytes for d in plan.devices)
+    free = sum(d.usable_bytes - (d.total_bytes - d.kv_cache_bytes - d.recurrent_state_bytes) for d in plan.devices)
     per_token = kv_now / max(1, r.batch * ctx)
-    blocks = int(free / max(per_token, 1e-9) / BLOCK_TOKENS) if per_token else 10**9
-    return Engine(r.engine.family, r.batch, r.ubatch_tokens, max(blocks, 0), ctx, fn)
+    state = state_all / max(1, r.batch)
+    bt = srv.block_tokens
+    block_bytes = per_token * bt if per_token else state
+    blocks = int(free / block_bytes) if block_bytes else 10**9
+    sb = -(-int(state) // max(1, int(block_bytes))) if state else 0
+    return Engine(r.engine.family, r.batch, r.ubatch_tokens, max(blocks, 0), ctx, fn, block_tokens=bt,
+                  state_blocks=sb, kv_per_token=per_token > 0, prefix_caching=pc, spec=spec)
 
 
 # --- the simulation ------------------------------------------------------------------------------
@@ -192,203 +303,435 @@ def engine_for(catalog, r, cal) -> Engine:
 
 @dataclass
 class SimResult:
-    requests: list[Request]
+    arrival: np.ndarray
+    prompt: np.ndarray
+    gen: np.ndarray
+    first_token: np.ndarray  # NaN: none
+    done: np.ndarray  # NaN: not served (rejected or failed)
+    admitted: np.ndarray
+    preempted: np.ndarray  # times each request was preempted
+    tokens_out: np.ndarray  # output tokens each served request received
     duration_s: float
     steps: int
     preemptions: int
-    rejected: int
+    rejected: int  # refused at arrival: longer than a slot / --max-model-len or than the whole cache
+    failed: int  # llama.cpp unified KV: dropped when the pool overflowed
     kv_peak_fraction: float
-    timeline: list[tuple[float, int, int, float]]  # (time, running, waiting, KV fraction used)
+    # per step (or run of identical decode steps): (end time, requests in it, waiting, KV fraction used, seconds)
+    timeline: list[tuple[float, int, int, float, float]]
+
+    @property
+    def requests(self) -> list[SimpleNamespace]:
+        return [SimpleNamespace(id=i, arrival=float(self.arrival[i]), prompt=int(self.prompt[i]), gen=int(self.gen[i]),
+                                first_token=float(self.first_token[i]), done=float(self.done[i]),
+                                admitted=float(self.admitted[i]), preemptions=int(self.preempted[i]))
+                for i in range(len(self.arrival))]
 
 
-def _arrivals(w: Workload) -> list[Request]:
+def _arrivals(w: Workload):
     rng = np.random.default_rng(w.seed)
     n = w.n_requests
     if w.trace:
         pairs = [w.trace[i % len(w.trace)] for i in range(n)]
-        prompts, gens = np.array([p for p, _ in pairs]), np.array([g for _, g in pairs])
+        prompts = np.array([p[0] for p in pairs], dtype=np.int64)
+        gens = np.array([p[1] for p in pairs], dtype=np.int64)
     else:
-        prompts, gens = w.prompt.sample(rng, n), w.gen.sample(rng, n)
-    if w.rate:
-        times = np.cumsum(rng.exponential(1.0 / w.rate, n))
+        prompts, gens = w.prompt.sample(rng, n).astype(np.int64), w.gen.sample(rng, n).astype(np.int64)
+    if w.replay:
+        times = np.array([p[2] for p in pairs], dtype=float)
+    elif w.rate:
+        if w.burstiness == 1.0:
+            gaps = rng.exponential(1.0 / w.rate, n)
+        else:
+            gaps = rng.gamma(w.burstiness, 1.0 / (w.rate * w.burstiness), n)
+        times = np.cumsum(gaps)
     else:
         times = np.full(n, np.inf)  # closed loop: released as clients finish
         times[: min(n, w.concurrency or 1)] = 0.0
-    return [Request(i, float(times[i]), int(prompts[i]), int(gens[i])) for i in range(n)]
+    return times, prompts, gens
+
+
+class _Running:
+    """The running set as arrays in admission order (the order the scheduler serves them)."""
+
+    COLS = ("rid", "tgt", "pf", "gen", "gmax", "dec", "blk", "shr", "slot")
+
+    def __init__(self):
+        self.blk_freed = 0
+        for c in self.COLS:
+            setattr(self, c, np.zeros(0, dtype=np.int64))
+
+    def __len__(self):
+        return len(self.rid)
+
+    def append(self, rows: list[tuple]) -> None:
+        cols = list(zip(*rows))
+        for c, v in zip(self.COLS, cols):
+            setattr(self, c, np.concatenate([getattr(self, c), np.asarray(v, dtype=np.int64)]))
+
+    def keep(self, mask: np.ndarray) -> None:
+        for c in self.COLS:
+            setattr(self, c, getattr(self, c)[mask])
 
 
 def run(engine: Engine, w: Workload, max_steps: int = 50_000_000) -> SimResult:
-    """Simulate until every request has finished (or was rejected)."""
-    reqs = _arrivals(w)
-    pending = [(r.arrival, r.id) for r in reqs if math.isfinite(r.arrival)]
+    """Simulate until every request has finished (or was rejected or failed)."""
+    arrival, prompt, gmax = _arrivals(w)
+    n = len(arrival)
+    first = np.full(n, np.nan)
+    done = np.full(n, np.nan)
+    admitted = np.full(n, np.nan)
+    preempted = np.zeros(n, dtype=np.int64)
+    target = prompt.copy()  # tokens to prefill: the prompt, or prompt + output so far after a recompute
+    generated = np.zeros(n, dtype=np.int64)
+    pending = [(float(arrival[i]), i) for i in range(n) if math.isfinite(arrival[i])]
     heapq.heapify(pending)
-    closed_next = min(w.n_requests, w.concurrency or 0) if not w.rate else w.n_requests
-    waiting: deque[Request] = deque()
-    running: list[Request] = []
-    t, steps, preempt, rejected, free_blocks = 0.0, 0, 0, 0, engine.kv_blocks
-    peak_used, timeline = 0.0, []
-    finished = 0
-    while finished + rejected < w.n_requests:
+    closed = not w.rate and not w.replay
+    closed_next = min(n, w.concurrency or 1) if closed else n
+    waiting: deque[int] = deque()
+    R = _Running()
+    llama = engine.kind == "llama.cpp"
+    B = engine.block_tokens
+    pool = engine.max_seqs * engine.slot_ctx if llama else 0
+    limit = pool if (llama and engine.unified) else engine.slot_ctx
+    free = engine.kv_blocks
+    spec = engine.spec
+    g_extra = spec.gamma if spec else 0
+    acc_rng = np.random.default_rng(w.seed + 7919)
+    # prefix caching: vLLM/SGLang serve the cached prefix's full blocks to every later request once one
+    # request has computed them (kept resident); a llama-server slot reuses its own last prompt
+    prefix = w.prefix if engine.prefix_caching else 0
+    pblocks = prefix // B if not llama else 0
+    prefix_ready = False
+    # llama-server slots: when a slot last finished, the tokens it still holds, whether they begin with the prefix
+    slot_last = np.full(engine.max_seqs if llama else 0, -1.0)
+    slot_tokens = np.zeros(engine.max_seqs if llama else 0, dtype=np.int64)
+    slot_busy = np.zeros(engine.max_seqs if llama else 0, dtype=bool)
+    t, steps, n_pre, rejected, failed, finished = 0.0, 0, 0, 0, 0, 0
+    peak, timeline = 0.0, []
+
+    def release_next(at: float) -> None:
+        nonlocal closed_next
+        if closed and closed_next < n:
+            arrival[closed_next] = at
+            heapq.heappush(pending, (at, closed_next))
+            closed_next += 1
+
+    def admit_llama(i: int) -> tuple[int, int, float]:
+        """llama-server's slot choice for request i (server-context.cpp:1690-1790): an idle slot whose
+        cached tokens share more than 10% of the prompt (the shared prefix), else the least recently
+        used idle slot. Returns (slot, tokens reused, seconds spent saving the slot's old context to
+        the host prompt cache, which happens when it was picked by LRU, or keeps under half of it)."""
+        idle = np.flatnonzero(~slot_busy)
+        cap = min(prefix, int(target[i]) - 1) if prefix else 0
+        warm = idle[slot_tokens[idle] > 0] if cap and cap > 0.1 * int(target[i]) else idle[:0]
+        if len(warm):
+            sl, hit = int(warm[0]), cap
+            save = cap / slot_tokens[sl] < 0.5
+        else:
+            sl, hit = int(idle[np.argmin(slot_last[idle])]), 0
+            save = True
+        old = int(slot_tokens[sl])
+        slot_busy[sl] = True
+        cost = engine.slot_save_s(old) if save and old else 0.0
+        return sl, hit, cost
+
+    def hit_for(i: int) -> tuple[int, int]:
+        """vLLM/SGLang: (tokens served from the prefix cache, shared blocks) for request i."""
+        if not prefix or not prefix_ready:
+            return 0, 0
+        cap = min(prefix, int(target[i]) - 1)
+        hb = min(pblocks, cap // B)
+        return hb * B, hb
+
+    while finished + rejected + failed < n:
         while pending and pending[0][0] <= t:
             _, i = heapq.heappop(pending)
-            q = reqs[i]
-            need = q.prompt + q.gen  # longer than a slot / --max-model-len, or than the whole cache
-            if need > engine.slot_ctx or (engine.kind != "llama.cpp" and -(-need // BLOCK_TOKENS) > engine.kv_blocks):
-                q.done = math.nan
+            need = int(prompt[i] + gmax[i])
+            if need > limit or (not llama and _blocks(engine, need) > engine.kv_blocks):
                 rejected += 1
-                if not w.rate and closed_next < w.n_requests:  # its client sends the next one
-                    reqs[closed_next].arrival = t
-                    heapq.heappush(pending, (t, closed_next))
-                    closed_next += 1
+                release_next(t)
                 continue
-            waiting.append(q)
-        if not waiting and not running:
+            waiting.append(i)
+        if not waiting and not len(R):
             if not pending:
                 break
             t = pending[0][0]
             continue
-        batch, tokens = _schedule(engine, running, waiting, reqs, t)
-        if engine.kind != "llama.cpp":
-            free_blocks, n_pre = _allocate(engine, running, waiting, batch, free_blocks, t)
-            preempt += n_pre
-            batch = [(q, n) for q, n in batch if q.active]
-            tokens = sum(n for _, n in batch)
-        if not batch:
+        # --- schedule: running requests first, in admission order, then waiting ones
+        budget = engine.token_budget
+        decoding = R.pf >= R.tgt
+        want = np.where(decoding, 1 + g_extra, R.tgt - R.pf)
+        cum = np.cumsum(want)
+        take = np.clip(budget - (cum - want), 0, want)
+        left = budget - int(take.sum())
+        new, stall = [], 0.0
+        while waiting and left > 0 and len(R) + len(new) < engine.max_seqs:
+            i = waiting.popleft()
+            if math.isnan(admitted[i]):
+                admitted[i] = t
+            if llama:
+                sl, hit, cost = admit_llama(i)
+                shr, stall = 0, stall + cost
+            else:
+                (hit, shr), sl = hit_for(i), -1
+            k = min(int(target[i]) - hit, left)
+            left -= k
+            new.append((i, int(target[i]), hit, int(generated[i]), int(gmax[i]), 0, 0, shr, sl, k))
+        if new:
+            R.append([row[:9] for row in new])
+            decoding = np.concatenate([decoding, np.zeros(len(new), dtype=bool)])
+            take = np.concatenate([take, np.array([row[9] for row in new], dtype=np.int64)])
+        ctx = R.pf + R.dec
+        # --- KV: vLLM/SGLang blocks as tokens are scheduled (preempting when they run out)
+        if not llama:
+            need = np.maximum(_blocks(engine, ctx + take) - R.blk - R.shr, 0)
+            total = int(need.sum())
+            if total <= free:
+                R.blk += need
+                free -= total
+            else:
+                free, take, k = _allocate_preempting(engine, R, take, ctx, free, prompt, target, generated, preempted, waiting)
+                n_pre += k
+                decoding = R.pf >= R.tgt
+                ctx = R.pf + R.dec
+        elif engine.unified and int((ctx + take).sum()) > pool:
+            # the pool overflowed: every running request gets "Context size has been exceeded"
+            for i in R.rid:
+                failed += 1
+                release_next(t)
+            slot_busy[R.slot] = False
+            slot_tokens[R.slot] = 0  # the server clears every processing slot's prompt
+            R.keep(np.zeros(len(R), dtype=bool))
+            continue
+        batch = take > 0
+        if not batch.any():
             if pending:
                 t = max(t, pending[0][0])
                 continue
-            if waiting and not running:
+            if waiting and not len(R):
                 raise PlannerError("the simulation stalled: a waiting request can never be scheduled")
             continue
-        dt = _mixed_step_time(engine, batch, tokens)
+        # --- price the step
+        tokens = int(take.sum())
+        seqs = int(batch.sum())
+        dmask = batch & decoding
+        pmask = batch & ~decoding
+        nd = int(dmask.sum())
+        dt = engine.step_time(tokens, seqs, float(ctx[batch].mean()))
+        if nd and nd < seqs:
+            pt = int(take[pmask].sum())
+            dt = max(dt, engine.step_time(pt, seqs - nd, float(ctx[pmask].mean())),
+                     engine.step_time(int(take[dmask].sum()), nd, float(ctx[dmask].mean())))
+        dt += stall  # llama-server saved slots to its prompt cache before the batch (blocking)
+        completing = pmask & (R.pf + take >= R.tgt)
+        if engine.fast_forward and spec is None and nd == len(R) and not new and (not waiting or len(R) >= engine.max_seqs):
+            # a decode-only batch of every running request repeats unchanged until one finishes, an
+            # arrival could join, or the cache runs short: price that run of steps at once
+            k = _steady_steps(engine, R, ctx, free, pool, pending, t)
+            if k > 1:
+                times = _decode_run_times(engine, len(R), float(ctx.mean()), k)
+                t += float(times.sum())
+                steps += k
+                if not llama:
+                    need = np.maximum(_blocks(engine, ctx + k) - R.blk - R.shr, 0)
+                    R.blk += need
+                    free -= int(need.sum())
+                R.gen += k
+                R.dec += k
+                fin = R.gen >= R.gmax
+                n_run, span = len(R), float(times.sum())
+                used = float((R.pf + R.dec).sum()) / pool if llama else (1 - free / engine.kv_blocks if engine.kv_blocks else 0.0)
+                finished += _finish(R, fin, t, done, generated, release_next, slot_busy, slot_last, slot_tokens)
+                free += R.blk_freed
+                peak = max(peak, used)
+                timeline.append((t, n_run, len(waiting), used, span))
+                continue
+        if spec is not None:
+            if nd:
+                dt += spec.extra(nd, float(ctx[dmask].mean()))
+            if spec.draft_prefill_fn is not None and nd < seqs:
+                pt = int(take[pmask].sum())
+                dt += spec.draft_prefill_fn(pt, seqs - nd, float(ctx[pmask].mean()))
+        # emitted tokens per decoding sequence: 1, or 1 + the accepted drafts under speculation
+        emit = np.where(dmask, 1, 0)
+        if spec is not None and nd:
+            acc = np.minimum(acc_rng.geometric(1 - spec.alpha, nd) - 1, spec.gamma)
+            emit[dmask] += acc
+        emit = np.minimum(emit, R.gmax - R.gen)
+        if engine.sample_s_per_seq:
+            dt += engine.sample_s_per_seq * (int(emit.sum()) + int(completing.sum()))
         t += dt
         steps += 1
-        for q, n in batch:
-            if q.prefilled < q.target:
-                q.prefilled += n
-                if q.prefilled >= q.target:  # the step that ends the prompt also samples a token
-                    q.generated += 1
-                    q.first_token = q.first_token or t
-            else:
-                q.generated += 1
-                q.decoded += 1
-            if q.generated >= q.gen:
-                q.done = t
-                q.active = False
-                running.remove(q)
-                free_blocks += q.blocks
-                q.blocks = 0
-                finished += 1
-                if not w.rate and closed_next < w.n_requests:  # the client sends its next request
-                    reqs[closed_next].arrival = t
-                    heapq.heappush(pending, (t, closed_next))
-                    closed_next += 1
-        used = 1 - free_blocks / engine.kv_blocks if engine.kv_blocks else len(running) / engine.max_seqs
-        peak_used = max(peak_used, used)
-        if steps % 16 == 0 or not running:
-            timeline.append((t, len(running), len(waiting), used))
+        # --- advance
+        R.pf += np.where(pmask, take, 0)
+        R.gen += emit + completing
+        R.dec += emit
+        if completing.any():
+            fresh = completing & np.isnan(first[R.rid])
+            first[R.rid[fresh]] = t
+        if prefix and not llama and not prefix_ready and pblocks:
+            owner = np.flatnonzero(R.pf >= pblocks * B)
+            if len(owner):  # its prefix blocks become the cache's (shared, resident)
+                o = owner[0]
+                prefix_ready = True
+                R.blk[o] -= pblocks - R.shr[o]
+                R.shr[o] = pblocks
+        if llama:
+            used = float((R.pf + R.dec).sum()) / pool if pool else 0.0
+        else:
+            used = 1 - free / engine.kv_blocks if engine.kv_blocks else 0.0
+        peak = max(peak, used)
+        timeline.append((t, len(R), len(waiting), used, dt))  # the step's own running set and how long it took
+        finished += _finish(R, R.gen >= R.gmax, t, done, generated, release_next, slot_busy, slot_last, slot_tokens)
+        free += R.blk_freed
         if steps >= max_steps:
             raise PlannerError(f"the simulation passed {max_steps:,} steps; simulate fewer requests")
-    return SimResult(reqs, t, steps, preempt, rejected, peak_used, timeline)
+    if len(timeline) > 4000:  # keep the plot's worth: every k-th step, and the last
+        k = -(-len(timeline) // 4000)
+        timeline = timeline[::k] + [timeline[-1]]
+    return SimResult(arrival, prompt, gmax, first, done, admitted, preempted, generated, t, steps, n_pre, rejected,
+                     failed, peak, timeline)
 
 
-def _mixed_step_time(engine: Engine, batch, tokens: int) -> float:
-    """One forward of every token of the step over all its sequences at their mean depth, and at
-    least what its prompt chunks alone and its decodes alone take (the mean depth understates a
-    prompt chunk's own causal attention; adding work never makes a step faster)."""
-    t = engine.step_time(tokens, len(batch), sum(q.context for q, _ in batch) / len(batch))
-    pre = [(q, n) for q, n in batch if q.prefilled < q.target]
-    dec = [q for q, n in batch if q.prefilled >= q.target]
-    if pre and dec:
-        t = max(t, engine.step_time(sum(n for _, n in pre), len(pre), sum(q.context for q, _ in pre) / len(pre)),
-                engine.step_time(len(dec), len(dec), sum(q.context for q in dec) / len(dec)))
-    return t
+def _blocks(engine: Engine, tokens):
+    """Blocks a request holding `tokens` of context needs: its KV blocks and its recurrent state's."""
+    kv = -(-tokens // engine.block_tokens) if engine.kv_per_token else 0 * tokens
+    return kv + engine.state_blocks
 
 
-def _schedule(engine: Engine, running: list[Request], waiting: list[Request], reqs, t: float):
-    """The requests this step serves and how many tokens each: running first (decodes one token,
-    prefills the rest of its prompt in chunks), then waiting requests in arrival order."""
-    budget = engine.token_budget
-    batch = []
-    for q in running:
-        if budget <= 0:
-            break
-        n = 1 if q.prefilled >= q.target else min(q.target - q.prefilled, budget)
-        batch.append((q, n))
-        budget -= n
-    while waiting and budget > 0 and len(running) < engine.max_seqs:
-        q = waiting.popleft()
-        q.admitted = q.admitted or t
-        q.active = True
-        running.append(q)
-        n = min(q.target - q.prefilled, budget)
-        batch.append((q, n))
-        budget -= n
-    return batch, engine.token_budget - budget
+def _finish(R: _Running, fin: np.ndarray, t: float, done, generated, release_next, slot_busy, slot_last,
+            slot_tokens) -> int:
+    """Retire the running requests in `fin` at time t; R.blk_freed says how many blocks they held.
+    A llama-server slot keeps the finished request's tokens (its prompt and all but the last output)."""
+    R.blk_freed = 0
+    if not fin.any():
+        return 0
+    ids = R.rid[fin]
+    if len(slot_busy):
+        sl = R.slot[fin]
+        slot_busy[sl] = False
+        slot_last[sl] = t
+        slot_tokens[sl] = R.pf[fin] + R.dec[fin]
+    done[ids] = t
+    generated[ids] = R.gen[fin]
+    R.blk_freed = int(R.blk[fin].sum())
+    R.keep(~fin)
+    for _ in ids:
+        release_next(t)
+    return len(ids)
 
 
-def _allocate(engine: Engine, running, waiting, batch, free_blocks: int, t: float):
-    """vLLM: blocks for the tokens scheduled; when they run out, preempt the most recently admitted
-    running request (recompute: it rejoins the head of the queue with its KV dropped)."""
-    preempted = 0
-    for q, n in batch:
-        if not q.active:
+def _steady_steps(engine: Engine, R: _Running, ctx, free: int, pool: int, pending, t: float) -> int:
+    """How many identical decode steps can run before the schedule could change: until the first
+    request finishes, while the cache holds the new tokens (vLLM blocks; llama.cpp's unified pool)."""
+    k = int((R.gmax - R.gen).min())
+    if k <= 1:
+        return k
+    if engine.kind != "llama.cpp":
+        def fits(j):
+            return int(np.maximum(_blocks(engine, ctx + j) - R.blk - R.shr, 0).sum()) <= free
+        if not fits(k):
+            lo, hi = 1, k  # fits(lo), not fits(hi)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+            k = lo
+    elif engine.unified:
+        k = min(k, max(1, (pool - int(ctx.sum())) // len(R)))
+    if pending and len(R) < engine.max_seqs and k > 1:  # stop at the step that ends past the next arrival
+        times = _decode_run_times(engine, len(R), float(ctx.mean()), k)
+        k = min(k, int(np.searchsorted(np.cumsum(times), pending[0][0] - t)) + 1)
+    return k
+
+
+def _decode_run_times(engine: Engine, seqs: int, depth0: float, k: int) -> np.ndarray:
+    """Step times of k decode steps of `seqs` sequences from mean depth depth0 (one token deeper each)."""
+    d = depth0 + np.arange(k)
+    e = np.frexp(np.maximum(d, 1.0))[1]
+    step = np.where(d < 4096, DEPTH_BIN, np.exp2(np.maximum(e - 7, 0)))
+    bins = (np.round(d / step) * step).astype(np.int64)
+    uniq, inv = np.unique(bins, return_inverse=True)
+    per = np.array([engine.step_time(seqs, seqs, float(b)) for b in uniq])[inv]
+    return per + engine.sample_s_per_seq * seqs
+
+
+def _allocate_preempting(engine: Engine, R: _Running, take, ctx, free, prompt, target, generated, preempted, waiting):
+    """vLLM: blocks for the tokens scheduled, in order; when they run out, preempt the most recently
+    admitted running request (recompute: it rejoins the head of the queue with its KV dropped)."""
+    alive = np.ones(len(R), dtype=bool)
+    n_pre = 0
+    for j in range(len(R)):
+        if not alive[j]:
             continue
-        need = -(-(q.context + n) // BLOCK_TOKENS) - q.blocks
-        while need > free_blocks:
-            victim = max((x for x in running if x is not q), key=lambda x: x.admitted or 0, default=None)
-            if victim is None:
+        need = max(int(_blocks(engine, int(ctx[j]) + int(take[j]))) - int(R.blk[j]) - int(R.shr[j]), 0)
+        while need > free:
+            victims = [v for v in range(len(R) - 1, -1, -1) if alive[v] and v != j]
+            if not victims:
                 break
-            running.remove(victim)
-            victim.active = False
-            free_blocks += victim.blocks
-            victim.blocks = 0
-            victim.target = victim.prompt + victim.generated  # recompute the prompt and what it generated
-            victim.prefilled = victim.decoded = 0
-            victim.preemptions += 1
-            waiting.appendleft(victim)
-            preempted += 1
-        if need <= free_blocks:
-            free_blocks -= max(need, 0)
-            q.blocks += max(need, 0)
-    return free_blocks, preempted
+            v = victims[0]
+            alive[v] = False
+            free += int(R.blk[v])
+            i = int(R.rid[v])
+            generated[i] = int(R.gen[v])
+            target[i] = int(prompt[i] + R.gen[v])  # recompute the prompt and what it generated
+            preempted[i] += 1
+            waiting.appendleft(i)
+            n_pre += 1
+        if need <= free:
+            free -= need
+            R.blk[j] += need
+        else:
+            take[j] = 0
+    R.keep(alive)
+    return free, take[alive], n_pre
 
 
 # --- metrics ---------------------------------------------------------------------------------------
 
 
 def percentiles(x) -> dict[str, float | None]:
-    x = np.asarray([v for v in x if v is not None and math.isfinite(v)], dtype=float)
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
     if not len(x):
         return {"p50": None, "p90": None, "p99": None, "mean": None}
-    return {"p50": float(np.percentile(x, 50)), "p90": float(np.percentile(x, 90)),
-            "p99": float(np.percentile(x, 99)), "mean": float(x.mean())}
+    p50, p90, p99 = np.percentile(x, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(x.mean())}
+
+
+def request_metrics(res: SimResult) -> dict[str, np.ndarray]:
+    """Per served request: ttft, tpot (NaN for one-token outputs), e2e, queue (seconds)."""
+    ok = np.isfinite(res.done)
+    a, f, d, g = res.arrival[ok], res.first_token[ok], res.done[ok], res.gen[ok]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(g > 1, (d - f) / (g - 1), np.nan)
+    adm = np.where(np.isnan(res.admitted[ok]), a, res.admitted[ok])
+    return {"ttft": f - a, "tpot": tpot, "e2e": d - a, "queue": adm - a, "gen": g}
 
 
 def summary(res: SimResult, slo_ttft_s: float | None = None, slo_tpot_s: float | None = None) -> dict:
-    done = [q for q in res.requests if q.done is not None and math.isfinite(q.done)]
-    ttft = [q.first_token - q.arrival for q in done]
-    tpot = [(q.done - q.first_token) / (q.gen - 1) if q.gen > 1 else None for q in done]
-    e2e = [q.done - q.arrival for q in done]
-    queue = [(q.admitted or q.arrival) - q.arrival for q in done]
-    ok = [q for q, a, b in zip(done, ttft, tpot)
-          if (slo_ttft_s is None or a <= slo_ttft_s) and (slo_tpot_s is None or b is None or b <= slo_tpot_s)]
+    m = request_metrics(res)
+    ok = np.ones(len(m["ttft"]), dtype=bool)
+    if slo_ttft_s is not None:
+        ok &= m["ttft"] <= slo_ttft_s
+    if slo_tpot_s is not None:
+        ok &= ~(m["tpot"] > slo_tpot_s)  # NaN (one-token outputs) passes
     span = res.duration_s or 1e-9
-    out_tokens = sum(q.gen for q in done)
+    done = len(m["ttft"])
     return {
-        "requests": len(res.requests), "completed": len(done), "rejected": res.rejected,
+        "requests": len(res.arrival), "completed": done, "rejected": res.rejected, "failed": res.failed,
         "duration_s": res.duration_s, "steps": res.steps, "preemptions": res.preemptions,
-        "ttft_s": percentiles(ttft), "tpot_s": percentiles(tpot), "e2e_s": percentiles(e2e),
-        "queue_s": percentiles(queue),
-        "request_throughput_per_s": len(done) / span, "output_tok_s": out_tokens / span,
-        "goodput_per_s": len(ok) / span, "slo_attained": len(ok) / len(done) if done else 0.0,
+        "ttft_s": percentiles(m["ttft"]), "tpot_s": percentiles(m["tpot"]), "e2e_s": percentiles(m["e2e"]),
+        "queue_s": percentiles(m["queue"]),
+        "request_throughput_per_s": done / span, "output_tok_s": float(m["gen"].sum()) / span,
+        "goodput_per_s": int(ok.sum()) / span, "slo_attained": float(ok.mean()) if done else 0.0,
         "kv_peak_fraction": res.kv_peak_fraction,
     }
 
 
 def find_max_rate(engine_factory, w: Workload, slo_ttft_s, slo_tpot_s, attain: float = 0.9,
                   lo: float = 0.01, hi: float = 64.0, iters: int = 12) -> float:
-    """The highest Poisson rate at which `attain` of the requests meet the SLO (bisection on the
+    """The highest arrival rate at which `attain` of the requests meet the SLO (bisection on the
     log of the rate; each point simulated with the same seed)."""
     from dataclasses import replace
 

@@ -53,6 +53,7 @@ _UNIT_TO_SI: dict[str, float] = {
     "s": 1.0,
     "ms": 1e-3,
     "us": 1e-6,
+    "ns": 1e-9,
     # frequency
     "MHz": 1e6,
     "GHz": 1e9,

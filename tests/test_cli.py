@@ -202,11 +202,16 @@ EMIT_CASES = [
 def test_emitted_commands_use_only_flags_the_engines_accept(family, args):
     """Every flag (and restricted value) of an emitted command is one the engine version registers
     (hwdb/flags.toml, each with the file:line of llama.cpp b11434, vLLM 0.33.0 or SGLang 0.5.23)."""
+    res = CliRunner().invoke(main, ["fit", *args, "--emit", family])
+    check_emitted(family, res.output)
+
+
+def check_emitted(family: str, output: str) -> None:
+    """The engine command line in `output` uses only flags and values hwdb/flags.toml lists."""
     import shlex
 
     table = _flags_table()[{"llama.cpp": "llama-server", "vllm": "vllm-serve", "sglang": "sglang-launch-server"}[family]]
-    res = CliRunner().invoke(main, ["fit", *args, "--emit", family])
-    cmd = next(line for line in res.output.splitlines() if line.startswith(("llama-server", "vllm serve", "python")))
+    cmd = next(line for line in output.splitlines() if line.startswith(("llama-server", "vllm serve", "python")))
     words = shlex.split(cmd)
     if family == "sglang":
         words = words[words.index("sglang.launch_server") + 1:]

@@ -25,6 +25,10 @@ PLOTS = {  # kind -> CLI arguments, expected traces at least, axis words
     "roofline": (DEPLOY, 3, ("FLOP/byte", "TFLOP/s")),
     "acceptance": (DEPLOY + ["--spec", "mtp", "--accept", "0.8"], 5, ("alpha", "tok/s")),
     "pareto": (["qwen3.6-27b", "--gpus", "rtx5090,2xrtx3090,rx7900xtx,mi50-32gb,rtx4090,arc-pro-b60"], 2, ("USD", "tok/s")),
+    "latency": (["qwen3-8b", "--gpu", "rtx4090", "--engine", "vllm", "--ctx", "8k", "--requests", "60",
+                 "--slo", "ttft=2s,tpot=50ms", "--rates", "1,2,4,8,16"], 5, ("requests/s", "latency")),
+    "timeline": (["qwen3-8b", "--gpu", "rtx4090", "--engine", "vllm", "--ctx", "8k", "--rate", "12", "--requests", "120"],
+                 3, ("time", "requests")),
 }
 
 
