@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from planner import units
 from planner.catalog import Catalog
-from planner.deployment import MAX_DRAFT_LEN, Deployment, engine_name, parse_gpus, resolve
+from planner.deployment import MAX_DRAFT_LEN, Deployment, default_max_seqs, engine_name, parse_gpus, resolve
 from planner.errors import PlannerError
 from planner.atomic import target, write_atomic, write_errors
 from planner.emit import command as emit_command
@@ -390,7 +390,7 @@ def _simulation(catalog: Catalog, model: str, opts: dict, need_arrivals: bool = 
     if not batch_given:
         # the engine's own concurrency default: vLLM/SGLang max_num_seqs from the profile; llama-server's
         # -np -1 (auto, common/arg.cpp:1406) becomes 4 slots (tools/server/server.cpp:168-171)
-        slots = sim.LLAMA_SERVER_AUTO_SLOTS if r.engine.family == "llama.cpp" else r.engine.memory.max_num_seqs
+        slots = sim.LLAMA_SERVER_AUTO_SLOTS if r.engine.family == "llama.cpp" else default_max_seqs(r.engine, r.gpus)
         dep = dep.model_copy(update={"batch": slots})
         r = resolve(catalog, dep, card=card, file_weights=fw)
     llama = r.engine.family == "llama.cpp"
@@ -431,12 +431,22 @@ def _simulation(catalog: Catalog, model: str, opts: dict, need_arrivals: bool = 
                         r.engine.server.prompt_cache_default.value if r.engine.server.prompt_cache_default else 0))
     if r.spec is not None:
         settings.update(spec=r.spec.label, draft_len=r.spec.gamma, acceptance=r.spec.alpha)
+    notes = []
+    if not llama:
+        notes.append(f"{r.engine.family}'s step times are the speed model's, and no {r.engine.family} serving run was fitted: "
+                     "held out against 24 published vLLM runs (H100/A100, every request at once), the simulated "
+                     "throughput came out too high where hundreds of short requests run at once (docs/validation.md#serving)")
+    if llama and any(k in ("mamba", "conv", "linear") for k in r.arch.layer_kinds()):
+        notes.append("llama-server on a model with recurrent layers measured slower than simulated (Qwen3.6-27B on "
+                     "the H200: TTFT 1.6-3x the simulation's, docs/validation.md#serving); read these latencies as "
+                     "a lower bound")
     desc = {"model": r.model_id, "engine": r.engine.id, "gpus": [g.id for g in r.gpus], "quant": r.quant,
             "kv_quant": r.kv_label, "max_seqs": r.batch, "ctx_tokens": r.ctx_tokens,
             "workload": {"requests": n, "rate": s["rate"], "concurrency": s["concurrency"], "burstiness": s["burstiness"],
                          "prompt": s["prompt_dist"] or f"fixed:{opts['prompt'] or 512}",
                          "gen": s["gen_dist"] or f"fixed:{opts['gen'] or 128}", "trace": s["trace"],
-                         "replayed_arrivals": replay, "prefix_tokens": s["prefix_tokens"], "seed": s["seed"]}}
+                         "replayed_arrivals": replay, "prefix_tokens": s["prefix_tokens"], "seed": s["seed"]},
+            "notes": notes}
     def make(fields: dict):
         return resolve(catalog, dep.model_copy(update=fields), card=card, file_weights=fw)
 
@@ -455,7 +465,8 @@ def simulate_cmd(model, find_max_rate, as_json, **opts):
     throughput, goodput under an SLO, preemptions (docs/simulate.md).
 
     --batch is the engine's concurrency limit (vLLM --max-num-seqs, llama-server -np slots); when not
-    given, the engine's default (vLLM 256, SGLang 256, llama-server 4 slots sharing one KV pool).
+    given, the engine's default (vLLM 1,024 on GPUs of 70 GiB or more but A100s, else 256; SGLang 256;
+    llama-server 4 slots sharing one KV pool).
     --spec simulates speculative decoding (each step drafts and verifies; accepted drafts drawn with
     the stated acceptance).
 
@@ -1262,6 +1273,9 @@ def validate_cmd(runs, calibration, markdown_out, html_out, serving):
 
     serving_dirs = [Path(d) for d in serving] if serving else ([] if runs else srv.default_dirs(catalog.root))
     served = [sc for d in serving_dirs for sc in srv.score(catalog, srv.load_runs(d), calibration=calibration)]
+    if not runs and not serving:
+        for f in srv.default_published(catalog.root):
+            served += srv.score_published(catalog, srv.load_published(f), calibration=calibration)
     if served:
         click.echo("")
         click.echo(f"serving runs ({', '.join(map(str, serving_dirs))}), measured / simulated:")

@@ -250,6 +250,15 @@ def default_ubatch(engine: Engine, gpus) -> int:
     return engine.memory.default_ubatch_tokens
 
 
+def default_max_seqs(engine: Engine, gpus) -> int:
+    """The engine's concurrency limit where the user gives none: the max_num_seqs of the first of its
+    ubatch_tiers every GPU meets (vLLM: 1,024 from 70 GiB), else memory.max_num_seqs."""
+    for t in engine.memory.ubatch_tiers:
+        if all(g.memory_bytes >= t.min_memory_gib * GiB and g.id not in t.except_gpus for g in gpus):
+            return t.max_num_seqs or engine.memory.max_num_seqs
+    return engine.memory.max_num_seqs
+
+
 def pick_engine(catalog: Catalog, gpus: tuple[Gpu, ...], name: str | None, model_is_gguf: bool) -> Engine:
     """The engine named (an id, or a family such as llama.cpp, vllm, sglang, ollama, LM Studio:
     that family's backend for the GPUs' vendor), else llama.cpp's backend for the vendor."""

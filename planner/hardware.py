@@ -163,6 +163,7 @@ class UbatchTier(Strict):
 
     min_memory_gib: float = Field(ge=0)
     tokens: int = Field(gt=0)
+    max_num_seqs: int | None = None  # the tier's default concurrency limit, where the engine sets one too
     except_gpus: tuple[str, ...] = ()
     source: str
 

@@ -515,4 +515,5 @@ def simulate_text(out: dict) -> str:
     if slo["ttft_s"] is not None or slo["tpot_s"] is not None:
         lines.append(f"SLO (TTFT <= {slo['ttft_s']} s, TPOT <= {slo['tpot_s']} s): {s['slo_attained']:.0%} of "
                      f"requests, goodput {s['goodput_per_s']:.3g} req/s")
+    lines += [f"note: {n}" for n in out.get("notes", [])]
     return "\n".join(lines)

@@ -53,6 +53,77 @@ class ServingRun:
         return f"Poisson {m['rate']:g}/s" if m.get("rate") else f"{m['concurrency']} clients"
 
 
+@dataclass
+class PublishedRun:
+    """A published serving benchmark: its conditions and the aggregate metrics it printed (no per-request data)."""
+
+    name: str
+    meta: dict
+    measured: dict
+
+    @property
+    def role(self) -> str:
+        return "holdout"
+
+    @property
+    def arrivals(self) -> str:
+        m = self.meta
+        if m["rate"] == "inf":
+            return "all at once"
+        return f"Poisson {float(m['rate']):g}/s" if m["rate"] else f"{m['concurrency']} clients"
+
+    @property
+    def n(self) -> int:
+        return int(self.meta["requests"])
+
+
+def load_published(path: Path) -> list[PublishedRun]:
+    """hwdb/runs/serving-published.csv: one published `vllm bench serve` run per row."""
+    import csv
+
+    lines = [x for x in Path(path).read_text().splitlines() if not x.startswith("#")]
+    out = []
+    for row in csv.DictReader(lines):
+        ms = lambda k: float(row[k]) / 1000  # noqa: E731
+        out.append(PublishedRun(row["run"], dict(row), {
+            "ttft_p50": ms("ttft_median_ms"), "tpot_p50": ms("tpot_median_ms"), "req_s": float(row["req_s"]),
+            "ttft_mean": ms("ttft_mean_ms"), "output_tok_s": float(row["output_tok_s"])}))
+    return out
+
+
+def simulate_published(catalog, run: PublishedRun, calibration: str | None = None) -> dict[str, float]:
+    """The run's deployment at the engine's defaults, its requests (fixed prompt; outputs of the
+    published mean length, floor and ceiling mixed to the published total) arriving as it sent them."""
+    from planner.deployment import Deployment, default_max_seqs, resolve
+
+    m = run.meta
+    gpus = (m["gpu"],)
+    eng = catalog.engine(m["engine"])
+    dep = Deployment(model=m["model"], gpus=gpus, engine=m["engine"], quant=m["quant"] or None, ctx_tokens=int(m["ctx"]),
+                     batch=default_max_seqs(eng, tuple(catalog.gpu(g) for g in gpus)))
+    r = resolve(catalog, dep)
+    e = sim.engine_for(catalog, r, catalog.calibration(calibration, r.engine.id, r.gpus[0].id))
+    n, mean = run.n, float(m["gen_mean"])
+    lo = int(math.floor(mean))
+    k_hi = int(round((mean - lo) * n))
+    gens = [lo + 1] * k_hi + [max(1, lo)] * (n - k_hi)
+    p = int(m["prompt"])
+    if m["rate"] == "inf":
+        w = sim.Workload(n_requests=n, trace=tuple((p, g, 0.0) for g in gens))
+    elif m["concurrency"]:
+        w = sim.Workload(n_requests=n, concurrency=int(m["concurrency"]), trace=tuple((p, g) for g in gens))
+    else:
+        w = sim.Workload(n_requests=n, rate=float(m["rate"]), trace=tuple((p, g) for g in gens))
+    res = sim.run(e, w)
+    if res.rejected or res.failed:
+        raise PlannerError(f"{run.name}: the simulation refused {res.rejected + res.failed} requests the server served")
+    met = sim.request_metrics(res)
+    out = metrics(res.arrival, res.first_token, res.done, res.gen)
+    out["ttft_mean"] = float(met["ttft"].mean())
+    out["output_tok_s"] = float(res.gen.sum()) / float(res.done.max() - res.arrival.min())
+    return out
+
+
 def load_runs(raw_dir: Path) -> list[ServingRun]:
     runs = []
     for f in sorted(Path(raw_dir).glob("*.jsonl")):
@@ -115,7 +186,9 @@ class Scored:
     measured: dict
     predicted: dict
 
-    def error(self, k: str) -> float:
+    def error(self, k: str) -> float | None:
+        if k not in self.measured or k not in self.predicted:
+            return None
         return self.predicted[k] / self.measured[k] - 1
 
 
@@ -139,6 +212,10 @@ def score(catalog, runs: list[ServingRun], params: dict | None = None, calibrati
         e, r = engine_of(catalog, run, calibration)
         out.append(Scored(run, measured(run), simulated(_with(e, r, params), run)))
     return out
+
+
+def score_published(catalog, runs: list[PublishedRun], calibration: str | None = None) -> list[Scored]:
+    return [Scored(run, run.measured, simulate_published(catalog, run, calibration)) for run in runs]
 
 
 FIT_METRICS = ("ttft_p50", "tpot_p50", "req_s")
@@ -183,16 +260,25 @@ def default_dirs(root: Path) -> list[Path]:
     return sorted(p for p in (Path(root) / "hwdb" / "runs").glob("serving-*.raw") if p.is_dir())
 
 
+def default_published(root: Path) -> list[Path]:
+    return sorted(p for p in (Path(root) / "hwdb" / "runs").glob("serving-published*.csv"))
+
+
+def group_of(run) -> str:
+    return "vLLM, published" if isinstance(run, PublishedRun) else "llama-server, H200"
+
+
 def summary(scored: list[Scored]) -> list[dict]:
     rows = []
-    for role in ("fit", "holdout"):
-        sel = [s for s in scored if s.run.role == role]
-        if not sel:
-            continue
-        for k in METRICS:
-            e = np.abs([s.error(k) for s in sel])
-            rows.append({"role": role, "metric": k, "n": len(sel), "median_abs_error": float(np.median(e)),
-                         "p90_abs_error": float(np.percentile(e, 90)), "max_abs_error": float(e.max())})
+    for group in dict.fromkeys(group_of(s.run) for s in scored):
+        for role in ("fit", "holdout"):
+            for k in METRICS:
+                sel = [s for s in scored if group_of(s.run) == group and s.run.role == role and s.error(k) is not None]
+                if not sel:
+                    continue
+                e = np.abs([s.error(k) for s in sel])
+                rows.append({"group": group, "role": role, "metric": k, "n": len(sel), "median_abs_error": float(np.median(e)),
+                             "p90_abs_error": float(np.percentile(e, 90)), "max_abs_error": float(e.max())})
     return rows
 
 
@@ -204,26 +290,32 @@ def _fmt(k: str, v: float) -> str:
 
 def lines(scored: list[Scored], markdown: bool) -> list[str]:
     """The per-run table (measured / simulated per metric) and the error summary."""
-    head = ["run", "role", "model", "slots", "prompt/gen", "arrivals", "n"] + [METRIC_LABELS[k] for k in METRICS]
+    head = ["run", "role", "deployment", "prompt/gen", "arrivals", "n"] + [METRIC_LABELS[k] for k in METRICS]
     rows = []
     for s in scored:
         m = s.run.meta
-        rows.append([s.run.name, s.run.role, f"{m['model']} {m['quant']}", str(m["slots"]), f"{m['prompt']}/{m['gen']}",
-                     s.run.arrivals, str(len(s.run.sent))] +
-                    [f"{_fmt(k, s.measured[k])} / {_fmt(k, s.predicted[k])} ({s.error(k):+.0%})" for k in METRICS])
+        if isinstance(s.run, PublishedRun):
+            dep = f"{m['model']} on {m['gpu']}, vLLM {m['engine_version']} defaults"
+            pg, n = f"{m['prompt']}/{float(m['gen_mean']):.0f}", str(s.run.n)
+        else:
+            dep = f"{m['model']} {m['quant']} on {m['gpu']}, {m['slots']} slots"
+            pg, n = f"{m['prompt']}/{m['gen']}", str(len(s.run.sent))
+        rows.append([s.run.name, s.run.role, dep, pg, s.run.arrivals, n] +
+                    [f"{_fmt(k, s.measured[k])} / {_fmt(k, s.predicted[k])} ({s.error(k):+.0%})" if s.error(k) is not None
+                     else "-" for k in METRICS])
     summ = summary(scored)
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(r) + " |" for r in rows]
-        out += ["", "| metric | runs | n | median \\|error\\| | p90 \\|error\\| | max \\|error\\| |", "|---|---|---:|---:|---:|---:|"]
-        out += [f"| {METRIC_LABELS[x['metric']]} | {x['role']} | {x['n']} | {x['median_abs_error']:.1%} | "
+        out += ["", "| runs | metric | role | n | median \\|error\\| | p90 \\|error\\| | max \\|error\\| |",
+                "|---|---|---|---:|---:|---:|---:|"]
+        out += [f"| {x['group']} | {METRIC_LABELS[x['metric']]} | {x['role']} | {x['n']} | {x['median_abs_error']:.1%} | "
                 f"{x['p90_abs_error']:.1%} | {x['max_abs_error']:.0%} |" for x in summ]
         return out
-    out = [f"{r[0]:<12} {r[1]:<8} {r[2]:<24} np {r[3]:>3}  {r[4]:>9}  {r[5]:<14}" for r in rows]
     out = []
     for r in rows:
-        out.append(f"{r[0]} ({r[1]}): {r[2]}, {r[3]} slots, prompt/gen {r[4]}, {r[5]}, {r[6]} requests")
-        out.append("   " + "; ".join(f"{h} {v}" for h, v in zip(head[7:], r[7:])))
-    out += [f"{x['role']:<8} {METRIC_LABELS[x['metric']]:<20} median |error| {x['median_abs_error']:6.1%}  "
+        out.append(f"{r[0]} ({r[1]}): {r[2]}, prompt/gen {r[3]}, {r[4]}, {r[5]} requests")
+        out.append("   " + "; ".join(f"{h} {v}" for h, v in zip(head[6:], r[6:])))
+    out += [f"{x['group']:<19} {x['role']:<8} {METRIC_LABELS[x['metric']]:<20} median |error| {x['median_abs_error']:6.1%}  "
             f"p90 {x['p90_abs_error']:6.1%}  max {x['max_abs_error']:5.0%}  ({x['n']} runs)" for x in summ]
     return out

@@ -15,7 +15,10 @@ Schedulers, as the engines run them:
     preempted and recomputed later (its blocks freed). Prefix caching (on by default,
     vllm/config/cache.py:257) serves the full blocks of a prompt's cached prefix without
     computing them, never the whole prompt (vllm/v1/core/kv_cache_manager.py:296-302).
-    SGLang: the same policy here, with its radix cache at a page of 1 token.
+    SGLang: the same loop, its radix cache at a page of 1 token, and its own admission budget: a
+    waiting request joins while its prompt plus its remaining output x new_token_ratio fits in the
+    free tokens less the running requests' remaining outputs x the same ratio (the ratio starts at
+    0.7 and decays to 0.098 over 600 steps; back to 0.7 after a preemption).
   * llama.cpp server (tools/server/server.cpp, b11434): -np slots; a request waits for a free
     slot; every step batches one token per generating slot (plus its drafts) and prompt tokens
     of the slots still prefilling, up to n_batch (-b) tokens; each slot's next token is sampled
@@ -232,6 +235,10 @@ class Engine:
         return a + (b - a) * (tokens - lo) / (hi - lo)
 
 
+# SGLang's new-token ratio (srt/environ.py:646-648; managers/scheduler_components/new_token_ratio_tracker.py):
+# starts at 0.7, decays to 0.7 x 0.14 over 600 steps; CLIP_MAX_NEW_TOKENS 4096 (managers/schedule_policy.py:89)
+SGL_RATIO_INIT, SGL_RATIO_MIN, SGL_CLIP = 0.7, 0.7 * 0.14, 4096
+SGL_RATIO_DECAY = (SGL_RATIO_INIT - SGL_RATIO_MIN) / 600
 LLAMA_SERVER_AUTO_SLOTS = 4  # -np -1 (auto) becomes 4 slots with a unified KV (tools/server/server.cpp:168-171)
 
 
@@ -409,6 +416,8 @@ def run(engine: Engine, w: Workload, max_steps: int = 50_000_000) -> SimResult:
     slot_busy = np.zeros(engine.max_seqs if llama else 0, dtype=bool)
     t, steps, n_pre, rejected, failed, finished = 0.0, 0, 0, 0, 0, 0
     peak, timeline = 0.0, []
+    sgl = engine.kind == "sglang"
+    ratio = SGL_RATIO_INIT
 
     def release_next(at: float) -> None:
         nonlocal closed_next
@@ -464,38 +473,61 @@ def run(engine: Engine, w: Workload, max_steps: int = 50_000_000) -> SimResult:
         want = np.where(decoding, 1 + g_extra, R.tgt - R.pf)
         cum = np.cumsum(want)
         take = np.clip(budget - (cum - want), 0, want)
-        left = budget - int(take.sum())
-        new, stall = [], 0.0
-        while waiting and left > 0 and len(R) + len(new) < engine.max_seqs:
-            i = waiting.popleft()
-            if math.isnan(admitted[i]):
-                admitted[i] = t
-            if llama:
-                sl, hit, cost = admit_llama(i)
-                shr, stall = 0, stall + cost
-            else:
-                (hit, shr), sl = hit_for(i), -1
-            k = min(int(target[i]) - hit, left)
-            left -= k
-            new.append((i, int(target[i]), hit, int(generated[i]), int(gmax[i]), 0, 0, shr, sl, k))
-        if new:
-            R.append([row[:9] for row in new])
-            decoding = np.concatenate([decoding, np.zeros(len(new), dtype=bool)])
-            take = np.concatenate([take, np.array([row[9] for row in new], dtype=np.int64)])
         ctx = R.pf + R.dec
-        # --- KV: vLLM/SGLang blocks as tokens are scheduled (preempting when they run out)
-        if not llama:
+        preempted_now = 0
+        if not llama and len(R):
+            # vLLM/SGLang: blocks for the running requests' tokens, preempting the newest when they run out
             need = np.maximum(_blocks(engine, ctx + take) - R.blk - R.shr, 0)
             total = int(need.sum())
             if total <= free:
                 R.blk += need
                 free -= total
             else:
-                free, take, k = _allocate_preempting(engine, R, take, ctx, free, prompt, target, generated, preempted, waiting)
-                n_pre += k
+                free, take, preempted_now = _allocate_preempting(engine, R, take, ctx, free, prompt, target, generated,
+                                                                 preempted, waiting)
+                n_pre += preempted_now
                 decoding = R.pf >= R.tgt
                 ctx = R.pf + R.dec
-        elif engine.unified and int((ctx + take).sum()) > pool:
+        left = budget - int(take.sum())
+        new, stall = [], 0.0
+        if sgl:
+            # SGLang's admission budget (mem_cache/prefill_budget.py:99-170): the free tokens less what the
+            # running requests may still decode (remaining output, at most 4,096, x new_token_ratio)
+            if preempted_now:
+                ratio = SGL_RATIO_INIT
+            sgl_room = free * B - float((np.minimum(R.gmax - R.gen, SGL_CLIP) * ratio).sum())
+        # waiting requests: none in a step that preempted (scheduler.py:1050); vLLM admits one only if the
+        # free blocks hold its whole prompt (full_sequence_must_fit, kv_cache_manager.py:531-548), and stops
+        # at the first that does not fit (scheduler.py:1455-1461)
+        while waiting and left > 0 and len(R) + len(new) < engine.max_seqs and not preempted_now:
+            i = waiting[0]
+            if llama:
+                sl, hit, cost = admit_llama(i)
+                shr, stall, blk = 0, stall + cost, 0
+                k = min(int(target[i]) - hit, left)
+            else:
+                (hit, shr), sl = hit_for(i), -1
+                if sgl:
+                    need_tokens = (int(target[i]) - hit) + min(int(gmax[i] - generated[i]), SGL_CLIP) * ratio
+                    if not need_tokens < sgl_room:
+                        break
+                    sgl_room -= need_tokens + B
+                elif _blocks(engine, int(target[i])) - shr > free:
+                    break
+                k = min(int(target[i]) - hit, left)
+                blk = int(_blocks(engine, hit + k)) - shr
+                free -= blk
+            waiting.popleft()
+            if math.isnan(admitted[i]):
+                admitted[i] = t
+            left -= k
+            new.append((i, int(target[i]), hit, int(generated[i]), int(gmax[i]), 0, blk, shr, sl, k))
+        if new:
+            R.append([row[:9] for row in new])
+            decoding = np.concatenate([decoding, np.zeros(len(new), dtype=bool)])
+            take = np.concatenate([take, np.array([row[9] for row in new], dtype=np.int64)])
+            ctx = R.pf + R.dec
+        if llama and engine.unified and int((ctx + take).sum()) > pool:
             # the pool overflowed: every running request gets "Context size has been exceeded"
             for i in R.rid:
                 failed += 1
@@ -533,6 +565,8 @@ def run(engine: Engine, w: Workload, max_steps: int = 50_000_000) -> SimResult:
                 times = _decode_run_times(engine, len(R), float(ctx.mean()), k)
                 t += float(times.sum())
                 steps += k
+                if sgl:
+                    ratio = max(ratio - k * SGL_RATIO_DECAY, SGL_RATIO_MIN)
                 if not llama:
                     need = np.maximum(_blocks(engine, ctx + k) - R.blk - R.shr, 0)
                     R.blk += need
@@ -563,6 +597,8 @@ def run(engine: Engine, w: Workload, max_steps: int = 50_000_000) -> SimResult:
             dt += engine.sample_s_per_seq * (int(emit.sum()) + int(completing.sum()))
         t += dt
         steps += 1
+        if sgl:
+            ratio = max(ratio - SGL_RATIO_DECAY, SGL_RATIO_MIN)
         # --- advance
         R.pf += np.where(pmask, take, 0)
         R.gen += emit + completing

@@ -248,9 +248,9 @@ def markdown(secs: list[Section], runs_shown: str, command: str, ceilings: dict 
     if serving:
         from planner import serving as srv
 
-        L += ["## Serving under load: `planner simulate` against llama-server on the H200", "",
+        L += ["## Serving under load: `planner simulate` against real servers", "",
               "<a id=\"serving\"></a>",
-              "Each run is one load of a real llama-server (b11434, CUDA, synthetic GGUF, `-fa on`, `-np` slots of "
+              "**llama-server on the H200.** Each run is one load of a real llama-server (b11434, CUDA, synthetic GGUF, `-fa on`, `-np` slots of "
               "`ctx` tokens, defaults otherwise) by `bench/serve_load.py` on the project's H200 "
               "(`bench/serve_device.sh`, raw output in `hwdb/runs/serving-h200.raw/`): requests of fixed prompt "
               "and output lengths (`ignore_eos`), arriving as a Poisson process or from closed-loop clients, timed "
@@ -260,7 +260,13 @@ def markdown(secs: list[Section], runs_shown: str, command: str, ceilings: dict 
               "(section above); the two server parameters it lacks, llama-server's CPU sampling time per "
               "vocabulary entry and the rate at which a reused slot's old context is copied into its host prompt "
               "cache (`--cache-ram`), were fitted on the two `fit` runs (`planner.serving.fit_server`, "
-              f"{srv.fit_note()}); the other runs are held out.", ""]
+              f"{srv.fit_note()}); the other runs are held out.", "",
+              "**vLLM, published.** GPUStack's performance-lab pages (`hwdb/runs/serving-published.csv`, each row "
+              "with its page at a fixed commit): `vllm bench serve` against `vllm serve MODEL` with its defaults on "
+              "one H100 SXM or A100 SXM 80GB (vLLM 0.10.2 / 0.11.0), random prompts of fixed length, every request "
+              "sent at once, outputs not forced (simulated at the published mean length). Replayed with planner's "
+              "vLLM 0.33.0 profile and its defaults for the GPU; nothing is fitted on them. Only the median TTFT, "
+              "median TPOT and throughput are published in the form compared here.", ""]
         L += srv.lines(serving, markdown=True)
         L.append("")
     if ceilings:

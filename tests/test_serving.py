@@ -73,3 +73,15 @@ def test_validate_simulates_the_serving_runs():
     res = CliRunner().invoke(main, ["validate", str(CAT.root / "hwdb" / "runs" / "spec-published.csv"), "--serving", str(RAW)])
     assert res.exit_code == 0, res.output
     assert "serving runs" in res.output and "l8-np8.4 (holdout)" in res.output and "TPOT p50" in res.output
+
+
+def test_published_runs_are_read_and_replayed_as_sent():
+    """The published vLLM runs: every request sent at once (rate inf), each output at the published mean
+    length (floor and ceiling mixed so the total matches), all held out."""
+    runs = serving.load_published(CAT.root / "hwdb" / "runs" / "serving-published.csv")
+    assert len(runs) == 24 and {r.role for r in runs} == {"holdout"}
+    r = next(x for x in runs if x.name == "gpustack-run29")  # Qwen3-32B BF16, H100, 100 x 32,000 tokens
+    assert r.meta["model"] == "qwen3-32b" and r.meta["gpu"] == "h100-sxm" and r.n == 100
+    assert r.measured["req_s"] == pytest.approx(0.09) and r.measured["ttft_p50"] == pytest.approx(582.75765)
+    got = serving.simulate_published(CAT, r)
+    assert got["req_s"] == pytest.approx(0.09, rel=0.5)  # KV-bound: about one 32k prompt at a time, as measured
