@@ -359,26 +359,40 @@ def _arrivals(w: Workload):
 
 
 class _Running:
-    """The running set as arrays in admission order (the order the scheduler serves them)."""
+    """The running set in admission order (the order the scheduler serves them): one int64 row per
+    column of a preallocated matrix, each exposed as a view of its first n entries (in-place updates
+    of a column write through)."""
 
     COLS = ("rid", "tgt", "pf", "gen", "gmax", "dec", "blk", "shr", "slot")
 
     def __init__(self):
         self.blk_freed = 0
-        for c in self.COLS:
-            setattr(self, c, np.zeros(0, dtype=np.int64))
+        self.n = 0
+        self.M = np.zeros((len(self.COLS), 64), dtype=np.int64)
+        self._views()
+
+    def _views(self) -> None:
+        for i, c in enumerate(self.COLS):
+            setattr(self, c, self.M[i, : self.n])
 
     def __len__(self):
-        return len(self.rid)
+        return self.n
 
     def append(self, rows: list[tuple]) -> None:
-        cols = list(zip(*rows))
-        for c, v in zip(self.COLS, cols):
-            setattr(self, c, np.concatenate([getattr(self, c), np.asarray(v, dtype=np.int64)]))
+        k = len(rows)
+        if self.n + k > self.M.shape[1]:
+            grown = np.zeros((len(self.COLS), max(2 * self.M.shape[1], self.n + k)), dtype=np.int64)
+            grown[:, : self.n] = self.M[:, : self.n]
+            self.M = grown
+        self.M[:, self.n: self.n + k] = np.asarray(rows, dtype=np.int64).T
+        self.n += k
+        self._views()
 
     def keep(self, mask: np.ndarray) -> None:
-        for c in self.COLS:
-            setattr(self, c, getattr(self, c)[mask])
+        kept = self.M[:, : self.n][:, mask]
+        self.n = kept.shape[1]
+        self.M[:, : self.n] = kept
+        self._views()
 
 
 def run(engine: Engine, w: Workload, max_steps: int = 50_000_000) -> SimResult:
@@ -472,7 +486,7 @@ def run(engine: Engine, w: Workload, max_steps: int = 50_000_000) -> SimResult:
         decoding = R.pf >= R.tgt
         want = np.where(decoding, 1 + g_extra, R.tgt - R.pf)
         cum = np.cumsum(want)
-        take = np.clip(budget - (cum - want), 0, want)
+        take = np.minimum(np.maximum(budget - (cum - want), 0), want)
         ctx = R.pf + R.dec
         preempted_now = 0
         if not llama and len(R):
@@ -544,19 +558,21 @@ def run(engine: Engine, w: Workload, max_steps: int = 50_000_000) -> SimResult:
             if waiting and not len(R):
                 raise PlannerError("the simulation stalled: a waiting request can never be scheduled")
             continue
-        # --- price the step
+        # --- price the step (the prompt chunks are few: index them, and take the decodes' sums by difference)
         tokens = int(take.sum())
-        seqs = int(batch.sum())
-        dmask = batch & decoding
-        pmask = batch & ~decoding
-        nd = int(dmask.sum())
-        dt = engine.step_time(tokens, seqs, float(ctx[batch].mean()))
-        if nd and nd < seqs:
-            pt = int(take[pmask].sum())
-            dt = max(dt, engine.step_time(pt, seqs - nd, float(ctx[pmask].mean())),
-                     engine.step_time(int(take[dmask].sum()), nd, float(ctx[dmask].mean())))
+        seqs = int(np.count_nonzero(batch))
+        allin = seqs == len(R)
+        csum = float(ctx.sum()) if allin else float(ctx[batch].sum())
+        pidx = np.flatnonzero(batch & ~decoding)
+        npf = len(pidx)
+        nd = seqs - npf
+        dt = engine.step_time(tokens, seqs, csum / seqs)
+        if nd and npf:
+            ptok, pctx = int(take[pidx].sum()), float(ctx[pidx].sum())
+            dt = max(dt, engine.step_time(ptok, npf, pctx / npf),
+                     engine.step_time(tokens - ptok, nd, (csum - pctx) / nd))
         dt += stall  # llama-server saved slots to its prompt cache before the batch (blocking)
-        completing = pmask & (R.pf + take >= R.tgt)
+        comp = pidx[R.pf[pidx] + take[pidx] >= R.tgt[pidx]] if npf else pidx
         if engine.fast_forward and spec is None and nd == len(R) and not new and (not waiting or len(R) >= engine.max_seqs):
             # a decode-only batch of every running request repeats unchanged until one finishes, an
             # arrival could join, or the cache runs short: price that run of steps at once
@@ -581,31 +597,32 @@ def run(engine: Engine, w: Workload, max_steps: int = 50_000_000) -> SimResult:
                 peak = max(peak, used)
                 timeline.append((t, n_run, len(waiting), used, span))
                 continue
+        # emitted tokens per decoding sequence: 1, or 1 + the accepted drafts under speculation
+        dmask = batch & decoding
+        emit = dmask.astype(np.int64)
         if spec is not None:
             if nd:
                 dt += spec.extra(nd, float(ctx[dmask].mean()))
-            if spec.draft_prefill_fn is not None and nd < seqs:
-                pt = int(take[pmask].sum())
-                dt += spec.draft_prefill_fn(pt, seqs - nd, float(ctx[pmask].mean()))
-        # emitted tokens per decoding sequence: 1, or 1 + the accepted drafts under speculation
-        emit = np.where(dmask, 1, 0)
-        if spec is not None and nd:
-            acc = np.minimum(acc_rng.geometric(1 - spec.alpha, nd) - 1, spec.gamma)
-            emit[dmask] += acc
-        emit = np.minimum(emit, R.gmax - R.gen)
+                acc = np.minimum(acc_rng.geometric(1 - spec.alpha, nd) - 1, spec.gamma)
+                emit[dmask] += acc
+                emit = np.minimum(emit, R.gmax - R.gen)
+            if spec.draft_prefill_fn is not None and npf:
+                dt += spec.draft_prefill_fn(int(take[pidx].sum()), npf, float(ctx[pidx].mean()))
         if engine.sample_s_per_seq:
-            dt += engine.sample_s_per_seq * (int(emit.sum()) + int(completing.sum()))
+            dt += engine.sample_s_per_seq * (int(emit.sum()) + len(comp))
         t += dt
         steps += 1
         if sgl:
             ratio = max(ratio - SGL_RATIO_DECAY, SGL_RATIO_MIN)
         # --- advance
-        R.pf += np.where(pmask, take, 0)
-        R.gen += emit + completing
+        if npf:
+            R.pf[pidx] += take[pidx]
+        R.gen += emit
         R.dec += emit
-        if completing.any():
-            fresh = completing & np.isnan(first[R.rid])
-            first[R.rid[fresh]] = t
+        if len(comp):
+            R.gen[comp] += 1  # the step that ends a prompt also samples its first token
+            ids = R.rid[comp]
+            first[ids[np.isnan(first[ids])]] = t
         if prefix and not llama and not prefix_ready and pblocks:
             owner = np.flatnonzero(R.pf >= pblocks * B)
             if len(owner):  # its prefix blocks become the cache's (shared, resident)
