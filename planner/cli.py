@@ -495,6 +495,8 @@ def simulate_cmd(model, find_max_rate, as_json, **opts):
     res = sim.run(S.factory(), w)
     out["result"] = sim.summary(res, ttft, tpot)
     out["engine_limits"] = S.settings
+    k = -(-len(res.timeline) // 200) or 1  # the KV cache and the queues over time, at most ~200 points
+    out["timeline"] = [{"t_s": p[0], "running": p[1], "waiting": p[2], "kv_used": p[3]} for p in res.timeline[::k]]
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return

@@ -134,6 +134,9 @@ def test_trace_and_cli_json(tmp_path):
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["max_seqs"] == 4 and out["result"]["completed"] == 20 and 0 <= out["result"]["slo_attained"] <= 1
+    tl = out["timeline"]
+    assert 0 < len(tl) <= 201 and all(0 <= p["kv_used"] <= 1 and p["running"] <= 4 for p in tl)
+    assert [p["t_s"] for p in tl] == sorted(p["t_s"] for p in tl)
     bad = CliRunner().invoke(main, ["simulate", "qwen3-8b", "--gpu", "rtx4090", "--slo", "ttft=fast", "--rate", "1"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
     neither = CliRunner().invoke(main, ["simulate", "qwen3-8b", "--gpu", "rtx4090"])
