@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from planner.arch import Architecture, parse_config
 from planner.errors import PlannerError, did_you_mean
 from planner.calibration import Calibration
-from planner.hardware import Engine, FrontendTable, Gpu, HostMemory, LinkTable
+from planner.hardware import Engine, FrontendTable, Gpu, HostMemory, LinkTable, NetworkTable
 from planner.paths import PathTable
 from planner.quant import FormatTable, KvTypeTable, RecipeTable, check_recipe
 from planner.schema import Quantity, Sourced, Strict
@@ -189,6 +189,9 @@ class Catalog:
         self.models = self._load_dir("models_db/models", ModelCard)
         self.drafts = self._load_dir("models_db/drafts", DraftCard)
         self.links = load_toml(self.root / "hwdb" / "links.toml", LinkTable)
+        nets = load_toml(self.root / "hwdb" / "networks.toml", NetworkTable)
+        self.networks = {k: v.model_copy(update={"id": k}) for k, v in nets.networks.items()}
+        self.network_sources = nets.sources
         fe = self.root / "hwdb" / "frontends.toml"
         self.frontends = load_toml(fe, FrontendTable).frontends if fe.is_file() else {}
         self.calibrations = self._load_dir("hwdb/calibrations", Calibration)
@@ -276,6 +279,9 @@ class Catalog:
 
     def host(self, name: str) -> HostMemory:
         return self._find(self.hosts, name, "host")
+
+    def network(self, name: str):
+        return self._find(self.networks, name, "network")
 
     def calibration(self, name: str | None, engine: str | None = None, gpu: str | None = None) -> Calibration:
         """A calibration profile by id; 'none' = the priors alone; None = the default for the

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from planner import units
 from planner.catalog import Catalog
-from planner.deployment import MAX_DRAFT_LEN, Deployment, default_max_seqs, engine_name, parse_gpus, resolve
+from planner.deployment import MAX_DRAFT_LEN, Deployment, default_max_seqs, engine_name, parse_gpus, parse_machines, resolve
 from planner.errors import PlannerError
 from planner.atomic import target, write_atomic, write_errors
 from planner.emit import command as emit_command
@@ -145,7 +145,8 @@ def main():
 
 
 _DEPLOYMENT_OPTIONS = [
-    click.option("--gpu", "gpu", required=True, help="GPUs: rtx5090, 2xrtx3090 or rtx5090,rtx3090ti; auto = this machine's"),
+    click.option("--gpu", "gpu", required=True, help="GPUs: rtx5090, 2xrtx3090 or rtx5090,rtx3090ti; auto = this machine's; several machines: 'rtx4090,rtx3090 / rtx3090' or '2x(m4max)' (with --network)"),
+    click.option("--network", default=None, help="the link between machines when --gpu names several: 10gbe, tb5, tb5-rdma, ib-ndr400, ... (see `planner networks`)"),
     click.option("--ctx", type=TOKENS, default=None, help="context per sequence: 32768, 200k, 128Ki (default: the model's native maximum)"),
     click.option("--quant", default=None, help="weight quant: Q4_K_M, Q8_0, ... (llama.cpp) or bf16, fp8, awq (vLLM); see `planner quants`"),
     click.option("--kv-quant", default=None, help="KV-cache type: f16, q8_0, q4_0 (llama.cpp), fp8 (vLLM)"),
@@ -214,7 +215,7 @@ def build(catalog: Catalog, model, **opts):
 
 def deployment_of(catalog: Catalog, model, gpu, ctx, quant, kv_quant, engine, split, tensor_split, batch, ubatch,
                   gpu_layers, cpu_moe, host, host_ram, flash_attn, spec, accept, accept_len, draft_len, draft_quant,
-                  gpu_mem_util=None, **_):
+                  gpu_mem_util=None, network=None, **_):
     """The Deployment the options describe, with the model card and GGUF weights it reads."""
     card, file_weights = load_model(model, quant, catalog)
     ts, balance = None, None
@@ -225,7 +226,8 @@ def deployment_of(catalog: Catalog, model, gpu, ctx, quant, kv_quant, engine, sp
             ts = tuple(float(x) for x in tensor_split.split(","))
         except ValueError:
             raise PlannerError(f"--tensor-split {tensor_split!r}: write numbers like 3,1, or memory, or speed") from None
-    dep = Deployment(model=model, gpus=gpu_ids(catalog, gpu), engine=engine, quant=quant, kv_quant=kv_quant, ctx_tokens=ctx,
+    gpus, nodes = gpu_layout(catalog, gpu)
+    dep = Deployment(model=model, gpus=gpus, nodes=nodes, network=network, engine=engine, quant=quant, kv_quant=kv_quant, ctx_tokens=ctx,
                      batch=batch, split=split, ubatch_tokens=ubatch, gpu_layers=gpu_layers, cpu_moe_layers=cpu_moe,
                      host=host, host_ram_bytes=host_ram, tensor_split=ts, balance=balance, gpu_memory_utilization=gpu_mem_util,
                      flash_attention=None if flash_attn is None else flash_attn == "on", spec=spec,
@@ -298,11 +300,20 @@ def echo_text(text: str) -> None:
 
 def gpu_ids(catalog: Catalog, text: str) -> tuple[str, ...]:
     """--gpu as given, or `auto`: this machine's GPUs (planner.detect)."""
+    return gpu_layout(catalog, text)[0]
+
+
+def gpu_layout(catalog: Catalog, text: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """--gpu as given: the GPUs, and for several machines ('rtx4090,rtx3090 / rtx3090', '2x(8xh200)')
+    each GPU's machine; `auto`: this machine's GPUs (planner.detect)."""
     if text.strip().lower() == "auto":
         from planner.detect import detect_gpus
 
-        return detect_gpus(catalog)
-    return parse_gpus(text)
+        return detect_gpus(catalog), ()
+    machines = parse_machines(text)
+    gpus = tuple(g for m in machines for g in m)
+    nodes = tuple(k for k, m in enumerate(machines) for _ in m) if len(machines) > 1 else ()
+    return gpus, nodes
 
 
 def parse_sets(text: str, catalog: Catalog | None = None) -> list[tuple[str, ...]]:
@@ -1429,6 +1440,22 @@ def hosts_cmd(as_json):
     if as_json:
         return _list_json(catalog, "host", catalog.hosts)
     click.echo(render.host_table(catalog))
+
+
+@main.command("networks")
+@JSON_OPTION
+@friendly
+def networks_cmd(as_json):
+    """List the networks between machines (for --gpu 'A / B' --network ID).
+
+    Example:
+
+        planner networks
+    """
+    catalog = Catalog()
+    if as_json:
+        return _list_json(catalog, "network", catalog.networks)
+    click.echo(render.network_table(catalog))
 
 
 @main.command("quants")

@@ -52,6 +52,9 @@ class Deployment(Strict):
     accept: float | None = None  # per drafted token (Leviathan's alpha)
     accept_len: float | None = None  # tokens per verification step
     draft_quant: str | None = None
+    # several machines: the machine of each GPU (0 = the one that runs the server), and the network
+    nodes: tuple[int, ...] = ()
+    network: str | None = None
 
 
 _GPU_TERM = re.compile(r"^\s*(?:(\d+)(\s*[x*]\s*|x)(?=\S))?([A-Za-z0-9_.:+\- ]+?)\s*$")
@@ -75,6 +78,32 @@ def parse_gpus(text: str) -> tuple[str, ...]:
             raise PlannerError(f"GPU count {n} in {term!r} is out of range (1-{MAX_GPUS})")
         out += [name] * n
     return tuple(out)
+
+
+_MACHINES = re.compile(r"^\s*(\d+)\s*[x*]\s*\((.*)\)\s*$")
+MAX_NODES = 16
+
+
+def parse_machines(text: str) -> tuple[tuple[str, ...], ...]:
+    """GPUs by machine: machines separated by '/', each written as --gpu writes one machine
+    ('rtx4090,rtx3090 / rtx3090'), optionally in parentheses; 'N x (GPUS)' is N machines alike
+    ('2x(8xh200)'). Without '/' or 'x(...)' it is one machine."""
+    machines: list[tuple[str, ...]] = []
+    for part in text.split("/"):
+        if not part.strip():
+            raise PlannerError(f"empty machine in {text!r}; write e.g. rtx4090,rtx3090 / rtx3090 or 2x(8xh200)")
+        m = _MACHINES.match(part)
+        n, body = (int(m.group(1)), m.group(2)) if m else (1, part.strip())
+        if body.startswith("(") and body.endswith(")"):
+            body = body[1:-1]
+        if "(" in body or ")" in body:
+            raise PlannerError(f"cannot read machine {part.strip()!r}; write e.g. 2x(8xh200) or (rtx4090,rtx3090)")
+        if not 1 <= n <= MAX_NODES:
+            raise PlannerError(f"machine count {n} in {part.strip()!r} is out of range (1-{MAX_NODES})")
+        machines += [parse_gpus(body)] * n
+    if len(machines) > MAX_NODES:
+        raise PlannerError(f"{len(machines)} machines: at most {MAX_NODES}")
+    return tuple(machines)
 
 
 @dataclass(frozen=True)
@@ -181,6 +210,8 @@ class Resolved:
     checkpoint_quant: str = ""  # the checkpoint's quant_method where the plan loads it as stored (vLLM reads it)
     kv_quant_v: str = ""  # the V cache type where it differs from K (llama.cpp -ctv)
     kv_v_bytes_per_value: float = 0.0
+    nodes: tuple[int, ...] = ()  # per GPU: its machine (0 runs the server); () = one machine
+    network: Any = None  # planner.hardware.Network between the machines
 
     @property
     def v_type(self) -> str:
@@ -309,6 +340,24 @@ def allowed(r: Resolved) -> bool:
     return True
 
 
+def _machines(catalog: Catalog, engine: Engine, dep: Deployment, nodes: tuple[int, ...]):
+    """A plan over several machines: today llama.cpp's RPC backend (rpc-server on each other machine,
+    llama-server --rpc on machine 0). Its devices come first: llama.cpp puts the RPC devices ahead of
+    the local ones (src/llama.cpp:276), so the other machines hold the first layers and machine 0 the
+    last layers and the output. Returns the network and the GPUs' order."""
+    if engine.family != "llama.cpp":
+        raise PlannerError(f"plans over several machines are modelled for llama.cpp's RPC backend only; {engine.family} "
+                           "across machines (Ray / --nnodes, pipeline and expert parallel over the network) is not yet")
+    if not dep.network:
+        raise PlannerError("GPUs on several machines need --network (the link between them: 10gbe, tb5, tb5-rdma, "
+                           "ib-ndr400, ...; see `planner networks`)")
+    if (dep.split or engine.default_split) != "layer":
+        raise PlannerError("llama.cpp's RPC backend takes a layer split only: -sm row has no RPC buffer type "
+                           "(src/llama-model.cpp:1146-1167) and -sm tensor over RPC is not in b11434")
+    order = sorted(range(len(nodes)), key=lambda i: (nodes[i] == 0, nodes[i], i))
+    return catalog.network(dep.network), order
+
+
 def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, file_weights=None) -> Resolved:
     """Names to objects, engine defaults filled in, unsupported combinations refused."""
     card = card or catalog.model(dep.model)
@@ -321,8 +370,20 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         if g.vendor not in engine.vendors:
             raise PlannerError(f"engine {engine.id} does not run on {g.id} ({g.vendor}); try one of "
                                + ", ".join(e.id for e in catalog.engines.values() if g.vendor in e.vendors))
-    if len({g.memory_kind for g in gpus}) > 1 or (len(gpus) > 1 and gpus[0].memory_kind == "unified"):
-        raise PlannerError("unified-memory machines cannot be combined with other GPUs in one deployment")
+    nodes, network, dep_ts = tuple(dep.nodes), None, dep.tensor_split
+    if nodes and len(nodes) != len(gpus):
+        raise PlannerError("internal: one machine index per GPU expected")
+    if len(set(nodes)) > 1:
+        network, order = _machines(catalog, engine, dep, nodes)
+        gpus, nodes = tuple(gpus[i] for i in order), tuple(nodes[i] for i in order)
+        dep_ts = tuple(dep.tensor_split[i] for i in order) if dep.tensor_split else None
+    else:
+        if dep.network:
+            raise PlannerError(f"--network {dep.network} joins machines: give GPUs on several, e.g. --gpu 'm4max / m4max'")
+        nodes = ()
+    per_node = [[g for g, n in zip(gpus, nodes or (0,) * len(gpus)) if n == k] for k in sorted(set(nodes or (0,)))]
+    if len({g.memory_kind for g in gpus}) > 1 or any(len(m) > 1 and m[0].memory_kind == "unified" for m in per_node):
+        raise PlannerError("unified-memory machines cannot be combined with other GPUs in one machine")
 
     # weights: exact from a GGUF file, or computed from a recipe
     what_if, stored = None, ""
@@ -367,7 +428,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         raise PlannerError(f"{engine.id} has no {split} split; it offers: {', '.join(engine.split_modes)}")
     if split == "tensor" and engine.family != "llama.cpp" and len({g.id for g in gpus}) > 1:
         raise PlannerError(f"{engine.id} tensor parallelism needs identical GPUs; use --split layer or --engine llama.cpp-*")
-    tensor_split = dep.tensor_split
+    tensor_split = dep_ts
     if tensor_split is not None:
         if len(tensor_split) != len(gpus) or not all(0 <= x < math.inf for x in tensor_split):
             raise PlannerError(f"--tensor-split needs {len(gpus)} non-negative numbers, one per GPU")
@@ -415,7 +476,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         ubatch_tokens=dep.ubatch_tokens or default_ubatch(engine, gpus),
         gpu_layers=arch.n_layers if dep.gpu_layers is None else dep.gpu_layers,
         cpu_moe_layers=dep.cpu_moe_layers, host=host, host_ram_bytes=dep.host_ram_bytes,
-        tensor_split=tensor_split, exact_weights=exact, flash_attention=fa,
+        tensor_split=tensor_split, nodes=nodes, network=network, exact_weights=exact, flash_attention=fa,
         kernel_of={k: t.kernel for k, t in catalog.formats.types.items()}, hf_repo=card.hf_repo,
         auto_offload=(engine.family == "llama.cpp" and dep.gpu_layers is None and not dep.cpu_moe_layers
                       and gpus[0].memory_kind == "dedicated" and not (split == "tensor" and len(gpus) > 1)),

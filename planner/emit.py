@@ -58,6 +58,14 @@ def _llamacpp(r: Resolved, ctx: int) -> str:
             a += ["-ts", ",".join(f"{x / sum(r.tensor_split) * 100:.0f}" for x in r.tensor_split)]
         if r.split == "tensor":
             a += ["-fit", "off"]  # auto-fit is not supported with --split-mode tensor
+    workers = []
+    if r.nodes:  # llama.cpp RPC: an rpc-server on every other machine (all its GPUs: tools/rpc/rpc-server.cpp:192-198)
+        for k in sorted(set(r.nodes) - {0}):
+            gpus = " + ".join(g.id for g, nd in zip(r.gpus, r.nodes) if nd == k)
+            workers += [f"# machine {k} ({gpus}), llama.cpp built with -DGGML_RPC=ON; -H 0.0.0.0 listens beyond localhost "
+                        "(default 127.0.0.1, rpc-server.cpp:95); -c caches the weights it is sent on local disk",
+                        shlex.join(["rpc-server", "-H", "0.0.0.0", "-p", "50052", "-c"])]
+        a += ["--rpc", ",".join(f"machine{k}:50052" for k in sorted(set(r.nodes) - {0}))]
     s = r.spec
     if s is not None:
         a += ["--spec-type", {"draft": "draft-simple", "eagle": "draft-eagle3", "mtp": "draft-mtp",
@@ -65,7 +73,9 @@ def _llamacpp(r: Resolved, ctx: int) -> str:
         if s.method != "mtp":
             a += ["-md", f"{s.draft.model_name}-{s.draft.quant}.gguf".replace(" ", "-"), "-ngld", "all"]
         a += ["--spec-draft-n-max", str(s.gamma)]
-    return shlex.join(a)  # file names with spaces or parentheses stay one argument
+    head = ([f"# machine 0 ({' + '.join(g.id for g, nd in zip(r.gpus, r.nodes) if nd == 0)}): the server; replace "
+             "machineK with each machine's address on the network"] if workers else [])
+    return "\n".join(workers + head + [shlex.join(a)])  # file names with spaces or parentheses stay one argument
 
 
 # the same plan in each server's own flag names

@@ -140,7 +140,7 @@ def fit(catalog: Catalog, r: Resolved, prompt: int | None = None, gen: int | Non
     a["efficiency_factors_from"] = perf.efficiency_from
     return FitResult(
         model=r.model_id, model_name=r.model_name, architecture=architecture_summary(r.arch), fits=plan.fits, ctx_tokens=ctx, max_ctx_tokens=best, memory=plan, perf=perf, spec=spec,
-        claim=claim, assumptions=a, warnings=tuple(warnings + list(perf.notes)), suggestions=suggestions)
+        claim=claim, assumptions=a, warnings=tuple(dict.fromkeys(warnings + list(perf.notes))), suggestions=suggestions)
 
 
 def _auto_offload(r: Resolved, ctx: int) -> tuple[Resolved, str | None]:
@@ -171,6 +171,10 @@ def _assumptions(r: Resolved) -> dict[str, Any]:
         "kv_quant": r.kv_quant,
         "kv_quant_v": r.v_type,
         "split": r.split if len(r.gpus) > 1 else "none",
+        "machines": None if not r.nodes else {
+            "network": r.network.id, "transport": "llama.cpp RPC",
+            "gpu_machine": list(r.nodes),  # per device of `memory.devices`, in that order (other machines first)
+            "bandwidth_bytes_per_s": r.network.bandwidth.si, "latency_one_way_s": r.network.latency.si},
         "batch": r.batch,
         "ubatch_tokens": r.ubatch_tokens,
         "flash_attention": r.flash_attention,

@@ -65,6 +65,22 @@ class FrontendTable(Sourced):
     frontends: dict[str, Frontend]
 
 
+class Network(Strict):
+    """A network between machines (hwdb/networks.toml): one transfer's bandwidth in one direction and a
+    small message's one-way latency, through the stack the engine uses."""
+
+    id: str = ""
+    name: str
+    transport: Literal["tcp", "rdma"]
+    line_rate: Quantity
+    bandwidth: Quantity
+    latency: Quantity
+
+
+class NetworkTable(Sourced):
+    networks: dict[str, Network]
+
+
 class LinkTable(Sourced):
     """hwdb/links.toml: PCIe generations (PCI-SIG figures)."""
 

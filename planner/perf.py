@@ -108,6 +108,12 @@ class StepModel:
     syncs_per_layer: int
     compute_known: bool  # every GPU publishes the compute peaks its kernels use
     paths: str = ""  # the kernel-path table the GPUs run (empty: the classic roofline)
+    # several machines (llama.cpp RPC): GPU boundaries inside one machine, and the other machines' RPC
+    # servers, each costing per step a send of the activations and a blocking fetch of its output
+    local_boundaries: int | None = None  # None: every boundary is local (one machine)
+    rpc_servers: int = 0
+    net_latency_s: float = 0.0  # one way
+    net_bandwidth: float = math.inf  # bytes/s one direction
 
 
 # --- compile ---------------------------------------------------------------------------------
@@ -357,7 +363,18 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         gemv_max_tokens=kern.gemv_max_tokens, offload_min_batch=kern.offload_min_batch,
         pipeline_prefill=kern.pipeline_prefill, link_bandwidth=lbw, link_name=lname, pcie_bandwidth=pbw,
         activation_bytes=kern.activation_bytes, syncs_per_layer=kern.tp_syncs_per_layer, compute_known=compute_known,
-        paths=table.id if pathed else "")
+        paths=table.id if pathed else "", **_machines_of(r))
+
+
+def _machines_of(r: Resolved) -> dict:
+    """The StepModel fields of a plan over several machines (llama.cpp RPC): boundaries between
+    GPUs of one machine, and the remote machines (each an rpc-server) with the network."""
+    if not r.nodes or len(set(r.nodes)) < 2:
+        return {}
+    n = len(r.gpus)
+    crossings = sum(1 for a, b in zip(r.nodes, r.nodes[1:]) if a != b)
+    return {"local_boundaries": n - 1 - crossings, "rpc_servers": len(set(r.nodes) - {0}),
+            "net_latency_s": r.network.latency.si, "net_bandwidth": r.network.bandwidth.si}
 
 
 def _kernel_of(r: Resolved, storage: str) -> str:
@@ -558,7 +575,12 @@ def step(sm: StepModel, tokens, seqs, q, depth) -> StepTimes:
         gpu_t = np.maximum.reduce([o.total for o in g]) if n > 1 else g[0].total
         bott = gpu_t
     else:
-        comm = (n - 1) * (e.link_latency_s + act / sm.link_bandwidth) if n > 1 else np.zeros_like(tokens)
+        local = n - 1 if sm.local_boundaries is None else sm.local_boundaries
+        comm = local * (e.link_latency_s + act / sm.link_bandwidth) if local else np.zeros_like(tokens)
+        if sm.rpc_servers:  # llama.cpp RPC (ggml-rpc.cpp): the client sends each remote server its input
+            # (one way) and fetches its output (a round trip that waits for the remote compute); between two
+            # servers the activations pass through the client
+            comm = comm + sm.rpc_servers * (3 * sm.net_latency_s + 2 * act / sm.net_bandwidth)
         gpu_t = sum(o.total for o in g)
         bott = np.maximum.reduce([o.total for o in g]) if n > 1 else g[0].total
     host_t = h[0].total if h else 0.0

@@ -32,11 +32,22 @@ def wrap(text: str, width: int) -> str:
     return "\n".join(out)
 
 
+def _machines_line(r: Resolved) -> str:
+    per = {}
+    for g, k in zip(r.gpus, r.nodes):
+        per.setdefault(k, []).append(g.id)
+    ms = "; ".join(f"{k}: {' + '.join(v)}{' (server)' if k == 0 else ''}" for k, v in sorted(per.items()))
+    n = r.network
+    return (f"machines {ms}; over {n.id} ({n.bandwidth.si / 1e9:.3g} GB/s, {n.latency.si * 1e6:.3g} us one way), "
+            "llama.cpp RPC: the other machines hold the first layers")
+
+
 def fit_text(res: FitResult, r: Resolved) -> str:
     a = res.assumptions
     gpus = " + ".join(d.device for d in res.memory.devices)
     lines = [
         f"{r.model_name} on {gpus}  [{a['engine_name']}, weights {a['quant']}, KV {r.kv_label}, batch {a['batch']}]",
+        *([_machines_line(r)] if r.nodes else []),
         f"context {fmt_tokens(res.ctx_tokens)} tokens per sequence: "
         + {"fits": "FITS", "does-not-fit": "DOES NOT FIT",
            "fits-if-host-ram": f"FITS if the host has {(res.host_ram_needed_bytes or 0) / GiB:,.1f} GiB of RAM free "
@@ -222,6 +233,18 @@ def host_table(c: Catalog) -> str:
     return "\n".join(rows)
 
 
+def network_table(c: Catalog) -> str:
+    """Each network: what one transfer achieves, a small message's one-way latency, and whether the
+    numbers were measured (m) or estimated (e)."""
+    rows = [f"{'id':<11}{'stack':<6}{'GB/s':>10}{'one way':>13}  name"]
+    for nid, n in sorted(c.networks.items(), key=lambda kv: (kv[1].transport, kv[1].bandwidth.si)):
+        tag = lambda q: "(e)" if q.is_estimate else "(m)"  # noqa: E731
+        rows.append(f"{nid:<11}{n.transport:<6}{n.bandwidth.si / GB:>6.3g} {tag(n.bandwidth)}"
+                    f"{n.latency.si * 1e6:>6.3g} us {tag(n.latency)}  {n.name}")
+    rows.append("(m) measured or a datasheet figure, (e) estimated; `planner networks --json` gives the sources")
+    return "\n".join(rows)
+
+
 def quant_table(c: Catalog) -> str:
     rows = ["weight recipes (bits/weight of the base type; mixes raise some tensors):"]
     for name, r in c.recipes.recipes.items():
@@ -260,6 +283,9 @@ def entry_json(c: Catalog, kind: str, v) -> dict:
     """A catalog entry as its data file holds it (with its id), for the --json of the listing commands;
     a model also says how planner read its architecture."""
     out = {"kind": kind, **v.model_dump(mode="json")}
+    if kind == "network":
+        cited = {q.source for q in (v.line_rate, v.bandwidth, v.latency) if q.source}
+        out["sources"] = {k: c.network_sources[k].model_dump(mode="json") for k in sorted(cited)}
     if kind == "model":
         from planner.fit import architecture_summary
 

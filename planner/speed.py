@@ -89,7 +89,13 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
     notes = []
     if sm.host is not None and r.host is None:
         notes.append(f"host memory not given (--host): offloaded layers assumed on {DEFAULT_HOST}")
-    if len(r.gpus) > 1:
+    if sm.rpc_servers:
+        notes.append(f"llama.cpp RPC over {r.network.id}: each step sends every other machine its input and waits for "
+                     f"its output, {sm.rpc_servers} network round trip(s) of {2 * r.network.latency.si * 1e6:.3g} us plus "
+                     "the activations at the network's bandwidth (b11434's protocol, ggml-rpc.cpp); published RPC runs "
+                     "of older builds lost more per token to the network than this (docs/multinode.md#validation): "
+                     "read decode as an upper bound")
+    if len(r.gpus) > 1 and sm.local_boundaries != 0:
         notes.append(f"GPUs linked by {sm.link_name}, {sm.link_bandwidth / GB:.1f} GB/s each way")
         if sm.split == "layer":
             notes.append("layer split: each token passes the GPUs in turn, so their times add up; "
@@ -147,7 +153,9 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
         prompt_tokens=prompt, gen_tokens=gen, depth_tokens=depth, batch=b, prefill_tok_s=pre_tok_s, ttft_s=ttft,
         prefill_bound=pre_bound, decode_tok_s=tok_s, decode_total_tok_s=tok_s * b, tpot_s=1 / tok_s,
         decode_bound=bound_of(dstep), decode_at=tuple(at), ceiling_decode_tok_s=ceiling, ceiling_prefill_tok_s=ceil_pre,
-        mbu=mbu, mfu=mfu, comm_s_per_step=dstep.comm_s, split=sm.split, link=sm.link_name, calibration=cal.id,
+        mbu=mbu, mfu=mfu, comm_s_per_step=dstep.comm_s, split=sm.split,
+        link=(f"{r.network.id} between machines (llama.cpp RPC)" + (f" and {sm.link_name}" if sm.local_boundaries else "")
+              if sm.rpc_servers else sm.link_name), calibration=cal.id,
         efficiency_from=sm.eff.engine_source, decode_step=dstep, prefill_step=pstep, notes=tuple(notes))
 
 

@@ -42,6 +42,7 @@ _UNIT_TO_SI: dict[str, float] = {
     "MB/s": MB,
     "GB/s": GB,
     "TB/s": TB,
+    "Gb/s": 1e9 / 8,  # network line rates are quoted in bits
     # compute: decimal tera/peta, as vendors quote it. 1 MAC = 2 FLOP; values are FLOP/s.
     "GFLOP/s": 1e9,
     "TFLOP/s": 1e12,
