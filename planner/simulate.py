@@ -269,11 +269,11 @@ def engine_for(catalog, r, cal, prefix_caching: bool | None = None, unified: boo
             draft, _verify, keep = cycle_times(m, seqs, depth, g, a)
             return float(draft + keep)
 
-        dpre = None
-        if not r.spec.block and r.spec.method != "mtp":  # a separate draft model prefills the prompts too
-            def dpre(tokens, seqs, depth):
-                return float(step(m.draft, tokens, seqs, tokens / seqs, depth).total)
-        spec = SpecSim(g, a, extra, dpre)
+        def draft_prefill(tokens, seqs, depth):
+            return float(step(m.draft, tokens, seqs, tokens / seqs, depth).total)
+
+        # a separate draft model prefills the prompts too
+        spec = SpecSim(g, a, extra, draft_prefill if not r.spec.block and r.spec.method != "mtp" else None)
     pc = srv.prefix_caching_default if prefix_caching is None else prefix_caching
     plan = plan_memory(r, ctx)
     kv_now = sum(d.kv_cache_bytes for d in plan.devices)
