@@ -462,13 +462,15 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
     assumed_host = host or catalog.hosts.get(DEFAULT_HOST)
 
     ctx_tokens, notes = dep.ctx_tokens, [what_if] if what_if else []
-    fe = catalog.frontends.get((dep.engine or "").strip().lower().replace(" ", ""))
+    fe = catalog.frontends.get((dep.engine or "").strip().lower().replace(" ", "").replace("-", "").replace("_", ""))
     if fe is not None and ctx_tokens is None:  # e.g. Ollama: a default context by VRAM, not the model's maximum
         default = fe.default_ctx(sum(g.memory_bytes for g in gpus))
         if default:
             ctx_tokens = min(default, arch.max_position_embeddings)
-            notes.append(f"{fe.name}'s default context on {sum(g.memory_bytes for g in gpus) / GiB:.0f} GiB of VRAM: "
-                         f"{ctx_tokens:,} tokens (set {fe.ctx_setting}, or --ctx here, for more)")
+            where = (f" on {sum(g.memory_bytes for g in gpus) / GiB:.0f} GiB of VRAM"
+                     if any(t.below_vram_gib is not None for t in fe.ctx_tiers) else "")
+            notes.append(f"{fe.name}'s default context{where}: {ctx_tokens:,} tokens (set {fe.ctx_setting}, or --ctx "
+                         "here, for more)")
     r = Resolved(
         model_id=card.id, model_name=card.name, arch=arch, weights=weights, gpus=gpus, engine=engine,
         quant=quant, kv_quant=kv_name, kv_bytes_per_value=kv.bytes_per_value, ctx_tokens=ctx_tokens,

@@ -233,3 +233,16 @@ def test_quant_names_as_published(catalog):
     for name in ("UD-Q4_K_XL", "Q4_K_XL", "ud-iq2_xxs"):
         with pytest.raises(PlannerError, match="dynamic mixes"):
             catalog.recipe(name, "gguf")
+
+
+@pytest.mark.parametrize("name", ["lm studio", "LM Studio", "lm-studio", "lmstudio"])
+def test_lm_studio_plans_its_default_context(name):
+    """LM Studio runs llama.cpp and loads a model with a 4,096-token context unless told otherwise
+    (hwdb/frontends.toml, user reports); --ctx still wins."""
+    from planner.catalog import Catalog
+    from planner.deployment import Deployment, resolve
+
+    cat = Catalog()
+    r = resolve(cat, Deployment(model="qwen3-8b", gpus=("rtx4090",), engine=name))
+    assert r.engine.family == "llama.cpp" and r.ctx_tokens == 4096 and any("LM Studio" in n for n in r.notes)
+    assert resolve(cat, Deployment(model="qwen3-8b", gpus=("rtx4090",), engine=name, ctx_tokens=16384)).ctx_tokens == 16384
