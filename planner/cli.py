@@ -319,12 +319,34 @@ def gpu_layout(catalog: Catalog, text: str) -> tuple[tuple[str, ...], tuple[int,
 def parse_sets(text: str, catalog: Catalog | None = None) -> list[tuple[str, ...]]:
     """'rtx5090,2xrtx3090,rtx5090+rtx3090ti' -> three sets; '+' joins GPUs of one mixed set; 'auto'
     is this machine's GPUs as one set."""
+    return parse_sets_machines(text, catalog)[0]
+
+
+def parse_sets_machines(text: str, catalog: Catalog | None = None):
+    """--gpus: the sets, and for those over several machines ('2x(m4max)', 'rtx4090+rtx3090/rtx3090':
+    '/' between machines, '+' between one machine's GPUs) each GPU's machine, by set index."""
     if text.strip().lower() == "auto":
-        return [gpu_ids(catalog or Catalog(), text)]
-    sets = [parse_gpus(t.replace("+", ",")) for t in text.split(",") if t.strip()]
+        return [gpu_ids(catalog or Catalog(), text)], {}
+    sets, machines, depth, term = [], {}, 0, ""
+    for ch in text + ",":
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            t = term.strip()
+            term = ""
+            if not t:
+                continue
+            if "/" in t or "(" in t:
+                ms = parse_machines(t.replace("+", ","))
+                if len(ms) > 1:
+                    machines[len(sets)] = tuple(k for k, m in enumerate(ms) for _ in m)
+                sets.append(tuple(g for m in ms for g in m))
+            else:
+                sets.append(parse_gpus(t.replace("+", ",")))
+        else:
+            term += ch
     if not sets:
         raise PlannerError("--gpus is empty; write e.g. rtx5090,2xrtx3090,rtx5090+rtx3090ti")
-    return sets
+    return sets, machines
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -332,7 +354,8 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 
 
 _COMPARE_OPTIONS = [
-    click.option("--gpus", default=None, help="GPU sets to compare, comma-separated: rtx5090,2xrtx3090,rtx5090+rtx3090ti (default: every catalog GPU, 1 to --max-gpus of each)"),
+    click.option("--gpus", default=None, help="GPU sets to compare, comma-separated: rtx5090,2xrtx3090,rtx5090+rtx3090ti (default: every catalog GPU, 1 to --max-gpus of each); over several machines: 2x(m4max), rtx4090+rtx3090/rtx3090 (with --network)"),
+    click.option("--network", default=None, help="the link between machines for sets over several (see `planner networks`)"),
     click.option("--max-gpus", type=click.IntRange(1, 8), default=4, show_default=True, help="with no --gpus: the most cards of one kind in a set"),
     click.option("--budget", type=FiniteFloat(min=0), default=None, help="most USD to spend on the GPUs (street price, else launch price)"),
     click.option("--workload", type=click.Choice(sorted(WORKLOADS)), default="chat", show_default=True, help="chat: one stream, ranked by decode tok/s; batch: 16 streams, ranked by total tok/s"),
@@ -541,7 +564,7 @@ def compare_cmd(model, top, show_all, as_json, as_csv, **opts):
 
 
 def _comparison(catalog, model, gpus, max_gpus, budget, workload, ctx, batch, prompt, gen, quant, kv_quant, engine,
-                split, calibration):
+                split, calibration, network=None):
     from dataclasses import replace as dc_replace
 
     from planner import compare as cmp
@@ -553,7 +576,11 @@ def _comparison(catalog, model, gpus, max_gpus, budget, workload, ctx, batch, pr
     w = cmp.WORKLOADS[workload]
     w = dc_replace(w, ctx_tokens=ctx or w.ctx_tokens, batch=batch or w.batch, prompt_tokens=w.prompt_tokens
                    if prompt is None else prompt, gen_tokens=w.gen_tokens if gen is None else gen)
-    sets = parse_sets(gpus, catalog) if gpus else cmp.candidate_sets(catalog, max_gpus)
+    sets, machines = parse_sets_machines(gpus, catalog) if gpus else (cmp.candidate_sets(catalog, max_gpus), {})
+    if machines and not network:
+        raise PlannerError("sets over several machines need --network (10gbe, tb5, tb5-rdma, ...; see `planner networks`)")
+    if network:
+        catalog.network(network)  # unknown names fail here, with suggestions
     for s in sets:
         for g in s:
             catalog.gpu(g)  # unknown names fail here, with suggestions
@@ -563,7 +590,7 @@ def _comparison(catalog, model, gpus, max_gpus, budget, workload, ctx, batch, pr
     for k in _names(kv_quant) or ():
         catalog.kv_type(k)
     return cmp.compare(catalog, card, sets, w, catalog.calibration(calibration, eng), _names(quant), _names(kv_quant),
-                       eng, split, budget, auto=not gpus)
+                       eng, split, budget, auto=not gpus, machines=machines, network=network)
 
 
 def _html_out(path: str, option: str = "-o") -> Path:

@@ -8,6 +8,7 @@ docs/compare.md; this module owns them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 from planner.calibration import Calibration
@@ -60,7 +61,8 @@ class Option(Strict):
 
 class Entry(Strict):
     gpus: tuple[str, ...]
-    label: str  # e.g. 2xrtx3090
+    label: str  # e.g. 2xrtx3090, or m4max / m4max for several machines
+    nodes: tuple[int, ...] = ()  # several machines: each GPU's (in `gpus` order); () = one machine
     engine: str | None
     status: Status
     reason: str  # why it is not ranked, or ""
@@ -157,7 +159,8 @@ def _ladder(catalog: Catalog, engine, fmt: str, quants: tuple[str, ...] | None, 
 def compare(catalog: Catalog, card: ModelCard, sets: list[tuple[str, ...]], workload: Workload,
             cal: Calibration, quants: tuple[str, ...] | None = None, kvs: tuple[str, ...] | None = None,
             engine: str | None = None, split: str | None = None, budget_usd: float | None = None,
-            auto: bool = False) -> Comparison:
+            auto: bool = False, machines: dict[int, tuple[int, ...]] | None = None,
+            network: str | None = None) -> Comparison:
     """Plan `card` on every GPU set; rank the sets that fit by the workload's metric.
 
     `auto` (sets from candidate_sets): more of one card is only tried while fewer of them do not
@@ -165,10 +168,12 @@ def compare(catalog: Catalog, card: ModelCard, sets: list[tuple[str, ...]], work
     cost more (docs/compare.md)."""
     entries: list[Entry] = []
     saturated: set[str] = set()  # cards that already run the best quant and KV type with fewer of them
-    for gpus in sets:
+    for i, gpus in enumerate(sets):
         if auto and len(set(gpus)) == 1 and gpus[0] in saturated:
             continue
-        e = _plan_set(catalog, card, gpus, workload, cal, quants, kvs, engine, split, budget_usd)
+        nodes = (machines or {}).get(i, ())
+        e = _plan_set(catalog, card, gpus, workload, cal, quants, kvs, engine, split, budget_usd, nodes,
+                      network if nodes else None)
         if auto and e.status == "fits" and split != "tensor" and e.options[0].fits:
             saturated.add(gpus[0])
         entries.append(e)
@@ -183,6 +188,9 @@ def compare(catalog: Catalog, card: ModelCard, sets: list[tuple[str, ...]], work
     if any(e.price_basis and "launch" in e.price_basis for e in ranked):
         notes.append("launch prices are used where no street price is known")
     notes.append("power is board power (TDP) of the GPUs, not measured draw; host, CPU and PSU are not counted")
+    if machines:
+        notes.append(f"sets over several machines (llama.cpp RPC over {network}): the GPUs are priced, not the other "
+                     "machines they sit in")
     notes.append("GPU memory only: `planner fit` plans host-RAM offload for sets that do not fit")
     return Comparison(
         model=card.id, model_name=card.name, workload=workload.name, metric=workload.metric, metric_what=workload.what,
@@ -208,16 +216,22 @@ def pareto_front(points: list[tuple[float | None, float | None]]) -> set[int]:
     return front
 
 
-def _empty(gpus, label, engine, status, reason, vram, price, basis, power, options=()) -> Entry:
-    return Entry(gpus=gpus, label=label, engine=engine, status=status, reason=reason, rank=None, quant=None,
+def machines_label(gpus: tuple[str, ...], nodes: tuple[int, ...]) -> str:
+    """(a, b, b), (0, 0, 1) -> 'a,b / b' (the --gpu syntax for several machines)."""
+    return " / ".join(set_label(tuple(g for g, n in zip(gpus, nodes) if n == k)) for k in sorted(set(nodes)))
+
+
+def _empty(gpus, label, engine, status, reason, vram, price, basis, power, options=(), nodes=()) -> Entry:
+    return Entry(gpus=gpus, label=label, nodes=nodes, engine=engine, status=status, reason=reason, rank=None, quant=None,
                  kv_quant=None, max_ctx_tokens=None, vram_bytes=vram, decode_tok_s=None, decode_total_tok_s=None,
                  decode_full_ctx_tok_s=None, prefill_tok_s=None, ttft_s=None, decode_bound=None, speed_tok_s=None,
                  price_usd=price, price_basis=basis, tok_s_per_kusd=None, power_w=power, tok_s_per_w=None,
                  pareto=False, options=tuple(options))
 
 
-def _plan_set(catalog, card, gpus, w: Workload, cal, quants, kvs, engine_name, split, budget):
-    label = set_label(gpus)
+def _plan_set(catalog, card, gpus, w: Workload, cal, quants, kvs, engine_name, split, budget, nodes=(), network=None):
+    label = machines_label(gpus, nodes) if nodes else set_label(gpus)
+    unranked = partial(_empty, nodes=nodes)  # every unranked row says which machines it was
     objs = tuple(catalog.gpu(g) for g in gpus)
     vram = sum(g.memory_bytes for g in objs)
     price, basis = set_price(catalog, gpus)
@@ -225,13 +239,13 @@ def _plan_set(catalog, card, gpus, w: Workload, cal, quants, kvs, engine_name, s
     try:
         eng = pick_engine(catalog, objs, engine_name, False)
     except PlannerError as e:
-        return _empty(gpus, label, None, "unsupported", str(e), vram, price, basis, power)
+        return unranked(gpus, label, None, "unsupported", str(e), vram, price, basis, power)
     if budget is not None:
         if price is None:
-            return _empty(gpus, label, eng.id, "no-price", "no price in the catalog: cannot check the budget",
+            return unranked(gpus, label, eng.id, "no-price", "no price in the catalog: cannot check the budget",
                           vram, price, basis, power)
         if price > budget:
-            return _empty(gpus, label, eng.id, "over-budget", f"${price:,.0f} is over the budget of ${budget:,.0f}",
+            return unranked(gpus, label, eng.id, "over-budget", f"${price:,.0f} is over the budget of ${budget:,.0f}",
                           vram, price, basis, power)
     fmt = weight_format(eng)
     qs, ks = _ladder(catalog, eng, fmt, quants, kvs)
@@ -239,7 +253,7 @@ def _plan_set(catalog, card, gpus, w: Workload, cal, quants, kvs, engine_name, s
     for q in qs:
         try:
             dep = Deployment(model=card.id, gpus=gpus, engine=eng.id, quant=q, kv_quant=ks[0],
-                             ctx_tokens=w.ctx_tokens, batch=w.batch, split=split)
+                             ctx_tokens=w.ctx_tokens, batch=w.batch, split=split, nodes=nodes, network=network)
             base = resolve(catalog, dep, card=card)
         except PlannerError as e:
             last_err = str(e)
@@ -257,17 +271,17 @@ def _plan_set(catalog, card, gpus, w: Workload, cal, quants, kvs, engine_name, s
             if plan.fits and chosen is None:
                 chosen = r
     if not options:
-        return _empty(gpus, label, eng.id, "unsupported", last_err, vram, price, basis, power)
+        return unranked(gpus, label, eng.id, "unsupported", last_err, vram, price, basis, power)
     if chosen is None:
         least = min(options, key=lambda o: o.total_bytes - o.usable_bytes)
         short = (least.total_bytes - least.usable_bytes) / GiB
-        return _empty(gpus, label, eng.id, "no-fit",
+        return unranked(gpus, label, eng.id, "no-fit",
                       f"needs {short:.1f} GiB more even at {least.quant} with a {least.kv_quant} KV cache",
                       vram, price, basis, power, options)
     p = estimate(catalog, chosen, w.ctx_tokens, w.prompt_tokens, w.gen_tokens, 0, cal)
     speed = getattr(p, w.metric)
     return Entry(
-        gpus=gpus, label=label, engine=eng.id, status="fits", reason="", rank=None, quant=chosen.quant,
+        gpus=gpus, label=label, nodes=nodes, engine=eng.id, status="fits", reason="", rank=None, quant=chosen.quant,
         kv_quant=chosen.kv_quant, max_ctx_tokens=max_context(chosen), vram_bytes=vram, decode_tok_s=p.decode_tok_s,
         decode_total_tok_s=p.decode_total_tok_s, decode_full_ctx_tok_s=p.decode_at[-1].tok_s,
         prefill_tok_s=p.prefill_tok_s, ttft_s=p.ttft_s, decode_bound=p.decode_bound, speed_tok_s=speed,

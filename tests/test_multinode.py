@@ -119,3 +119,23 @@ def test_networks_listing():
     nets = {n["id"]: n for n in json.loads(res.output)}
     assert {"1gbe", "10gbe", "tb5", "tb5-rdma", "ib-ndr400"} <= set(nets)
     assert all(n["sources"] for n in nets.values())
+
+
+def test_compare_prices_one_big_box_against_two_small_ones():
+    """compare takes sets over several machines ('/' between machines, '+' between one machine's GPUs,
+    'N x (...)'), plans each with the network, and labels them as --gpu writes them. Two RTX 3090s over
+    10 GbE hold what two in one box hold and are no faster."""
+    from planner.cli import parse_sets_machines
+
+    sets, machines = parse_sets_machines("rtx5090,2xrtx3090,rtx3090/rtx3090,rtx4090+rtx3090/rtx3090,2x(m4max)")
+    assert sets[2] == ("rtx3090", "rtx3090") and machines == {2: (0, 1), 3: (0, 0, 1), 4: (0, 1)}
+    res = CliRunner().invoke(main, ["compare", "qwen3-32b", "--gpus", "2xrtx3090,rtx3090/rtx3090", "--network", "10gbe",
+                                    "--json"])
+    assert res.exit_code == 0, res.output
+    by = {e["label"]: e for e in json.loads(res.output)["entries"]}
+    box, two = by["2xrtx3090"], by["rtx3090 / rtx3090"]
+    assert two["nodes"] == [0, 1] and box["nodes"] == []
+    assert two["quant"] == box["quant"] and two["max_ctx_tokens"] == box["max_ctx_tokens"]
+    assert two["decode_tok_s"] <= box["decode_tok_s"] * 1.001 and two["prefill_tok_s"] <= box["prefill_tok_s"]
+    bad = CliRunner().invoke(main, ["compare", "qwen3-32b", "--gpus", "rtx3090/rtx3090"])
+    assert bad.exit_code == 2 and "--network" in bad.output
