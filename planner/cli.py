@@ -750,7 +750,7 @@ def plot_timeline_cmd(model, out, **opts):
     w = S.describe["workload"]
     arr = "replayed arrivals" if w["replayed_arrivals"] else (f"{w['rate']:g} req/s" if w["rate"] else f"{w['concurrency']} clients")
     title = f"{S.r.model_name}: a simulated run, {arr}"
-    sub = _sim_subtitle(S) + (f"; TTFT p50 {s['ttft_s']['p50']:.3g} s, TPOT p50 {s['tpot_s']['p50'] * 1000:.3g} ms, "
+    sub = _sim_subtitle(S) + (f"; TTFT p50 {s['ttft_s']['p50']:.3g} s, TPOT p50 {s['tpot_s']['p50'] / units.MS:.3g} ms, "
                               f"{s['preemptions']} preemptions" if s["completed"] else "")
     fig = plots.timeline_figure(res.timeline, title, sub)
     write_atomic(path, plots.page(title, plots.div(fig, "plot-timeline")))
@@ -827,7 +827,7 @@ def tune_cmd(model, passes, top, emit, as_json, **opts):
             "knobs": [{"name": k.name, "flag": k.flag, "values": list(k.values)} for k in knobs],
             "best": {"settings": best.settings, "score_per_s": best.score, "result": best.summary},
             "tried": [{"settings": c.settings, "score_per_s": c.score, "error": c.error} for c in res.tried],
-            "command": cmd}, indent=2, default=str))
+            "command": cmd, "notes": S.describe["notes"]}, indent=2, default=str))
         return
     what = ("goodput at the offered load" if res.objective == "goodput" else
             "highest arrival rate at which 90% of requests meet the SLO")
@@ -839,10 +839,11 @@ def tune_cmd(model, passes, top, emit, as_json, **opts):
         lines.append(f"{i:>3}. {_settings_text(c.settings)}  {got}")
     s = best.summary
     lines += ["", f"best: {_settings_text(best.settings)}",
-              f"  TTFT p50 {s['ttft_s']['p50']:.3g} s (p90 {s['ttft_s']['p90']:.3g}), TPOT p50 {s['tpot_s']['p50'] * 1000:.3g} ms, "
+              f"  TTFT p50 {s['ttft_s']['p50']:.3g} s (p90 {s['ttft_s']['p90']:.3g}), TPOT p50 {s['tpot_s']['p50'] / units.MS:.3g} ms, "
               f"{s['output_tok_s']:.0f} output tok/s, {s['slo_attained']:.0%} of requests meet the SLO"]
     if cmd:
         lines += ["", cmd]
+    lines += [f"note: {n}" for n in S.describe["notes"]]
     echo_text("\n".join(lines))
 
 
@@ -865,7 +866,8 @@ def _server_flags(r, settings: dict) -> str:
     if fam == "llama.cpp":
         if settings.get("kv_unified"):
             out.append("-kvu")
-        if "cache_ram" in settings and settings["cache_ram"] != 8192:
+        pc = r.engine.server.prompt_cache_default if r.engine.server else None
+        if "cache_ram" in settings and settings["cache_ram"] != (int(pc.value) if pc else 0):
             out += ["--cache-ram", str(settings["cache_ram"])]
         if settings.get("prefix_caching") is False:
             out.append("--no-cache-prompt")
@@ -1349,6 +1351,14 @@ def _list_json(catalog: Catalog, kind: str, table: dict) -> None:
     click.echo(json.dumps([render.entry_json(catalog, kind, v) for _, v in sorted(table.items())], indent=2))
 
 
+def _listing(as_json: bool, kind: str, table: str, text) -> None:
+    """A catalog listing: the entries of `catalog.<table>` as JSON, or `text(catalog)`."""
+    catalog = Catalog()
+    if as_json:
+        return _list_json(catalog, kind, getattr(catalog, table))
+    click.echo(text(catalog))
+
+
 @main.command("gpus")
 @JSON_OPTION
 @friendly
@@ -1359,10 +1369,7 @@ def gpus_cmd(as_json):
 
         planner gpus
     """
-    catalog = Catalog()
-    if as_json:
-        return _list_json(catalog, "gpu", catalog.gpus)
-    click.echo(render.gpu_table(catalog))
+    _listing(as_json, "gpu", "gpus", render.gpu_table)
 
 
 @main.command("models")
@@ -1447,10 +1454,7 @@ def engines_cmd(as_json):
 
         planner engines
     """
-    catalog = Catalog()
-    if as_json:
-        return _list_json(catalog, "engine", catalog.engines)
-    click.echo(render.engine_table(catalog))
+    _listing(as_json, "engine", "engines", render.engine_table)
 
 
 @main.command("hosts")
@@ -1463,10 +1467,7 @@ def hosts_cmd(as_json):
 
         planner hosts
     """
-    catalog = Catalog()
-    if as_json:
-        return _list_json(catalog, "host", catalog.hosts)
-    click.echo(render.host_table(catalog))
+    _listing(as_json, "host", "hosts", render.host_table)
 
 
 @main.command("networks")
@@ -1479,10 +1480,7 @@ def networks_cmd(as_json):
 
         planner networks
     """
-    catalog = Catalog()
-    if as_json:
-        return _list_json(catalog, "network", catalog.networks)
-    click.echo(render.network_table(catalog))
+    _listing(as_json, "network", "networks", render.network_table)
 
 
 @main.command("quants")

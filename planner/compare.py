@@ -190,7 +190,8 @@ def compare(catalog: Catalog, card: ModelCard, sets: list[tuple[str, ...]], work
     notes.append("power is board power (TDP) of the GPUs, not measured draw; host, CPU and PSU are not counted")
     if machines:
         notes.append(f"sets over several machines (llama.cpp RPC over {network}): the GPUs are priced, not the other "
-                     "machines they sit in")
+                     "machines they sit in; their decode is an upper bound (published RPC runs lost more per token to "
+                     "the network than planned, docs/multinode.md#validation)")
     notes.append("GPU memory only: `planner fit` plans host-RAM offload for sets that do not fit")
     return Comparison(
         model=card.id, model_name=card.name, workload=workload.name, metric=workload.metric, metric_what=workload.what,

@@ -248,6 +248,18 @@ class EngineSpeculative(Strict):
     source: str
 
 
+class AdmissionBudget(Strict):
+    """SGLang's admission of waiting requests: running requests' remaining outputs (at most
+    `clip_new_tokens` each) are reserved at new_token_ratio, which starts at `ratio_init` and falls to
+    ratio_init x `ratio_min_factor` over `decay_steps` steps."""
+
+    ratio_init: float = Field(gt=0, le=1)
+    ratio_min_factor: float = Field(gt=0, le=1)
+    decay_steps: int = Field(ge=1)
+    clip_new_tokens: int = Field(ge=1)
+    source: str
+
+
 class EngineServer(Strict):
     """How the engine's server schedules requests, for `planner simulate` (docs/simulate.md)."""
 
@@ -260,6 +272,7 @@ class EngineServer(Strict):
     # and recurrent state) is copied into it when the slot takes a new request (blocking every slot)
     prompt_cache_default: Quantity | None = None
     prompt_cache_save_bandwidth: Quantity | None = None
+    admission_budget: AdmissionBudget | None = None  # SGLang; unset: vLLM's whole-prompt gate
     source: str
 
 

@@ -7,7 +7,7 @@ from planner.deployment import Resolved
 from planner.errors import did_you_mean
 from planner.fit import FitResult
 from planner.schema import Quantity
-from planner.units import GB, GFLOP, MB, MS, TFLOP, GiB, fmt_params, fmt_tokens
+from planner.units import GB, GFLOP, MB, MS, TFLOP, US, GiB, fmt_params, fmt_tokens
 
 
 def _g(n: float) -> str:
@@ -38,7 +38,7 @@ def _machines_line(r: Resolved) -> str:
         per.setdefault(k, []).append(g.id)
     ms = "; ".join(f"{k}: {' + '.join(v)}{' (server)' if k == 0 else ''}" for k, v in sorted(per.items()))
     n = r.network
-    return (f"machines {ms}; over {n.id} ({n.bandwidth.si / 1e9:.3g} GB/s, {n.latency.si * 1e6:.3g} us one way), "
+    return (f"machines {ms}; over {n.id} ({n.bandwidth.si / GB:.3g} GB/s, {n.latency.si / US:.3g} us one way), "
             "llama.cpp RPC: the other machines hold the first layers")
 
 
@@ -240,7 +240,7 @@ def network_table(c: Catalog) -> str:
     for nid, n in sorted(c.networks.items(), key=lambda kv: (kv[1].transport, kv[1].bandwidth.si)):
         tag = lambda q: "(e)" if q.is_estimate else "(m)"  # noqa: E731
         rows.append(f"{nid:<11}{n.transport:<6}{n.bandwidth.si / GB:>6.3g} {tag(n.bandwidth)}"
-                    f"{n.latency.si * 1e6:>6.3g} us {tag(n.latency)}  {n.name}")
+                    f"{n.latency.si / US:>6.3g} us {tag(n.latency)}  {n.name}")
     rows.append("(m) measured or a datasheet figure, (e) estimated; `planner networks --json` gives the sources")
     return "\n".join(rows)
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from planner import simulate as sim
 from planner.errors import PlannerError
+from planner.units import GB, MS, NS
 
 # closed-loop runs of llama-3.1-8b at 8 and 32 clients: steady decode batches, where the per-slot sampling
 # time shows most plainly; the other 10 runs (Poisson arrivals, other models and vocabularies) are held out
@@ -84,7 +85,7 @@ def load_published(path: Path) -> list[PublishedRun]:
     lines = [x for x in Path(path).read_text().splitlines() if not x.startswith("#")]
     out = []
     for row in csv.DictReader(lines):
-        ms = lambda k: float(row[k]) / 1000  # noqa: E731
+        ms = lambda k: float(row[k]) * MS  # noqa: E731
         out.append(PublishedRun(row["run"], dict(row), {
             "ttft_p50": ms("ttft_median_ms"), "tpot_p50": ms("tpot_median_ms"), "req_s": float(row["req_s"]),
             "ttft_mean": ms("ttft_mean_ms"), "output_tok_s": float(row["output_tok_s"])}))
@@ -199,9 +200,9 @@ def _with(e, r, params: dict | None):
         return e
     e = replace(e, cache={})
     if "sample_ns" in params:
-        e.sample_s_per_seq = params["sample_ns"] * 1e-9 * r.arch.vocab_size
+        e.sample_s_per_seq = params["sample_ns"] * NS * r.arch.vocab_size
     if "save_GBps" in params and e.save_limit_tokens:
-        e.save_bandwidth = params["save_GBps"] * 1e9
+        e.save_bandwidth = params["save_GBps"] * GB
     return e
 
 
@@ -285,7 +286,7 @@ def summary(scored: list[Scored]) -> list[dict]:
 def _fmt(k: str, v: float) -> str:
     if k == "req_s":
         return f"{v:.2f}"
-    return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
+    return f"{v / MS:.0f} ms" if v < 1 else f"{v:.2f} s"
 
 
 def lines(scored: list[Scored], markdown: bool) -> list[str]:

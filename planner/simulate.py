@@ -15,10 +15,10 @@ Schedulers, as the engines run them:
     preempted and recomputed later (its blocks freed). Prefix caching (on by default,
     vllm/config/cache.py:257) serves the full blocks of a prompt's cached prefix without
     computing them, never the whole prompt (vllm/v1/core/kv_cache_manager.py:296-302).
-    SGLang: the same loop, its radix cache at a page of 1 token, and its own admission budget: a
-    waiting request joins while its prompt plus its remaining output x new_token_ratio fits in the
-    free tokens less the running requests' remaining outputs x the same ratio (the ratio starts at
-    0.7 and decays to 0.098 over 600 steps; back to 0.7 after a preemption).
+    SGLang: the same loop, its radix cache at a page of 1 token, and its own admission budget (the
+    profile's [server].admission_budget): a waiting request joins while its prompt plus its remaining
+    output x new_token_ratio fits in the free tokens less the running requests' remaining outputs x
+    the same ratio (0.7 decaying to 0.098 over 600 steps; back to the start after a preemption).
   * llama.cpp server (tools/server/server.cpp, b11434): -np slots; a request waits for a free
     slot; every step batches one token per generating slot (plus its drafts) and prompt tokens
     of the slots still prefilling, up to n_batch (-b) tokens; each slot's next token is sampled
@@ -52,7 +52,9 @@ from planner.errors import PlannerError
 from planner.units import MiB as MIB
 
 BLOCK_TOKENS = 16  # vLLM's default KV block (vllm/config/cache.py block_size)
-DEPTH_BIN = 64  # step times are cached at depths rounded to this many tokens (relative 1/64 past 4,096)
+DEPTH_BIN = 64  # step times are cached at depths rounded to this many tokens up to DEPTH_EXACT,
+DEPTH_EXACT = 4096  # past it to 1/64 of the depth's octave (a step of 2^(bit_length - DEPTH_REL_BITS))
+DEPTH_REL_BITS = 7
 GRID_EXACT = 64  # token and sequence counts up to this are priced exactly; above, on a grid of 1/32 per octave
 
 
@@ -169,10 +171,18 @@ class SpecSim:
 
 
 def _depth_bin(depth: float) -> int:
-    if depth < 4096:
+    """The cached depth of a step (_depth_bins for one value, without numpy: it runs every step)."""
+    if depth < DEPTH_EXACT:
         return int(round(depth / DEPTH_BIN)) * DEPTH_BIN
-    step = 1 << max(0, int(depth).bit_length() - 7)  # 1/64 of the octave
+    step = 1 << max(0, int(depth).bit_length() - DEPTH_REL_BITS)
     return int(round(depth / step)) * step
+
+
+def _depth_bins(depth: np.ndarray) -> np.ndarray:
+    """_depth_bin of every element (frexp's exponent is the integer part's bit length)."""
+    e = np.frexp(np.maximum(depth, 1.0))[1]
+    step = np.where(depth < DEPTH_EXACT, DEPTH_BIN, np.exp2(np.maximum(e - DEPTH_REL_BITS, 0)))
+    return (np.round(depth / step) * step).astype(np.int64)
 
 
 def _grid(x: int) -> tuple[int, int]:
@@ -206,6 +216,7 @@ class Engine:
     save_bytes_fixed: float = 0.0  # recurrent state
     save_limit_tokens: int = 0  # contexts above this are not saved (larger than the whole cache)
     spec: SpecSim | None = None
+    budget: object = None  # planner.hardware.AdmissionBudget: SGLang's admission; None: vLLM's whole-prompt gate
     fast_forward: bool = True  # price runs of identical decode steps at once (False: step by step; same result)
     cache: dict = field(default_factory=dict)
 
@@ -235,10 +246,6 @@ class Engine:
         return a + (b - a) * (tokens - lo) / (hi - lo)
 
 
-# SGLang's new-token ratio (srt/environ.py:646-648; managers/scheduler_components/new_token_ratio_tracker.py):
-# starts at 0.7, decays to 0.7 x 0.14 over 600 steps; CLIP_MAX_NEW_TOKENS 4096 (managers/schedule_policy.py:89)
-SGL_RATIO_INIT, SGL_RATIO_MIN, SGL_CLIP = 0.7, 0.7 * 0.14, 4096
-SGL_RATIO_DECAY = (SGL_RATIO_INIT - SGL_RATIO_MIN) / 600
 LLAMA_SERVER_AUTO_SLOTS = 4  # -np -1 (auto) becomes 4 slots with a unified KV (tools/server/server.cpp:168-171)
 
 
@@ -302,7 +309,7 @@ def engine_for(catalog, r, cal, prefix_caching: bool | None = None, unified: boo
     blocks = int(free / block_bytes) if block_bytes else 10**9
     sb = -(-int(state) // max(1, int(block_bytes))) if state else 0
     return Engine(r.engine.family, r.batch, r.ubatch_tokens, max(blocks, 0), ctx, fn, block_tokens=bt,
-                  state_blocks=sb, kv_per_token=per_token > 0, prefix_caching=pc, spec=spec)
+                  state_blocks=sb, kv_per_token=per_token > 0, prefix_caching=pc, spec=spec, budget=srv.admission_budget)
 
 
 # --- the simulation ------------------------------------------------------------------------------
@@ -430,8 +437,12 @@ def run(engine: Engine, w: Workload, max_steps: int = 50_000_000) -> SimResult:
     slot_busy = np.zeros(engine.max_seqs if llama else 0, dtype=bool)
     t, steps, n_pre, rejected, failed, finished = 0.0, 0, 0, 0, 0, 0
     peak, timeline = 0.0, []
-    sgl = engine.kind == "sglang"
-    ratio = SGL_RATIO_INIT
+    sgl = engine.budget is not None and not llama
+    if sgl:
+        ab = engine.budget
+        ratio_init, ratio_min, clip = ab.ratio_init, ab.ratio_init * ab.ratio_min_factor, ab.clip_new_tokens
+        decay = (ratio_init - ratio_min) / ab.decay_steps
+        ratio = ratio_init
 
     def release_next(at: float) -> None:
         nonlocal closed_next
@@ -508,8 +519,8 @@ def run(engine: Engine, w: Workload, max_steps: int = 50_000_000) -> SimResult:
             # SGLang's admission budget (mem_cache/prefill_budget.py:99-170): the free tokens less what the
             # running requests may still decode (remaining output, at most 4,096, x new_token_ratio)
             if preempted_now:
-                ratio = SGL_RATIO_INIT
-            sgl_room = free * B - float((np.minimum(R.gmax - R.gen, SGL_CLIP) * ratio).sum())
+                ratio = ratio_init
+            sgl_room = free * B - float((np.minimum(R.gmax - R.gen, clip) * ratio).sum())
         # waiting requests: none in a step that preempted (scheduler.py:1050); vLLM admits one only if the
         # free blocks hold its whole prompt (full_sequence_must_fit, kv_cache_manager.py:531-548), and stops
         # at the first that does not fit (scheduler.py:1455-1461)
@@ -522,7 +533,7 @@ def run(engine: Engine, w: Workload, max_steps: int = 50_000_000) -> SimResult:
             else:
                 (hit, shr), sl = hit_for(i), -1
                 if sgl:
-                    need_tokens = (int(target[i]) - hit) + min(int(gmax[i] - generated[i]), SGL_CLIP) * ratio
+                    need_tokens = (int(target[i]) - hit) + min(int(gmax[i] - generated[i]), clip) * ratio
                     if not need_tokens < sgl_room:
                         break
                     sgl_room -= need_tokens + B
@@ -582,7 +593,7 @@ def run(engine: Engine, w: Workload, max_steps: int = 50_000_000) -> SimResult:
                 t += float(times.sum())
                 steps += k
                 if sgl:
-                    ratio = max(ratio - k * SGL_RATIO_DECAY, SGL_RATIO_MIN)
+                    ratio = max(ratio - k * decay, ratio_min)
                 if not llama:
                     need = np.maximum(_blocks(engine, ctx + k) - R.blk - R.shr, 0)
                     R.blk += need
@@ -613,7 +624,7 @@ def run(engine: Engine, w: Workload, max_steps: int = 50_000_000) -> SimResult:
         t += dt
         steps += 1
         if sgl:
-            ratio = max(ratio - SGL_RATIO_DECAY, SGL_RATIO_MIN)
+            ratio = max(ratio - decay, ratio_min)
         # --- advance
         if npf:
             R.pf[pidx] += take[pidx]
@@ -700,11 +711,7 @@ def _steady_steps(engine: Engine, R: _Running, ctx, free: int, pool: int, pendin
 
 def _decode_run_times(engine: Engine, seqs: int, depth0: float, k: int) -> np.ndarray:
     """Step times of k decode steps of `seqs` sequences from mean depth depth0 (one token deeper each)."""
-    d = depth0 + np.arange(k)
-    e = np.frexp(np.maximum(d, 1.0))[1]
-    step = np.where(d < 4096, DEPTH_BIN, np.exp2(np.maximum(e - 7, 0)))
-    bins = (np.round(d / step) * step).astype(np.int64)
-    uniq, inv = np.unique(bins, return_inverse=True)
+    uniq, inv = np.unique(_depth_bins(depth0 + np.arange(k)), return_inverse=True)
     per = np.array([engine.step_time(seqs, seqs, float(b)) for b in uniq])[inv]
     return per + engine.sample_s_per_seq * seqs
 

@@ -19,7 +19,7 @@ from planner.deployment import DEFAULT_HOST, Resolved
 from planner.perf import (PhaseBreakdown, StepModel, bound_of, breakdown, ceiling_step_time, compile_steps,
                           decode_step_time, decode_time, prefill_time)
 from planner.schema import Strict
-from planner.units import GB
+from planner.units import GB, US
 
 DEFAULT_PROMPT = 512  # llama-bench's pp512 / tg128 defaults
 DEFAULT_GEN = 128
@@ -91,7 +91,7 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
         notes.append(f"host memory not given (--host): offloaded layers assumed on {DEFAULT_HOST}")
     if sm.rpc_servers:
         notes.append(f"llama.cpp RPC over {r.network.id}: each step sends every other machine its input and waits for "
-                     f"its output, {sm.rpc_servers} network round trip(s) of {2 * r.network.latency.si * 1e6:.3g} us plus "
+                     f"its output, {sm.rpc_servers} network round trip(s) of {2 * r.network.latency.si / US:.3g} us plus "
                      "the activations at the network's bandwidth (b11434's protocol, ggml-rpc.cpp); published RPC runs "
                      "of older builds lost more per token to the network than this (docs/multinode.md#validation): "
                      "read decode as an upper bound")

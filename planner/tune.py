@@ -65,8 +65,9 @@ def knobs_for(catalog, r, quants: tuple | None, kvs: tuple | None, spec: bool, p
             out.append(Knob("ubatch_tokens", "-ub", (512, 1024, 2048)))
         if "kv_unified" not in fixed:
             out.append(Knob("kv_unified", "-kvu", (False, True)))
-        if "cache_ram" not in fixed:
-            out.append(Knob("cache_ram", "--cache-ram", (8192, 0)))
+        pc = eng.server.prompt_cache_default if eng.server else None
+        if "cache_ram" not in fixed and pc:  # the server's default prompt cache, or none
+            out.append(Knob("cache_ram", "--cache-ram", (int(pc.value), 0)))
     else:
         if "batch" not in fixed:
             out.append(Knob("batch", "--max-num-seqs" if eng.family == "vllm" else "--max-running-requests",

@@ -22,6 +22,8 @@ MiB = 2**20
 GiB = 2**30
 TiB = 2**40
 MS = 1e-3  # seconds per millisecond
+US = 1e-6  # seconds per microsecond
+NS = 1e-9  # seconds per nanosecond
 GFLOP = 1e9
 TFLOP = 1e12
 
@@ -52,9 +54,9 @@ _UNIT_TO_SI: dict[str, float] = {
     "W": 1.0,
     # time
     "s": 1.0,
-    "ms": 1e-3,
-    "us": 1e-6,
-    "ns": 1e-9,
+    "ms": MS,
+    "us": US,
+    "ns": NS,
     # frequency
     "MHz": 1e6,
     "GHz": 1e9,

@@ -351,3 +351,8 @@ def test_sglang_admits_while_prompt_and_expected_output_fit():
     e.kv_blocks = 10_000
     w = sim.Workload(n_requests=12, trace=tuple((1000, 1000, 0.0) for _ in range(12)))
     assert sim.run(e, w).timeline[0][1] == 5
+
+
+def test_the_cached_depth_is_the_same_for_one_value_and_many():
+    depths = np.array([0, 31, 33, 4000, 4095, 4096, 5000, 70_000, 1_000_000.5])
+    assert list(sim._depth_bins(depths)) == [sim._depth_bin(float(d)) for d in depths]
