@@ -190,7 +190,8 @@ class Catalog:
         self.drafts = self._load_dir("models_db/drafts", DraftCard)
         self.links = load_toml(self.root / "hwdb" / "links.toml", LinkTable)
         nets = load_toml(self.root / "hwdb" / "networks.toml", NetworkTable)
-        self.networks = {k: v.model_copy(update={"id": k}) for k, v in nets.networks.items()}
+        self.networks = {k: v.model_copy(update={"id": k, "nccl_hop_overhead": nets.nccl.hop_overhead.si})
+                         for k, v in nets.networks.items()}
         self.network_sources = nets.sources
         fe = self.root / "hwdb" / "frontends.toml"
         self.frontends = load_toml(fe, FrontendTable).frontends if fe.is_file() else {}

@@ -55,6 +55,11 @@ class Deployment(Strict):
     # several machines: the machine of each GPU (0 = the one that runs the server), and the network
     nodes: tuple[int, ...] = ()
     network: str | None = None
+    # vLLM / SGLang parallel layout: GPUs per pipeline stage (--tensor-parallel-size) and stages
+    # (--pipeline-parallel-size); tp x pp = the GPUs. Unset: --split, else one stage per machine
+    tp: int | None = Field(default=None, ge=1)
+    pp: int | None = Field(default=None, ge=1)
+    expert_parallel: bool = False  # vLLM --enable-expert-parallel, SGLang --ep-size = tp
 
 
 _GPU_TERM = re.compile(r"^\s*(?:(\d+)(\s*[x*]\s*|x)(?=\S))?([A-Za-z0-9_.:+\- ]+?)\s*$")
@@ -104,6 +109,29 @@ def parse_machines(text: str) -> tuple[tuple[str, ...], ...]:
     if len(machines) > MAX_NODES:
         raise PlannerError(f"{len(machines)} machines: at most {MAX_NODES}")
     return tuple(machines)
+
+
+def gpus_label(ids: list[str] | tuple[str, ...], nodes: tuple[int, ...] = ()) -> str:
+    """GPUs as --gpu writes them: runs of one GPU as 8xh100-sxm, machines apart with ' / ', alike
+    machines as 2x(8xh100-sxm)."""
+    def runs(xs: list[str]) -> list[str]:
+        out: list[list] = []
+        for x in xs:
+            if out and out[-1][0] == x:
+                out[-1][1] += 1
+            else:
+                out.append([x, 1])
+        return [f"{k}x{x}" if k > 1 else x for x, k in out]
+
+    if not nodes:
+        return " + ".join(runs(list(ids)))
+    per: dict[int, list[str]] = {}
+    for g, k in zip(ids, nodes):
+        per.setdefault(k, []).append(g)
+    machines = [",".join(runs(v)) for _, v in sorted(per.items())]
+    if len(set(machines)) == 1:
+        return f"{len(machines)}x({machines[0]})"
+    return " / ".join(machines)
 
 
 @dataclass(frozen=True)
@@ -212,6 +240,19 @@ class Resolved:
     kv_v_bytes_per_value: float = 0.0
     nodes: tuple[int, ...] = ()  # per GPU: its machine (0 runs the server); () = one machine
     network: Any = None  # planner.hardware.Network between the machines
+    rails: int = 1  # network links per machine (--network 8xib-ndr400: one NIC per GPU)
+    tp: int = 0  # GPUs per pipeline stage; 0 = by split (tensor: all of them, layer: one)
+    expert_parallel: bool = False  # MoE layers split by whole experts over each stage's GPUs
+
+    @property
+    def tp_size(self) -> int:
+        """GPUs sharing each layer (tensor parallel): tp x pp_size = the GPUs."""
+        return self.tp or (len(self.gpus) if self.split == "tensor" else 1)
+
+    @property
+    def pp_size(self) -> int:
+        """Pipeline stages: groups of tp_size GPUs holding consecutive layers."""
+        return len(self.gpus) // self.tp_size
 
     @property
     def v_type(self) -> str:
@@ -331,31 +372,94 @@ def check_engine_rules(engine: Engine, split: str, n_gpus: int, kv_name: str, fa
                            "drop --no-flash-attn")
 
 
+def check_tp(engine: Engine, arch: Architecture, tp: int, n: int) -> None:
+    """vLLM / SGLang tensor parallelism: the attention heads divisible by tp (vllm/config/model.py:1557-1563;
+    SGLang srt/models/llama.py:183-194) and the KV heads split or replicated evenly (linear.py:1064-1071)."""
+    if engine.family == "llama.cpp" or tp <= 1:
+        return
+    heads = next((a.n_heads for a in arch.layers if a.softmax and a.n_heads), 0)
+    if heads and heads % tp:
+        raise PlannerError(f"{engine.family} needs the attention heads ({heads}) divisible by the tensor-parallel "
+                           f"size ({tp}); try --tp {max(d for d in range(1, tp + 1) if heads % d == 0 and n % d == 0)}")
+    kv = next((a.n_kv_heads for a in arch.layers if a.softmax and a.kind != "mla" and a.n_kv_heads), 0)
+    if kv and (kv % tp if kv >= tp else tp % kv):
+        raise PlannerError(f"{engine.family} cannot share {kv} KV heads evenly over {tp} GPUs (tensor parallel)")
+
+
 def allowed(r: Resolved) -> bool:
     """Whether the engine accepts this (possibly edited) resolved deployment."""
     try:
         check_engine_rules(r.engine, r.split, len(r.gpus), r.kv_quant, r.flash_attention, r.arch, r.v_type)
+        check_tp(r.engine, r.arch, r.tp_size, len(r.gpus))
+        if len(r.gpus) % r.tp_size:
+            return False
     except PlannerError:
         return False
     return True
 
 
+_RAILS = re.compile(r"^\s*(\d+)\s*[x*]\s*(\S.*)$")
+
+
+def _network(catalog: Catalog, text: str):
+    """--network ID, or N x ID: N links of that network per machine (one NIC per GPU, as on an
+    8-GPU server with a rail-optimised fabric). Returns (network, rails)."""
+    m = _RAILS.match(text)
+    rails, name = (int(m.group(1)), m.group(2)) if m else (1, text)
+    if not 1 <= rails <= MAX_GPUS:
+        raise PlannerError(f"--network {text!r}: {rails} links per machine is out of range (1-{MAX_GPUS})")
+    return catalog.network(name.strip()), rails
+
+
 def _machines(catalog: Catalog, engine: Engine, dep: Deployment, nodes: tuple[int, ...]):
-    """A plan over several machines: today llama.cpp's RPC backend (rpc-server on each other machine,
-    llama-server --rpc on machine 0). Its devices come first: llama.cpp puts the RPC devices ahead of
-    the local ones (src/llama.cpp:276), so the other machines hold the first layers and machine 0 the
-    last layers and the output. Returns the network and the GPUs' order."""
-    if engine.family != "llama.cpp":
-        raise PlannerError(f"plans over several machines are modelled for llama.cpp's RPC backend only; {engine.family} "
-                           "across machines (Ray / --nnodes, pipeline and expert parallel over the network) is not yet")
+    """A plan over several machines. llama.cpp: its RPC backend (rpc-server on each other machine,
+    llama-server --rpc on machine 0); its devices come first, as llama.cpp puts the RPC devices ahead
+    of the local ones (src/llama.cpp:276), so the other machines hold the first layers and machine 0
+    the last layers and the output. vLLM / SGLang: one torch.distributed world over the machines in
+    order (Ray or --nnodes), pipeline stages and tensor-parallel groups laid over consecutive ranks.
+    Returns the network, links per machine and the GPUs' order."""
     if not dep.network:
         raise PlannerError("GPUs on several machines need --network (the link between them: 10gbe, tb5, tb5-rdma, "
-                           "ib-ndr400, ...; see `planner networks`)")
-    if (dep.split or engine.default_split) != "layer":
-        raise PlannerError("llama.cpp's RPC backend takes a layer split only: -sm row has no RPC buffer type "
-                           "(src/llama-model.cpp:1146-1167) and -sm tensor over RPC is not in b11434")
-    order = sorted(range(len(nodes)), key=lambda i: (nodes[i] == 0, nodes[i], i))
-    return catalog.network(dep.network), order
+                           "ib-ndr400, 8xib-ndr400, ...; see `planner networks`)")
+    network, rails = _network(catalog, dep.network)
+    if engine.family == "llama.cpp":
+        if (dep.split or engine.default_split) != "layer" or (dep.tp or 1) > 1:
+            raise PlannerError("llama.cpp's RPC backend takes a layer split only: -sm row has no RPC buffer type "
+                               "(src/llama-model.cpp:1146-1167) and -sm tensor over RPC is not in b11434")
+        return network, rails, sorted(range(len(nodes)), key=lambda i: (nodes[i] == 0, nodes[i], i))
+    counts = [nodes.count(k) for k in sorted(set(nodes))]
+    if len(set(counts)) > 1:
+        # vLLM: world size divisible by --nnodes, the same GPUs per node (vllm/engine/arg_utils.py:2399-2413);
+        # SGLang: (tp x pp) % nnodes == 0 (srt/arg_groups/validation_hook.py:178-181)
+        raise PlannerError(f"{engine.family} across machines runs the same number of GPUs on each "
+                           f"(--nnodes divides the world size); these machines have {', '.join(map(str, counts))}")
+    return network, rails, sorted(range(len(nodes)), key=lambda i: (nodes[i], i))
+
+
+def _layout(engine: Engine, dep: Deployment, arch: Architecture, n: int, nodes: tuple[int, ...],
+            split: str) -> tuple[int, str]:
+    """GPUs per pipeline stage (tp) and the split it amounts to, from --tp / --pp, else --split,
+    else one stage per machine (vLLM's own advice: tensor parallel inside a node, pipeline parallel
+    across nodes, docs/serving/parallelism_scaling.md). Refuses the layouts the engine refuses."""
+    machines = len(set(nodes)) or 1
+    if dep.tp or dep.pp:
+        tp = dep.tp or max(n // dep.pp, 1)
+        pp = dep.pp or max(n // tp, 1)
+        if tp * pp != n:
+            raise PlannerError(f"--tp {tp} x --pp {pp} = {tp * pp} GPUs, but --gpu gives {n}")
+    elif machines > 1 and engine.family != "llama.cpp":
+        tp = n // machines if dep.split != "layer" else 1
+        if dep.split == "tensor":
+            tp = n
+    else:
+        tp = n if split == "tensor" else 1
+    if engine.family == "llama.cpp":
+        if 1 < tp < n:
+            raise PlannerError("llama.cpp splits every layer over all GPUs (-sm tensor) or layers over GPUs "
+                               "(-sm layer); tensor groups inside pipeline stages are vLLM's and SGLang's")
+        return tp, ("tensor" if tp == n and n > 1 else "layer")
+    check_tp(engine, arch, tp, n)
+    return tp, ("tensor" if tp == n and n > 1 else "layer")
 
 
 def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, file_weights=None) -> Resolved:
@@ -373,8 +477,9 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
     nodes, network, dep_ts = tuple(dep.nodes), None, dep.tensor_split
     if nodes and len(nodes) != len(gpus):
         raise PlannerError("internal: one machine index per GPU expected")
+    rails = 1
     if len(set(nodes)) > 1:
-        network, order = _machines(catalog, engine, dep, nodes)
+        network, rails, order = _machines(catalog, engine, dep, nodes)
         gpus, nodes = tuple(gpus[i] for i in order), tuple(nodes[i] for i in order)
         dep_ts = tuple(dep.tensor_split[i] for i in order) if dep.tensor_split else None
     else:
@@ -426,8 +531,17 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
     split = dep.split or engine.default_split
     if split not in engine.split_modes:
         raise PlannerError(f"{engine.id} has no {split} split; it offers: {', '.join(engine.split_modes)}")
-    if split == "tensor" and engine.family != "llama.cpp" and len({g.id for g in gpus}) > 1:
+    tp, split = _layout(engine, dep, arch, len(gpus), nodes, split)
+    if tp > 1 and engine.family != "llama.cpp" and len({g.id for g in gpus}) > 1:
         raise PlannerError(f"{engine.id} tensor parallelism needs identical GPUs; use --split layer or --engine llama.cpp-*")
+    if dep.expert_parallel:
+        if engine.family == "llama.cpp":
+            raise PlannerError("expert parallelism (--ep) is vLLM's and SGLang's; llama.cpp splits experts with the layers")
+        if arch.n_experts <= 1:  # vllm/config/model.py:1498-1503
+            raise PlannerError(f"{card.id} is not a mixture-of-experts model: expert parallelism does not apply")
+        if tp == 1:
+            raise PlannerError("expert parallelism shares each stage's experts over its tensor-parallel GPUs: "
+                               "it needs --tp 2 or more")
     tensor_split = dep_ts
     if tensor_split is not None:
         if len(tensor_split) != len(gpus) or not all(0 <= x < math.inf for x in tensor_split):
@@ -478,10 +592,11 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         ubatch_tokens=dep.ubatch_tokens or default_ubatch(engine, gpus),
         gpu_layers=arch.n_layers if dep.gpu_layers is None else dep.gpu_layers,
         cpu_moe_layers=dep.cpu_moe_layers, host=host, host_ram_bytes=dep.host_ram_bytes,
-        tensor_split=tensor_split, nodes=nodes, network=network, exact_weights=exact, flash_attention=fa,
+        tensor_split=tensor_split, nodes=nodes, network=network, rails=rails, tp=tp,
+        expert_parallel=dep.expert_parallel, exact_weights=exact, flash_attention=fa,
         kernel_of={k: t.kernel for k, t in catalog.formats.types.items()}, hf_repo=card.hf_repo,
         auto_offload=(engine.family == "llama.cpp" and dep.gpu_layers is None and not dep.cpu_moe_layers
-                      and gpus[0].memory_kind == "dedicated" and not (split == "tensor" and len(gpus) > 1)),
+                      and gpus[0].memory_kind == "dedicated" and tp == 1),
         host_max_bytes=assumed_host.max_capacity_bytes if assumed_host else None,
         host_max_from=assumed_host.id if assumed_host else "",
         notes=tuple(notes), checkpoint_quant=stored,

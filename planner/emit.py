@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from planner.deployment import Resolved, default_ubatch
+from planner.deployment import Resolved, default_ubatch, gpus_label
 from planner.errors import PlannerError
 
 FAMILIES = ("llama.cpp", "vllm", "sglang")
@@ -92,8 +92,12 @@ _SERVER_FLAGS = {
 def _server(r: Resolved, ctx: int, family: str) -> str:
     f = _SERVER_FLAGS[family]
     a = f["start"] + f["model"] + [r.hf_repo or r.model_name]
-    if len(r.gpus) > 1:
-        a += [f["tp"] if r.split == "tensor" else f["pp"], str(len(r.gpus))]
+    if r.tp_size > 1:
+        a += [f["tp"], str(r.tp_size)]
+    if r.pp_size > 1:
+        a += [f["pp"], str(r.pp_size)]
+    if r.expert_parallel:  # vLLM: EP over the tensor-parallel group (parallel.py:190); SGLang: --ep-size = tp
+        a += ["--enable-expert-parallel"] if family == "vllm" else ["--ep-size", str(r.tp_size)]
     a += [f["ctx"], str(ctx)]
     kv = f["kv_names"].get(r.kv_quant, r.kv_quant)
     if kv != "auto":
@@ -131,4 +135,31 @@ def _server(r: Resolved, ctx: int, family: str) -> str:
                 a += ["--speculative-draft-model-path", repo]
             a += ["--speculative-num-steps", str(1 if s.block else s.gamma), "--speculative-eagle-topk", "1",
                   "--speculative-num-draft-tokens", str(s.gamma + 1)]
+    if r.nodes:
+        return head + _server_machines(r, family, a)
     return head + shlex.join(a)
+
+
+def _server_machines(r: Resolved, family: str, a: list[str]) -> str:
+    """The commands of a vLLM / SGLang plan over several machines, in the order to run them. vLLM:
+    a Ray cluster (ray start --head on machine 0, ray start --address on the others), then one
+    `vllm serve ... --distributed-executor-backend ray` on machine 0 (vLLM never picks Ray itself when
+    the world is larger than one machine: vllm/config/parallel.py:1066-1077; docs/serving/
+    parallelism_scaling.md). SGLang: the same launch_server on every machine with --nnodes,
+    --node-rank and --dist-init-addr (srt/arg_groups/fields/parallel.py:32-44)."""
+    machines = sorted(set(r.nodes))
+    gpus = {k: gpus_label([g.id for g, nd in zip(r.gpus, r.nodes) if nd == k]) for k in machines}
+    out = [f"# {len(machines)} machines; replace machine0 with machine 0's address on the network between them"]
+    if family == "vllm":
+        out += [f"# machine 0 ({gpus[0]}): the Ray head", shlex.join(["ray", "start", "--head", "--port=6379"])]
+        for k in machines[1:]:
+            out += [f"# machine {k} ({gpus[k]}): join the Ray cluster",
+                    shlex.join(["ray", "start", "--address=machine0:6379"])]
+        out += [f"# machine 0, once `ray status` shows all {len(r.gpus)} GPUs: the server",
+                shlex.join(a + ["--distributed-executor-backend", "ray"])]
+        return "\n".join(out)
+    for k in machines:
+        out += [f"# machine {k} ({gpus[k]})" + (": serves the API" if k == 0 else ""),
+                shlex.join(a + ["--nnodes", str(len(machines)), "--node-rank", str(k), "--dist-init-addr",
+                                "machine0:20000"])]
+    return "\n".join(out)

@@ -171,9 +171,13 @@ def _assumptions(r: Resolved) -> dict[str, Any]:
         "kv_quant": r.kv_quant,
         "kv_quant_v": r.v_type,
         "split": r.split if len(r.gpus) > 1 else "none",
+        # GPUs per pipeline stage (tensor parallel) and stages; expert parallel over each stage's GPUs
+        "parallel": {"tp": r.tp_size, "pp": r.pp_size, "expert_parallel": r.expert_parallel},
         "machines": None if not r.nodes else {
-            "network": r.network.id, "transport": "llama.cpp RPC",
-            "gpu_machine": list(r.nodes),  # per device of `memory.devices`, in that order (other machines first)
+            "network": r.network.id,
+            "transport": "llama.cpp RPC" if r.engine.family == "llama.cpp" else "torch.distributed (NCCL)",
+            "gpu_machine": list(r.nodes),  # per device of `memory.devices`, in that order (llama.cpp RPC: other machines first)
+            "links_per_machine": r.rails,
             "bandwidth_bytes_per_s": r.network.bandwidth.si, "latency_one_way_s": r.network.latency.si},
         "batch": r.batch,
         "ubatch_tokens": r.ubatch_tokens,
@@ -308,10 +312,11 @@ def _suggest(catalog: Catalog, r: Resolved, ctx: int, best: int) -> list[Suggest
                                   effect=f"{r.arch.n_layers - alt.gpu_layers} of {r.arch.n_layers} layers in host RAM "
                                          f"({p.host_bytes / GiB:.1f} GiB on the host); decode slows to host-memory speed"))
     # one more GPU of the same kind
-    if len(r.gpus) < 8 and r.gpus[0].memory_kind == "dedicated":
-        alt = with_(r, gpus=r.gpus + (r.gpus[-1],), tensor_split=None)
+    if len(r.gpus) < 8 and r.gpus[0].memory_kind == "dedicated" and not r.nodes and r.pp_size * r.tp_size == len(r.gpus) \
+            and (r.tp_size == 1 or r.pp_size == 1):
+        alt = with_(r, gpus=r.gpus + (r.gpus[-1],), tensor_split=None, tp=0)
         ok, m = _try(alt, ctx) if allowed(alt) else (False, 0)
         if ok:
             out.append(Suggestion(change=f"--gpu {','.join(g.id for g in alt.gpus)}", fits=True, max_ctx_tokens=m,
-                                  effect=f"a second {r.gpus[-1].id} ({r.split} split); max context {fmt_tokens(m)}"))
+                                  effect=f"one more {r.gpus[-1].id} ({r.split} split); max context {fmt_tokens(m)}"))
     return out

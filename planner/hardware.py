@@ -75,10 +75,16 @@ class Network(Strict):
     line_rate: Quantity
     bandwidth: Quantity
     latency: Quantity
+    nccl_hop_overhead: float = 0.0  # seconds (NetworkTable.nccl), set when the catalog loads
+
+
+class Nccl(Strict):
+    hop_overhead: Quantity  # per hop between machines, on top of the network's latency
 
 
 class NetworkTable(Sourced):
     networks: dict[str, Network]
+    nccl: Nccl
 
 
 class LinkTable(Sourced):
@@ -223,6 +229,11 @@ class EngineKernels(Strict):
     pipeline_prefill: bool  # layer split overlaps ubatches of a prompt across GPUs
     offload_min_batch: int = Field(ge=0)  # steps of at least this many tokens run host-resident layers on the GPU
     tensor_split_excluded: tuple[str, ...] = ()  # HF model_type values the tensor split refuses
+    # how a pipeline (layer) split spreads layers over stages: by each GPU's share (llama.cpp -ts), or
+    # n // pp each with the extra layers on the stages before the last (vLLM) or on the last (SGLang)
+    pp_partition: Literal["share", "remainder_before_last", "remainder_last"] = "share"
+    pp_boundary_tensors: int = Field(default=1, ge=1)  # activation tensors sent per stage boundary
+    kv_heads_replicated: bool = False  # tensor parallel: max(1, kv_heads // tp) KV heads per GPU, MLA whole
     source: str
 
 

@@ -128,25 +128,58 @@ def _assign_layers(n_gpu_layers: int, shares: list[float]) -> list[int]:
     return counts
 
 
+def stage_layer_counts(r: Resolved) -> list[int]:
+    """GPU layers per pipeline stage. llama.cpp: by cumulative share of each GPU (-ts); vLLM: n // pp
+    each, the n % pp extra layers on the stages before the last, from the second-to-last backwards
+    (vllm/distributed/utils.py:225-230, get_pp_indices); SGLang: the extra layers on the last stages
+    (srt/distributed/utils.py:110-149)."""
+    pp, n = r.pp_size, r.gpu_layers
+    if pp == 1:
+        return [n]
+    rule = r.engine.kernels.pp_partition
+    if rule == "share":
+        return _assign_layers(n, shares(r))
+    counts, extra = [n // pp] * pp, n % pp
+    order = list(range(pp - 2, -1, -1)) + [pp - 1] if rule == "remainder_before_last" else list(range(pp - 1, -1, -1))
+    for i in order[:extra]:
+        counts[i] += 1
+    return counts
+
+
 def output_device(r: Resolved) -> int:
-    """The GPU holding the output head under a layer split: llama.cpp gives it the device of
-    the position after the last layer (llama-model.cpp, load_tensors: dev_output), which is the
-    last GPU with a non-zero share; a GPU given a share of 0 holds nothing."""
-    return max(d for d, x in enumerate(shares(r)) if x > 0) if len(r.gpus) > 1 else 0
+    """The pipeline stage holding the output head: llama.cpp gives it the device of the position
+    after the last layer (llama-model.cpp, load_tensors: dev_output), the last GPU with a non-zero
+    share (a GPU given a share of 0 holds nothing); vLLM / SGLang the last stage. Under a layer
+    split a stage is one GPU, so this is a GPU index too."""
+    if r.pp_size == 1:
+        return 0
+    if r.tp_size == 1 and r.engine.kernels.pp_partition == "share":
+        return max(d for d, x in enumerate(shares(r)) if x > 0)
+    return r.pp_size - 1
 
 
 def layer_devices(r: Resolved) -> list[int]:
-    """Where each layer runs: -1 = host RAM (llama.cpp keeps the first n - ngl layers on the
-    CPU), else the GPU index holding it (layer split); under a tensor split every GPU layer is
-    shared and marked 0."""
-    n = r.arch.n_layers
-    n_host = n - r.gpu_layers
-    out = [-1] * n_host
-    if r.split == "tensor" or len(r.gpus) == 1:
-        return out + [0] * r.gpu_layers
-    for d, c in enumerate(_assign_layers(r.gpu_layers, shares(r))):
+    """Where each layer runs: -1 = host RAM (llama.cpp keeps the first n - ngl layers on the CPU),
+    else its pipeline stage (a GPU index under a layer split; 0 under a tensor split, where every GPU
+    shares every layer)."""
+    out = [-1] * (r.arch.n_layers - r.gpu_layers)
+    for d, c in enumerate(stage_layer_counts(r)):
         out += [d] * c
     return out
+
+
+def kv_gpu_factor(r: Resolved, a) -> float:
+    """The share of a layer's KV cache each GPU of a tensor-parallel group holds. vLLM / SGLang give
+    each GPU max(1, kv_heads // tp) heads, replicating them when tp exceeds the KV heads
+    (vllm/config/model.py:1676-1683; SGLang srt/configs/model_config.py:1700-1711), and an MLA latent
+    cache whole to every GPU (model.py:1673-1675). llama.cpp's tensor split shares it out (1 / tp,
+    scaled per GPU by --tensor-split)."""
+    tp = r.tp_size
+    if tp == 1 or not r.engine.kernels.kv_heads_replicated:
+        return 1 / tp
+    if a.kind == "mla" or a.compress_ratio or not a.n_kv_heads:
+        return 1.0
+    return max(1, a.n_kv_heads // tp) / a.n_kv_heads
 
 
 @dataclass(frozen=True)
@@ -160,6 +193,7 @@ class LayerTable:
     weights: list[int]
     experts: list[int]
     kv: list[int]
+    kv_gpu: list[int]  # the KV cache one GPU of a layer's tensor-parallel group holds (kv_gpu_factor)
     state: list[int]
     compute: tuple[int, int]  # compute buffer of a device without / with the output head
     draft: tuple[int, int, int, int]
@@ -170,19 +204,18 @@ def layer_table(r: Resolved, ctx: int) -> LayerTable:
         return list(accumulate(xs, initial=0))
 
     lb = r.layer_bytes
-    return LayerTable(lb, prefix(lb.weights), prefix(lb.experts), prefix(layer_kv_bytes(r, ctx)),
+    kv = layer_kv_bytes(r, ctx)
+    kv_gpu = [int(b * kv_gpu_factor(r, a)) for b, a in zip(kv, r.arch.layers)]
+    return LayerTable(lb, prefix(lb.weights), prefix(lb.experts), prefix(kv), prefix(kv_gpu),
                       prefix(layer_state_bytes(r)),
                       (compute_buffer_bytes(r, ctx, False), compute_buffer_bytes(r, ctx, True)), draft_memory(r, ctx))
 
 
-def _device_spans(r: Resolved) -> list[tuple[int, int]]:
-    """[first, end) of the GPU layers each device holds under a layer split (layer_devices as
-    contiguous runs)."""
-    n, n_host = r.arch.n_layers, r.arch.n_layers - r.gpu_layers
-    if r.split == "tensor" or len(r.gpus) == 1:
-        return [(n_host, n)] + [(n, n)] * (len(r.gpus) - 1)
-    spans, start = [], n_host
-    for c in _assign_layers(r.gpu_layers, shares(r)):
+def _stage_spans(r: Resolved) -> list[tuple[int, int]]:
+    """[first, end) of the GPU layers each pipeline stage holds (layer_devices as contiguous runs)."""
+    n, start = r.arch.n_layers, r.arch.n_layers - r.gpu_layers
+    spans = []
+    for c in stage_layer_counts(r):
         end = min(start + max(c, 0), n)
         spans.append((start, end))
         start = end
@@ -211,34 +244,30 @@ def plan_memory(r: Resolved, ctx: int, table: LayerTable | None = None) -> Memor
     vision = lb.vision_bytes if m.loads_vision_encoder else 0
 
     share = shares(r)
-    g = len(r.gpus)
+    g, tp = len(r.gpus), r.tp_size
+    spans = _stage_spans(r)
+    out_stage = output_device(r)
     per = [dict(w=0, kv=0, st=0, layers=0) for _ in range(g)]
-    if r.split == "layer":
-        for d, (a, b) in enumerate(_device_spans(r)):
-            per[d].update(w=span(t.weights, a, b) - span(t.experts, a, min(b, moe_end)), kv=span(t.kv, a, b),
-                          st=span(t.state, a, b), layers=max(b - a, 0))
-    else:  # tensor split: every layer's weights, heads and state shared out
-        gpu_w = span(t.weights, n_host, n) - span(t.experts, n_host, moe_end)
-        gpu_kv = span(t.kv, n_host, n)
-        gpu_st = span(t.state, n_host, n)
-        for d in range(g):
-            per[d].update(w=int(gpu_w * share[d]), kv=int(gpu_kv * share[d]), st=int(gpu_st * share[d]),
-                          layers=n - n_host)
-    out_dev = output_device(r)
-    if r.split == "tensor":
-        for d in range(g):  # vocab-parallel embedding and head
-            per[d]["w"] += int((lb.output_bytes + (0 if input_on_host else lb.input_bytes) + vision) * share[d])
-    else:
-        per[out_dev]["w"] += lb.output_bytes
-        if not input_on_host:
-            per[0]["w"] += lb.input_bytes
-        per[0]["w"] += vision
+    for d in range(g):
+        st_ = d // tp
+        a, b = spans[st_]
+        # within a stage: llama.cpp's tensor split by --tensor-split shares, vLLM / SGLang evenly
+        frac = share[d] / sum(share[st_ * tp:(st_ + 1) * tp]) if tp > 1 else 1.0
+        kv = span(t.kv_gpu, a, b) * frac * tp if not r.engine.kernels.kv_heads_replicated else span(t.kv_gpu, a, b)
+        per[d].update(w=int((span(t.weights, a, b) - span(t.experts, a, min(b, moe_end))) * frac), kv=int(kv),
+                      st=int(span(t.state, a, b) * frac), layers=max(b - a, 0))
+        # the output head on the last stage, the input embedding (unless in host RAM) and a vision
+        # encoder on the first; a tensor-parallel stage shares them out (vocab-parallel embedding and head)
+        if st_ == out_stage:
+            per[d]["w"] += int(lb.output_bytes * frac)
+        if st_ == 0:
+            per[d]["w"] += int(((0 if input_on_host else lb.input_bytes) + vision) * frac)
 
     dw, dc, dx, dh = t.draft
     host += dh
     devices = []
     for d, gpu in enumerate(r.gpus):
-        holds_output = d == out_dev or r.split == "tensor"
+        holds_output = d // tp == out_stage
         cb = t.compute[holds_output]
         oh = int(m.runtime_overhead.si)
         cap = gpu.memory_bytes

@@ -16,6 +16,7 @@ builds the report of one deployment. Pure functions, no I/O.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ import numpy as np
 from planner.calibration import Efficiency
 from planner.deployment import Resolved
 from planner.hardware import Gpu, HostMemory, LinkTable
-from planner.memory import layer_devices, output_device, shares
+from planner.memory import kv_gpu_factor, layer_devices, output_device, shares
 from planner.paths import FLOAT_TYPES, PathTable, attention_rule, segments
 from planner.schema import Strict
 
@@ -113,7 +114,17 @@ class StepModel:
     local_boundaries: int | None = None  # None: every boundary is local (one machine)
     rpc_servers: int = 0
     net_latency_s: float = 0.0  # one way
-    net_bandwidth: float = math.inf  # bytes/s one direction
+    net_bandwidth: float = math.inf  # bytes/s one direction, one link
+    net_hop_s: float = 0.0  # NCCL's own time per hop between machines (vLLM / SGLang)
+    # vLLM / SGLang: tensor-parallel groups of `tp` GPUs (pipeline stages, run in turn); across machines
+    # a group spanning `tp_machines` machines reduces over the network, `net_boundaries` stage
+    # boundaries cross it, and each machine has `rails` links
+    tp: int = 1
+    ep: int = 1  # expert parallel: each stage's experts split whole over this many GPUs (1: sliced, as tensor parallel)
+    boundary_tensors: int = 1  # activation tensors a stage boundary sends (vLLM: hidden states and residual)
+    tp_machines: int = 1
+    net_boundaries: int = 0
+    rails: int = 1
 
 
 # --- compile ---------------------------------------------------------------------------------
@@ -198,8 +209,10 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
     types = {w.tensor.name: w for w in r.weights}
     kidx = {k: i for i, k in enumerate(KERNELS)}
     split = "single" if n_gpu == 1 else r.split
-    dev_of = layer_devices(r)  # -1 host, else GPU index (tensor split: 0 = shared by all)
-    share = shares(r) if split == "tensor" else [1.0] * n_gpu
+    dev_of = layer_devices(r)  # -1 host, else its pipeline stage (tensor split: 0 = shared by all)
+    tp = r.tp_size
+    share = shares(r)  # within a tensor-parallel group: each GPU's part of its stage
+    share = [share[d] / sum(share[d // tp * tp:(d // tp + 1) * tp]) if tp > 1 else 1.0 for d in range(n_gpu)]
 
     def blank():
         return dict(w_bytes=[0.0] * K, w_params=[0.0] * K, e_bytes=[0.0] * K, e_params=[0.0] * K,  # plain
@@ -208,7 +221,7 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
                     attn_flops_full=0.0, attn_flops_window=[], state_bytes=0.0, state_flops=0.0, layers=0,
                     moe_layers=0, linear_layers=0)
 
-    n_stage = n_gpu if split != "tensor" else 1
+    n_stage = r.pp_size
     acc = [blank() for _ in range(n_stage)]
     host_acc = blank()
 
@@ -255,7 +268,9 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         s["layers"] += 1
         s["moe_layers"] += int(arch.moe_layers[i]) if i < len(arch.moe_layers) else 0
         s["linear_layers"] += int(a.kind in ("linear", "mamba"))  # recurrent mixers: conv, gates and scan kernels
-        kvb = _kv_read_bytes(a, r.kv_bytes_per_value, r.v_bytes_per_value)
+        # the cache one GPU reads is its share of the group's (KV heads replicated past tp, an MLA
+        # latent whole on every GPU): scaled here so that the group share below gives kv_gpu_factor
+        kvb = _kv_read_bytes(a, r.kv_bytes_per_value, r.v_bytes_per_value) * kv_gpu_factor(r, a) * tp
         fl = _attn_flops(a)
         if a.kind == "sliding" and a.window_tokens:
             s["kv_window"].append((a.window_tokens, kvb))
@@ -330,12 +345,8 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
             gemv_peak=_peak(gpu, kern.gemv_peaks) if gpu else math.inf,
             attn_peak=_peak(gpu, kern.attention_peaks) if gpu else math.inf)
 
-    if split == "tensor":
-        stages = tuple(stage(g.id, "gpu", g, g.bandwidth_bytes_per_s or math.inf, acc[0], share[d])
-                       for d, g in enumerate(r.gpus))
-    else:
-        stages = tuple(stage(g.id, "gpu", g, g.bandwidth_bytes_per_s or math.inf, acc[d], 1.0)
-                       for d, g in enumerate(r.gpus))
+    stages = tuple(stage(g.id, "gpu", g, g.bandwidth_bytes_per_s or math.inf, acc[d // tp], share[d])
+                   for d, g in enumerate(r.gpus))
     has_host = host_acc["layers"] or any(host_acc["e_bytes"])
     host_stage = None
     if has_host:
@@ -363,18 +374,24 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         gemv_max_tokens=kern.gemv_max_tokens, offload_min_batch=kern.offload_min_batch,
         pipeline_prefill=kern.pipeline_prefill, link_bandwidth=lbw, link_name=lname, pcie_bandwidth=pbw,
         activation_bytes=kern.activation_bytes, syncs_per_layer=kern.tp_syncs_per_layer, compute_known=compute_known,
-        paths=table.id if pathed else "", **_machines_of(r))
+        paths=table.id if pathed else "", tp=tp, ep=tp if r.expert_parallel else 1,
+        boundary_tensors=kern.pp_boundary_tensors, **_machines_of(r))
 
 
 def _machines_of(r: Resolved) -> dict:
-    """The StepModel fields of a plan over several machines (llama.cpp RPC): boundaries between
-    GPUs of one machine, and the remote machines (each an rpc-server) with the network."""
+    """The StepModel fields of a plan over several machines: the stage boundaries inside one machine
+    and those over the network, and the network. llama.cpp: each other machine is an rpc-server
+    the client talks to; vLLM / SGLang: tensor-parallel groups within or across machines."""
     if not r.nodes or len(set(r.nodes)) < 2:
         return {}
-    n = len(r.gpus)
-    crossings = sum(1 for a, b in zip(r.nodes, r.nodes[1:]) if a != b)
-    return {"local_boundaries": n - 1 - crossings, "rpc_servers": len(set(r.nodes) - {0}),
-            "net_latency_s": r.network.latency.si, "net_bandwidth": r.network.bandwidth.si}
+    tp, n = r.tp_size, len(r.gpus)
+    first = [r.nodes[s * tp] for s in range(n // tp)]  # the machine of each stage's first GPU
+    crossings = sum(1 for s in range(1, n // tp) if r.nodes[s * tp] != r.nodes[s * tp - 1])
+    net = {"net_latency_s": r.network.latency.si, "net_bandwidth": r.network.bandwidth.si, "rails": r.rails}
+    if r.engine.family == "llama.cpp":
+        return {"local_boundaries": n - 1 - crossings, "rpc_servers": len(set(r.nodes) - {0}), **net}
+    return {"local_boundaries": len(first) - 1 - crossings, "net_boundaries": crossings,
+            "tp_machines": len(set(r.nodes[:tp])), "net_hop_s": r.network.latency.si + r.network.nccl_hop_overhead, **net}
 
 
 def _kernel_of(r: Resolved, storage: str) -> str:
@@ -439,6 +456,9 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> 
     # expert stacks touched by `tokens` tokens routed uniformly: E (1 - (1 - k/E)^T)
     kE = sm.experts_per_tok / sm.n_experts
     touched = 1 - (1 - kE) ** tokens if sm.n_experts > 1 else np.ones_like(tokens)
+    if sm.ep > 1 and s.kind == "gpu" and sm.n_experts > 1:  # the GPU with the most experts touched sets the pace
+        imb = ep_imbalance(sm.n_experts, sm.experts_per_tok, sm.ep, tokens)
+        touched, kE = touched * imb, kE * imb
     for c, kname in enumerate(KERNELS):
         wb, eb, hb = s.w_bytes[c], s.e_bytes[c], s.head_bytes[c]
         if wb == 0 and eb == 0 and hb == 0:
@@ -505,6 +525,39 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> 
     return ops
 
 
+def ep_imbalance(n_experts: int, k: int, ep: int, tokens) -> np.ndarray:
+    """Expert parallel: how many times its even share of the experts touched the busiest GPU of an
+    `ep`-GPU group holds. `tokens` tokens routed uniformly touch D = E (1 - (1 - k/E)^T) experts, a
+    uniform pick of D of the E; each GPU holds E/ep of them. The busiest GPU's expected count, over
+    the mean D/ep: 1 once every expert is touched, 2.57 for one token of DeepSeek-V3 (8 of 256) on 8."""
+    tokens = np.asarray(tokens, dtype=float)
+    out = np.empty_like(tokens)
+    for t in np.unique(tokens):
+        out[tokens == t] = _ep_imbalance(n_experts, ep, int(round(n_experts * (1 - (1 - k / n_experts) ** t))))
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _ep_imbalance(n: int, ep: int, d: int) -> float:
+    """E[max count] / (d / ep) for d of n experts picked uniformly, ep groups of m = n / ep: P(every group
+    holds at most x) = [z^d] (sum_{j <= x} C(m, j) z^j)^ep / C(n, d), exact; E[max] = sum_x P(max > x)."""
+    m = n // ep
+    d = max(1, min(d, m * ep))
+    total = float(math.comb(m * ep, d))
+    mean_max = 0.0
+    for x in range(0, min(m, d)):
+        base = np.array([math.comb(m, j) for j in range(x + 1)], dtype=float)
+        poly, acc, e = np.ones(1), base, ep
+        while e:  # (base)^ep by squaring, cut at degree d
+            if e & 1:
+                poly = np.convolve(poly, acc)[:d + 1]
+            acc = np.convolve(acc, acc)[:d + 1]
+            e >>= 1
+        p_le = poly[d] / total if len(poly) > d else 0.0
+        mean_max += 1 - min(p_le, 1.0)
+    return mean_max / (d / ep)
+
+
 def _path_matmuls(sm: StepModel, s: Stage, c: int, kname: str, tokens, seqs, q, touched, kE, add) -> None:
     """The matmuls of weight class `c` on a GPU stage by the kernel each token count takes
     (docs/kernel-paths.md#matmul-time):
@@ -565,24 +618,26 @@ def step(sm: StepModel, tokens, seqs, q, depth) -> StepTimes:
     tokens, seqs, q, depth = (np.asarray(x, dtype=float) for x in (tokens, seqs, q, depth))
     g = [_stage_ops(sm, s, tokens, seqs, q, depth, sm.gpus[0]) for s in sm.gpus]
     h = [_stage_ops(sm, sm.host, tokens, seqs, q, depth, sm.gpus[0])] if sm.host else []
-    e, n = sm.eff, len(sm.gpus)
+    e, n, tp = sm.eff, len(sm.gpus), sm.tp
     act = tokens * sm.hidden * sm.activation_bytes
-    if sm.split == "tensor":
-        # one all-reduce per sync: a fixed latency plus 2(n-1)/n of the activations over the link
-        # (ring or two-shot algorithms move that much per GPU; NCCL / vLLM custom all-reduce)
-        per_sync = e.link_latency_s + 2 * (n - 1) / n * act / sm.link_bandwidth
-        comm = sm.gpu_layers * sm.syncs_per_layer * per_sync
-        gpu_t = np.maximum.reduce([o.total for o in g]) if n > 1 else g[0].total
-        bott = gpu_t
-    else:
-        local = n - 1 if sm.local_boundaries is None else sm.local_boundaries
-        comm = local * (e.link_latency_s + act / sm.link_bandwidth) if local else np.zeros_like(tokens)
-        if sm.rpc_servers:  # llama.cpp RPC (ggml-rpc.cpp): the client sends each remote server its input
-            # (one way) and fetches its output (a round trip that waits for the remote compute); between two
-            # servers the activations pass through the client
-            comm = comm + sm.rpc_servers * (3 * sm.net_latency_s + 2 * act / sm.net_bandwidth)
-        gpu_t = sum(o.total for o in g)
-        bott = np.maximum.reduce([o.total for o in g]) if n > 1 else g[0].total
+    stage_t = [np.maximum.reduce([o.total for o in g[i:i + tp]]) if tp > 1 else g[i].total for i in range(0, n, tp)]
+    comm = np.zeros_like(tokens)
+    if tp > 1:
+        comm = comm + sm.gpu_layers * sm.syncs_per_layer * allreduce_time(sm, act)
+    local = len(stage_t) - 1 if sm.local_boundaries is None else sm.local_boundaries
+    bnd = sm.boundary_tensors * act  # what one stage boundary hands the next
+    if local:
+        comm = comm + local * (e.link_latency_s + bnd / sm.link_bandwidth)
+    if sm.net_boundaries:  # each GPU of the group sends its slice (vllm parallel_state.py:1219-1223), over its rail
+        comm = comm + sm.net_boundaries * (sm.net_hop_s + bnd / (min(sm.rails, tp) * sm.net_bandwidth))
+    if sm.net_boundaries or sm.tp_machines > 1:
+        comm = comm + sm.net_latency_s  # the scheduler's step broadcast to the other machines (ray_executor_v2.py:329-338)
+    if sm.rpc_servers:  # llama.cpp RPC (ggml-rpc.cpp): the client sends each remote server its input
+        # (one way) and fetches its output (a round trip that waits for the remote compute); between two
+        # servers the activations pass through the client
+        comm = comm + sm.rpc_servers * (3 * sm.net_latency_s + 2 * act / sm.net_bandwidth)
+    gpu_t = sum(stage_t)  # stages in turn (one stage: the group's slowest GPU)
+    bott = np.maximum.reduce(stage_t) if len(stage_t) > 1 else stage_t[0]
     host_t = h[0].total if h else 0.0
     if h:  # host <-> GPU hand-over of the activations
         comm = comm + e.link_latency_s + act / sm.pcie_bandwidth
@@ -591,6 +646,21 @@ def step(sm: StepModel, tokens, seqs, q, depth) -> StepTimes:
 
 
 # --- phases ----------------------------------------------------------------------------------
+
+
+def allreduce_time(sm: StepModel, act):
+    """One all-reduce of `act` bytes over a tensor-parallel group (docs/multinode.md#traffic). Inside a
+    machine: a fixed latency plus 2(tp-1)/tp of the bytes over the link (ring or two-shot, as NCCL and
+    vLLM's custom all-reduce move per GPU). Over M machines of t GPUs each, hierarchically: that
+    within each machine, then a ring over the machines of each GPU's 1/t slice, 2(M-1) network
+    hops (each the network's latency plus NCCL's overhead) and 2(M-1)/M of the bytes over min(rails, t)
+    links."""
+    e, tp, m = sm.eff, sm.tp, sm.tp_machines
+    t = tp // m
+    inside = e.link_latency_s + (2 * (t - 1) / t * act / sm.link_bandwidth if t > 1 else 0.0)
+    if m == 1:
+        return inside
+    return inside + 2 * (m - 1) * sm.net_hop_s + 2 * (m - 1) / m * act / (min(sm.rails, t) * sm.net_bandwidth)
 
 
 def decode_step_time(sm: StepModel, batch, depth):
@@ -621,7 +691,7 @@ def prefill_time(sm: StepModel, batch, prompt, depth, ubatch):
     # full chunks j = 0 .. chunks-2 at depth depth + j q: Simpson over j
     n_full = chunks - 1
     full = 0.0
-    pipe = sm.split == "layer" and sm.pipeline_prefill and len(sm.gpus) > 1
+    pipe = sm.pipeline_prefill and len(sm.gpus) // sm.tp > 1
     for w, f in zip(SIMPSON, (0.0, 0.5, 1.0)):
         j = np.floor(f * np.maximum(n_full - 1, 0))
         st = step(sm, tokens, per_step_seqs, q, depth + j * q)
@@ -658,10 +728,29 @@ class PhaseBreakdown(Strict):
 
 
 def breakdown(sm: StepModel, what: str, tokens: float, seqs: float, q: float, depth: float) -> PhaseBreakdown:
+    """One step's operations. Tensor-parallel pipeline stages (tp > 1 over several stages) are shown
+    by the GPU that sets each stage's pace: its operations, and the stage's time."""
     st = step(sm, [tokens], [seqs], [q], [depth])
     total = float(st.total[0])
+    n, tp = len(sm.gpus), sm.tp
+    shown = list(st.stages)
+    stage_s: dict[str, float] = {}
+    if tp > 1 and n > tp:
+        shown = []
+        for k, i in enumerate(range(0, n, tp)):
+            grp = st.stages[i:i + tp]
+            pace = max(grp, key=lambda o: float(o.total[0]))
+            shown.append(pace)
+            stage_s[f"stage {k + 1} ({tp}x {pace.stage})"] = float(pace.total[0])
+        shown += st.stages[n:]  # the host
+        for o in st.stages[n:]:
+            stage_s[o.stage] = float(o.total[0])
+    else:
+        for o in st.stages:
+            key = o.stage if o.stage not in stage_s else f"{o.stage} #{len(stage_s) + 1}"
+            stage_s[key] = float(o.total[0])
     rows = []
-    for o in st.stages:
+    for o in shown:
         for i, name in enumerate(o.names):
             t = float(o.time[i][0])
             mt, ct = float(o.memory_time[i][0]), float(o.compute_time[i][0])
@@ -672,10 +761,6 @@ def breakdown(sm: StepModel, what: str, tokens: float, seqs: float, q: float, de
                 achieved_flops_per_s=f / t if t else 0.0, achieved_bytes_per_s=b / t if t else 0.0,
                 peak_flops_per_s=None if not math.isfinite(o.peak_flops[i]) else o.peak_flops[i],
                 peak_bytes_per_s=None if not math.isfinite(o.peak_bw[i]) else o.peak_bw[i], bound=bound))
-    stage_s: dict[str, float] = {}
-    for o in st.stages:
-        key = o.stage if o.stage not in stage_s else f"{o.stage} #{len(stage_s) + 1}"
-        stage_s[key] = float(o.total[0])
     return PhaseBreakdown(what=what, step_s=total, comm_s=float(st.comm[0]), stage_s=stage_s,
                           parallel=sm.split == "tensor", ops=tuple(rows))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from planner.catalog import Catalog
-from planner.deployment import Resolved
+from planner.deployment import Resolved, gpus_label
 from planner.errors import did_you_mean
 from planner.fit import FitResult
 from planner.schema import Quantity
@@ -33,18 +33,25 @@ def wrap(text: str, width: int) -> str:
 
 
 def _machines_line(r: Resolved) -> str:
-    per = {}
+    per: dict[int, list[str]] = {}
     for g, k in zip(r.gpus, r.nodes):
         per.setdefault(k, []).append(g.id)
-    ms = "; ".join(f"{k}: {' + '.join(v)}{' (server)' if k == 0 else ''}" for k, v in sorted(per.items()))
     n = r.network
-    return (f"machines {ms}; over {n.id} ({n.bandwidth.si / GB:.3g} GB/s, {n.latency.si / US:.3g} us one way), "
-            "llama.cpp RPC: the other machines hold the first layers")
+    link = f"over {r.rails}x {n.id}" if r.rails > 1 else f"over {n.id}"
+    link += f" ({n.bandwidth.si / GB:.3g} GB/s, {n.latency.si / US:.3g} us one way)"
+    if r.engine.family == "llama.cpp":
+        ms = "; ".join(f"{k}: {' + '.join(v)}{' (server)' if k == 0 else ''}" for k, v in sorted(per.items()))
+        return f"machines {ms}; {link}, llama.cpp RPC: the other machines hold the first layers"
+    tp, pp = r.tp_size, r.pp_size
+    lay = (f"tensor parallel {tp} x pipeline parallel {pp}" if pp > 1 and tp > 1 else
+           f"tensor parallel {tp}" if tp > 1 else f"pipeline parallel {pp}")
+    ep = ", experts split whole over each stage's GPUs (expert parallel)" if r.expert_parallel else ""
+    return f"machines {len(per)} x {gpus_label(per[0])} {link}: {lay}{ep}; machine 0 runs the server"
 
 
 def fit_text(res: FitResult, r: Resolved) -> str:
     a = res.assumptions
-    gpus = " + ".join(d.device for d in res.memory.devices)
+    gpus = gpus_label([d.device for d in res.memory.devices], r.nodes)
     lines = [
         f"{r.model_name} on {gpus}  [{a['engine_name']}, weights {a['quant']}, KV {r.kv_label}, batch {a['batch']}]",
         *([_machines_line(r)] if r.nodes else []),
@@ -55,16 +62,26 @@ def fit_text(res: FitResult, r: Resolved) -> str:
         "",
     ]
     # as narrow as the names: an 80-column terminal holds the table (device names up to 20 characters)
-    dw = max(10, 2 + max(len(d.device) for d in res.memory.devices))
+    rows: list[list] = []  # alike devices in a row (a 16-GPU plan prints a few lines)
+    for d in res.memory.devices:
+        key = d.model_dump(exclude={"device"}) | {"name": d.device}
+        if rows and rows[-1][1] == key:
+            rows[-1][2] += 1
+        else:
+            rows.append([d, key, 1])
+    dw = max(10, 2 + max(len(d.device if k == 1 else f"{k}x{d.device}") for d, _, k in rows))
     lines.append(f"{'device':<{dw}}{'weights':>8}{'KV':>8}{'state':>8}{'compute':>8}{'runtime':>8}"
                  + (f"{'draft':>8}" if res.spec else "") + f"{'total':>8}{'usable':>8}  GiB")
-    for d in res.memory.devices:
+    for d, _, k in rows:
         mark = "" if d.fits else "  over by " + f"{(d.total_bytes - d.usable_bytes) / GiB:.2f} GiB"
         draft = d.draft_weights_bytes + d.draft_cache_bytes + d.draft_compute_bytes
-        lines.append(f"{d.device:<{dw}}{_g(d.weights_bytes):>8}{_g(d.kv_cache_bytes):>8}{_g(d.recurrent_state_bytes):>8}"
+        name = d.device if k == 1 else f"{k}x{d.device}"
+        lines.append(f"{name:<{dw}}{_g(d.weights_bytes):>8}{_g(d.kv_cache_bytes):>8}{_g(d.recurrent_state_bytes):>8}"
                      f"{_g(d.compute_buffer_bytes):>8}{_g(d.runtime_overhead_bytes):>8}"
                      + (f"{_g(draft):>8}" if res.spec else "") + f"{_g(d.total_bytes):>8}"
                      f"{_g(d.usable_bytes):>8}{mark}")
+    if any(k > 1 for *_, k in rows):
+        lines.append("(NxGPU: each of N alike GPUs)")
     if res.spec:
         d = next(x for x in res.memory.devices if x.draft_weights_bytes + x.draft_cache_bytes + x.draft_compute_bytes)
         lines.append(f"  draft on {d.device}: weights {d.draft_weights_bytes / GiB:.2f} + cache "
@@ -143,7 +160,8 @@ def perf_text(p, ctx: int) -> list[str]:
         out.append(f"  per decode step the devices work {how}: " + ", ".join(
             f"{k} {v / MS:.2f} ms" for k, v in p.decode_step.stage_s.items()))
     if p.comm_s_per_step:
-        what = "host-to-GPU" if p.split == "single" else f"{p.split} split, GPU-to-GPU"
+        what = ("host-to-GPU" if p.split == "single" else f"{p.split}, GPU-to-GPU" if " x " in p.split
+                else f"{p.split} split, GPU-to-GPU")
         out.append(f"  {what} transfers over {p.link}: {p.comm_s_per_step / MS:.2f} ms per decode step "
                    f"({p.comm_s_per_step / p.decode_step.step_s:.0%} of it)")
     return out

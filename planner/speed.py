@@ -95,7 +95,20 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
                      "the activations at the network's bandwidth (b11434's protocol, ggml-rpc.cpp); published RPC runs "
                      "of older builds lost more per token to the network than this (docs/multinode.md#validation): "
                      "read decode as an upper bound")
-    if len(r.gpus) > 1 and sm.local_boundaries != 0:
+    if sm.net_boundaries or sm.tp_machines > 1:
+        n = r.network
+        how = (f"tensor-parallel groups of {sm.tp} span {sm.tp_machines} machines: each of the "
+               f"{sm.syncs_per_layer * sm.gpu_layers} all-reduces per step crosses {n.id} (hierarchical: inside each "
+               "machine, then a ring over the machines)" if sm.tp_machines > 1 else
+               f"tensor parallel {sm.tp} inside each machine over {sm.link_name}, {sm.net_boundaries} pipeline "
+               f"boundary(ies) over {n.id} ({sm.boundary_tensors} activation tensors each)")
+        notes.append(f"{r.engine.family} over {len(set(r.nodes))} machines: {how}; {r.rails} link(s) of "
+                     f"{n.bandwidth.si / GB:.3g} GB/s and {n.latency.si / US:.3g} us per machine. NCCL's own software "
+                     "latency and congestion are not modelled: read decode as an upper bound (docs/multinode.md)")
+    if len(r.gpus) > 1 and sm.local_boundaries != 0 and sm.tp > 1 and len(r.gpus) > sm.tp and not sm.net_boundaries:
+        notes.append(f"tensor parallel {sm.tp} x pipeline {len(r.gpus) // sm.tp}: each stage's GPUs share its layers "
+                     f"over {sm.link_name}; the stages run in turn")
+    elif len(r.gpus) > 1 and sm.local_boundaries != 0 and not (sm.tp > 1 and len(r.gpus) > sm.tp):
         notes.append(f"GPUs linked by {sm.link_name}, {sm.link_bandwidth / GB:.1f} GB/s each way")
         if sm.split == "layer":
             notes.append("layer split: each token passes the GPUs in turn, so their times add up; "
@@ -117,7 +130,8 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
         at.append(DecodeAt(depth_tokens=d, tok_s=1 / t, total_tok_s=b / t))
 
     peak_bw = sum(g.bandwidth_bytes_per_s or 0 for g in r.gpus)
-    gpu_bytes = sum(o.bytes for o in dstep.ops if o.stage != "host RAM")
+    # tensor-parallel stages are shown by one GPU each: the others move as much
+    gpu_bytes = sum(o.bytes for o in dstep.ops if o.stage != "host RAM") * (sm.tp if len(r.gpus) > sm.tp > 1 else 1)
     mbu = gpu_bytes / dstep.step_s / peak_bw if peak_bw else None
 
     pre_tok_s = ttft = pre_bound = ceil_pre = mfu = None
@@ -153,9 +167,11 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
         prompt_tokens=prompt, gen_tokens=gen, depth_tokens=depth, batch=b, prefill_tok_s=pre_tok_s, ttft_s=ttft,
         prefill_bound=pre_bound, decode_tok_s=tok_s, decode_total_tok_s=tok_s * b, tpot_s=1 / tok_s,
         decode_bound=bound_of(dstep), decode_at=tuple(at), ceiling_decode_tok_s=ceiling, ceiling_prefill_tok_s=ceil_pre,
-        mbu=mbu, mfu=mfu, comm_s_per_step=dstep.comm_s, split=sm.split,
+        mbu=mbu, mfu=mfu, comm_s_per_step=dstep.comm_s,
+        split=f"tensor {sm.tp} x pipeline {len(r.gpus) // sm.tp}" if len(r.gpus) > sm.tp > 1 else sm.split,
         link=(f"{r.network.id} between machines (llama.cpp RPC)" + (f" and {sm.link_name}" if sm.local_boundaries else "")
-              if sm.rpc_servers else sm.link_name), calibration=cal.id,
+              if sm.rpc_servers else f"{sm.link_name} and {r.rails}x {r.network.id} between machines" if r.nodes
+              else sm.link_name), calibration=cal.id,
         efficiency_from=sm.eff.engine_source, decode_step=dstep, prefill_step=pstep, notes=tuple(notes))
 
 
