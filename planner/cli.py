@@ -1328,6 +1328,13 @@ def validate_cmd(runs, calibration, markdown_out, html_out, serving):
         click.echo("")
         click.echo(f"serving runs ({', '.join(map(str, serving_dirs))}), measured / simulated:")
         click.echo("\n".join(srv.lines(served, markdown=False)))
+    from planner import multinode
+
+    clusters = [] if runs else multinode.score(catalog, multinode.load(multinode.default_path(catalog.root)))
+    if clusters:
+        click.echo("")
+        click.echo(f"runs over several machines (hwdb/runs/{multinode.FILE}), measured / planned:")
+        click.echo("\n".join(multinode.lines(clusters, markdown=False)))
     cmd_args = (("" if not runs else " " + " ".join(runs)) + (f" --calibration {calibration}" if calibration else "")
                 + "".join(f" --serving {d}" for d in serving))
     if markdown_out:
@@ -1337,8 +1344,8 @@ def validate_cmd(runs, calibration, markdown_out, html_out, serving):
             c = p.with_name(p.stem + ".ceilings.json")
             if c.exists():
                 ceilings.update(json.loads(c.read_text()))
-        write_atomic(Path(markdown_out), validate.markdown(secs, shown, f"planner validate{cmd_args} --markdown "
-                                                                            f"{markdown_out}", ceilings, memory, served))
+        command = f"planner validate{cmd_args} --markdown {markdown_out}"
+        write_atomic(Path(markdown_out), validate.markdown(secs, shown, command, ceilings, memory, served, clusters))
         click.echo(f"wrote {markdown_out}")
     if html_out:
         from planner import plots

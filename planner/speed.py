@@ -157,7 +157,17 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
     family = r.gpus[0].family
     dec_iv = interval(cal.intervals, engines, family, "decode" if b == 1 else "batched", tok_s)
     pre_iv = interval(cal.intervals, engines, family, "prefill", pre_tok_s) if pre_tok_s else None
-    if dec_iv is None:
+    if r.engine.family in ("vllm", "sglang") and r.arch.n_experts > 1 and any(a.kind == "mla" for a in r.arch.layers) \
+            and b <= 64:
+        # the published SGLang DeepSeek runs (hwdb/runs/multinode-published.csv) decode far below plan; no
+        # interval of other runs describes that, so none is given
+        dec_iv = None
+        notes.append(f"{r.engine.family} decode of an MLA mixture-of-experts model at small batches is not validated: "
+                     "published SGLang DeepSeek-V3/R1 runs decoded 19-30 tok/s per stream at batch 1 on 8 to 16 Hopper "
+                     "GPUs (Dec 2024-Feb 2025) and 78 at batch 8 (0.5.7, Mar 2026), well below plan "
+                     "(docs/validation.md#multinode): what these engines spend per MoE/MLA layer at small batches is "
+                     "not priced. Read decode as an upper bound")
+    elif dec_iv is None:
         notes.append(f"no measured runs behind this kind of point in profile {cal.id}: the speeds carry no interval")
     elif "," in dec_iv.basis:  # not a bucket of this engine on this family (planner.intervals.interval)
         notes.append(f"few or no {r.engine.id} runs on {family or 'this family of'} GPUs: its speeds use the engine's "

@@ -314,3 +314,27 @@ def test_deepseek_on_two_h100_machines_and_its_commands():
     m = js["assumptions"]["machines"]
     assert m["transport"] == "torch.distributed (NCCL)" and m["links_per_machine"] == 8
     assert js["assumptions"]["parallel"] == {"tp": 8, "pp": 2, "expert_parallel": False}
+
+
+def test_every_published_multinode_run_is_planned_and_scored():
+    """hwdb/runs/multinode-published.csv: every row plans (its machines, network and engine as written) and
+    gets a speed; the llama.cpp RPC rows stay within the errors docs/multinode.md reports (+-60%), and the
+    one-machine rows are there beside the several-machine rows of their source."""
+    from planner import multinode
+
+    rows = multinode.load(multinode.default_path(CAT.root))
+    scored = multinode.score(CAT, rows)
+    assert len(scored) == len(rows) >= 10
+    rpc = [s for s in scored if s.row["engine"].startswith("llama.cpp") and s.machines > 1]
+    assert len(rpc) >= 6 and all(abs(s.error) < 0.6 for s in rpc)
+    assert any(s.machines > 1 and s.row["engine"] == "sglang-cuda" for s in scored)
+    md = "\n".join(multinode.lines(scored, markdown=True))
+    assert "2 machines against one" in md and "sglang-3656" in md
+
+
+def test_an_unvalidated_vllm_moe_decode_says_so_and_gives_no_interval():
+    gpus, nodes = _machines(2, 8)
+    p = estimate(CAT, _torch("deepseek-v3", gpus, nodes, "8xib-ndr400"), 4096, cal=CAL)
+    assert p.decode_interval is None and any("not validated" in n for n in p.notes)
+    dense = estimate(CAT, _torch("llama-3.1-70b", gpus, nodes, "8xib-ndr400"), 4096, cal=CAL)
+    assert not any("not validated" in n for n in dense.notes)
