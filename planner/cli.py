@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from planner import units
 from planner.catalog import Catalog
-from planner.deployment import MAX_DRAFT_LEN, Deployment, default_max_seqs, engine_name, parse_gpus, parse_machines, resolve
+from planner.deployment import (MAX_DRAFT_LEN, Deployment, default_max_seqs, engine_name, gpus_label, network_of, parse_gpus,
+                                parse_machines, resolve)
 from planner.errors import PlannerError
 from planner.atomic import target, write_atomic, write_errors
 from planner.emit import command as emit_command
@@ -476,11 +477,16 @@ def _simulation(catalog: Catalog, model: str, opts: dict, need_arrivals: bool = 
         notes.append(f"{r.engine.family}'s step times are the speed model's, and no {r.engine.family} serving run was fitted: "
                      "held out against 24 published vLLM runs (H100/A100, every request at once), the simulated "
                      "throughput came out too high where hundreds of short requests run at once (docs/validation.md#serving)")
+    if not llama and r.pp_size > 1:
+        notes.append(f"pipeline parallel {r.pp_size}: the simulation runs each step through the stages in turn; "
+                     f"{r.engine.family} keeps up to {r.pp_size} batches in flight (vllm/config/vllm.py:587-598), so a loaded "
+                     "pipeline runs faster than this: read throughput as a lower bound")
     if llama and any(k in ("mamba", "conv", "linear") for k in r.arch.layer_kinds()):
         notes.append("llama-server on a model with recurrent layers measured slower than simulated (Qwen3.6-27B on "
                      "the H200: TTFT 1.6-3x the simulation's, docs/validation.md#serving); read these latencies as "
                      "a lower bound")
-    desc = {"model": r.model_id, "engine": r.engine.id, "gpus": [g.id for g in r.gpus], "quant": r.quant,
+    desc = {"model": r.model_id, "engine": r.engine.id, "gpus": [g.id for g in r.gpus], "gpu_machine": list(r.nodes),
+            "quant": r.quant,
             "kv_quant": r.kv_label, "max_seqs": r.batch, "ctx_tokens": r.ctx_tokens,
             "workload": {"requests": n, "rate": s["rate"], "concurrency": s["concurrency"], "burstiness": s["burstiness"],
                          "prompt": s["prompt_dist"] or f"fixed:{opts['prompt'] or 512}",
@@ -586,7 +592,7 @@ def _comparison(catalog, model, gpus, max_gpus, budget, workload, ctx, batch, pr
     if machines and not network:
         raise PlannerError("sets over several machines need --network (10gbe, tb5, tb5-rdma, ...; see `planner networks`)")
     if network:
-        catalog.network(network)  # unknown names fail here, with suggestions
+        network_of(catalog, network)  # unknown names fail here, with suggestions
     for s in sets:
         for g in s:
             catalog.gpu(g)  # unknown names fail here, with suggestions
@@ -838,7 +844,7 @@ def tune_cmd(model, passes, top, emit, as_json, **opts):
     what = ("goodput at the offered load" if res.objective == "goodput" else
             "highest arrival rate at which 90% of requests meet the SLO")
     ttft, tpot = S.slo
-    lines = [f"{r.model_name} on {' + '.join(g.id for g in r.gpus)}  [{r.engine.id}]: {len(res.tried)} settings simulated, "
+    lines = [f"{r.model_name} on {gpus_label([g.id for g in r.gpus], r.nodes)}  [{r.engine.id}]: {len(res.tried)} settings simulated, "
              f"ranked by {what} (SLO: TTFT <= {ttft} s, TPOT <= {tpot} s)", ""]
     for i, c in enumerate(res.tried[:top], 1):
         got = f"{c.score:8.3g} req/s" if c.error is None else f"  {c.error}"

@@ -189,9 +189,11 @@ def compare(catalog: Catalog, card: ModelCard, sets: list[tuple[str, ...]], work
         notes.append("launch prices are used where no street price is known")
     notes.append("power is board power (TDP) of the GPUs, not measured draw; host, CPU and PSU are not counted")
     if machines:
-        notes.append(f"sets over several machines (llama.cpp RPC over {network}): the GPUs are priced, not the other "
-                     "machines they sit in; their decode is an upper bound (published RPC runs lost more per token to "
-                     "the network than planned, docs/multinode.md#validation)")
+        how = ("llama.cpp RPC" if all(e.engine.startswith("llama.cpp") for e in ranked if e.nodes) else
+               "llama.cpp RPC, or vLLM / SGLang with a pipeline stage per machine")
+        notes.append(f"sets over several machines ({how} over {network}): the GPUs are priced, not the other "
+                     "machines they sit in; their decode is an upper bound (published runs over several machines lost "
+                     "more per token than planned, docs/multinode.md#validation)")
     notes.append("GPU memory only: `planner fit` plans host-RAM offload for sets that do not fit")
     return Comparison(
         model=card.id, model_name=card.name, workload=workload.name, metric=workload.metric, metric_what=workload.what,

@@ -401,7 +401,7 @@ def allowed(r: Resolved) -> bool:
 _RAILS = re.compile(r"^\s*(\d+)\s*[x*]\s*(\S.*)$")
 
 
-def _network(catalog: Catalog, text: str):
+def network_of(catalog: Catalog, text: str):
     """--network ID, or N x ID: N links of that network per machine (one NIC per GPU, as on an
     8-GPU server with a rail-optimised fabric). Returns (network, rails)."""
     m = _RAILS.match(text)
@@ -421,7 +421,7 @@ def _machines(catalog: Catalog, engine: Engine, dep: Deployment, nodes: tuple[in
     if not dep.network:
         raise PlannerError("GPUs on several machines need --network (the link between them: 10gbe, tb5, tb5-rdma, "
                            "ib-ndr400, 8xib-ndr400, ...; see `planner networks`)")
-    network, rails = _network(catalog, dep.network)
+    network, rails = network_of(catalog, dep.network)
     if engine.family == "llama.cpp":
         if (dep.split or engine.default_split) != "layer" or (dep.tp or 1) > 1:
             raise PlannerError("llama.cpp's RPC backend takes a layer split only: -sm row has no RPC buffer type "

@@ -71,6 +71,7 @@ class Network(Strict):
 
     id: str = ""
     name: str
+    aliases: tuple[str, ...] = ()
     transport: Literal["tcp", "rdma"]
     line_rate: Quantity
     bandwidth: Quantity

@@ -536,7 +536,7 @@ def simulate_text(out: dict) -> str:
               f"--cache-ram {lim['cache_ram_mib']:g} MiB" if "cache_ram_mib" in lim else None,
               f"prefix caching {'on' if lim.get('prefix_caching') else 'off'}" if "prefix_caching" in lim else None,
               f"{lim['spec']} drafting {lim['draft_len']}, acceptance {lim['acceptance']:.2f}" if lim.get("spec") else None]
-    lines = [f"{out['model']} on {' + '.join(out['gpus'])}  [{out['engine']}, weights {out['quant']}, KV {out['kv_quant']}]",
+    lines = [f"{out['model']} on {gpus_label(out['gpus'], tuple(out.get('gpu_machine') or ()))}  [{out['engine']}, weights {out['quant']}, KV {out['kv_quant']}]",
              "server: " + ", ".join(x for x in server if x),
              f"workload: {w['requests']} requests, {arr}, {lengths}"
              + (f", shared prefix {w['prefix_tokens']:,} tokens" if w.get("prefix_tokens") else "") + f", seed {w['seed']}"]
