@@ -159,6 +159,8 @@ _DEPLOYMENT_OPTIONS = [
                  help="vLLM / SGLang: pipeline stages; --tp x --pp = the GPUs"),
     click.option("--ep", "--enable-expert-parallel", "ep", is_flag=True, default=False,
                  help="vLLM / SGLang expert parallelism: each stage's experts split whole over its GPUs"),
+    click.option("--dp", "--data-parallel-size", "--attn-dp-size", "dp", type=click.IntRange(1, 1024), default=None,
+                 help="vLLM / SGLang data-parallel attention with --ep (wide EP): every GPU a rank, experts over all"),
     click.option("--tensor-split", default=None, help="share of the model per GPU: numbers such as 3,1 (llama.cpp -ts), or 'memory' / 'speed' to balance by memory or by bandwidth"),
     click.option("--batch", "--parallel", "-np", "--max-num-seqs", "--max-running-requests", "batch", type=click.IntRange(1, 65536), default=1,
                  show_default=True, help="concurrent sequences (llama-server -np slots, vLLM --max-num-seqs, SGLang --max-running-requests)"),
@@ -222,7 +224,7 @@ def build(catalog: Catalog, model, **opts):
 
 def deployment_of(catalog: Catalog, model, gpu, ctx, quant, kv_quant, engine, split, tensor_split, batch, ubatch,
                   gpu_layers, cpu_moe, host, host_ram, flash_attn, spec, accept, accept_len, draft_len, draft_quant,
-                  gpu_mem_util=None, network=None, tp=None, pp=None, ep=False, **_):
+                  gpu_mem_util=None, network=None, tp=None, pp=None, ep=False, dp=None, **_):
     """The Deployment the options describe, with the model card and GGUF weights it reads."""
     card, file_weights = load_model(model, quant, catalog)
     ts, balance = None, None
@@ -234,7 +236,7 @@ def deployment_of(catalog: Catalog, model, gpu, ctx, quant, kv_quant, engine, sp
         except ValueError:
             raise PlannerError(f"--tensor-split {tensor_split!r}: write numbers like 3,1, or memory, or speed") from None
     gpus, nodes = gpu_layout(catalog, gpu)
-    dep = Deployment(model=model, gpus=gpus, nodes=nodes, network=network, tp=tp, pp=pp, expert_parallel=ep, engine=engine, quant=quant, kv_quant=kv_quant, ctx_tokens=ctx,
+    dep = Deployment(model=model, gpus=gpus, nodes=nodes, network=network, tp=tp, pp=pp, dp=dp, expert_parallel=ep, engine=engine, quant=quant, kv_quant=kv_quant, ctx_tokens=ctx,
                      batch=batch, split=split, ubatch_tokens=ubatch, gpu_layers=gpu_layers, cpu_moe_layers=cpu_moe,
                      host=host, host_ram_bytes=host_ram, tensor_split=ts, balance=balance, gpu_memory_utilization=gpu_mem_util,
                      flash_attention=None if flash_attn is None else flash_attn == "on", spec=spec,

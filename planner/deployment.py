@@ -60,6 +60,10 @@ class Deployment(Strict):
     tp: int | None = Field(default=None, ge=1)
     pp: int | None = Field(default=None, ge=1)
     expert_parallel: bool = False  # vLLM --enable-expert-parallel, SGLang --ep-size = tp
+    # data-parallel attention ("wide EP"): every GPU its own attention and dense layers and its share of
+    # the sequences, the routed experts split over all of them (vLLM --data-parallel-size with
+    # --enable-expert-parallel, SGLang --attn-dp-size)
+    dp: int | None = Field(default=None, ge=1)
 
 
 _GPU_TERM = re.compile(r"^\s*(?:(\d+)(\s*[x*]\s*|x)(?=\S))?([A-Za-z0-9_.:+\- ]+?)\s*$")
@@ -243,16 +247,22 @@ class Resolved:
     rails: int = 1  # network links per machine (--network 8xib-ndr400: one NIC per GPU)
     tp: int = 0  # GPUs per pipeline stage; 0 = by split (tensor: all of them, layer: one)
     expert_parallel: bool = False  # MoE layers split by whole experts over each stage's GPUs
+    dp: int = 1  # data-parallel attention ranks (each tp GPUs) per stage, the experts split over all
 
     @property
     def tp_size(self) -> int:
-        """GPUs sharing each layer (tensor parallel): tp x pp_size = the GPUs."""
-        return self.tp or (len(self.gpus) if self.split == "tensor" else 1)
+        """GPUs sharing each layer (tensor parallel): tp x dp x pp_size = the GPUs."""
+        return self.tp or (len(self.gpus) // self.dp if self.split == "tensor" else 1)
+
+    @property
+    def stage_gpus(self) -> int:
+        """GPUs of one pipeline stage: its tensor-parallel group, times the data-parallel ranks."""
+        return self.tp_size * self.dp
 
     @property
     def pp_size(self) -> int:
-        """Pipeline stages: groups of tp_size GPUs holding consecutive layers."""
-        return len(self.gpus) // self.tp_size
+        """Pipeline stages: groups of stage_gpus GPUs holding consecutive layers."""
+        return len(self.gpus) // self.stage_gpus
 
     @property
     def v_type(self) -> str:
@@ -391,7 +401,7 @@ def allowed(r: Resolved) -> bool:
     try:
         check_engine_rules(r.engine, r.split, len(r.gpus), r.kv_quant, r.flash_attention, r.arch, r.v_type)
         check_tp(r.engine, r.arch, r.tp_size, len(r.gpus))
-        if len(r.gpus) % r.tp_size:
+        if len(r.gpus) % r.stage_gpus:
             return False
     except PlannerError:
         return False
@@ -442,6 +452,17 @@ def _layout(engine: Engine, dep: Deployment, arch: Architecture, n: int, nodes: 
     else one stage per machine (vLLM's own advice: tensor parallel inside a node, pipeline parallel
     across nodes, docs/serving/parallelism_scaling.md). Refuses the layouts the engine refuses."""
     machines = len(set(nodes)) or 1
+    if dep.dp and dep.dp > 1:
+        if engine.family == "llama.cpp":
+            raise PlannerError("data-parallel attention (--dp) is vLLM's and SGLang's")
+        if arch.n_experts <= 1:  # vllm/config/parallel.py:1191-1200: dense DP ranks are independent replicas
+            raise PlannerError("data parallelism of a dense model is independent replicas of it: plan one replica "
+                               "(its GPUs) and multiply its throughput")
+        if not dep.expert_parallel:
+            raise PlannerError("--dp plans data-parallel attention with expert parallelism (wide EP): add --ep")
+        if (dep.tp or 1) > 1 or (dep.pp or 1) > 1 or dep.dp != n:
+            raise PlannerError(f"--dp is planned with every GPU its own rank: --dp {n} without --tp / --pp")
+        return 1, "layer"
     if dep.tp or dep.pp:
         tp = dep.tp or max(n // dep.pp, 1)
         pp = dep.pp or max(n // tp, 1)
@@ -532,16 +553,16 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
     if split not in engine.split_modes:
         raise PlannerError(f"{engine.id} has no {split} split; it offers: {', '.join(engine.split_modes)}")
     tp, split = _layout(engine, dep, arch, len(gpus), nodes, split)
-    if tp > 1 and engine.family != "llama.cpp" and len({g.id for g in gpus}) > 1:
+    if (tp > 1 or (dep.dp or 1) > 1) and engine.family != "llama.cpp" and len({g.id for g in gpus}) > 1:
         raise PlannerError(f"{engine.id} tensor parallelism needs identical GPUs; use --split layer or --engine llama.cpp-*")
     if dep.expert_parallel:
         if engine.family == "llama.cpp":
             raise PlannerError("expert parallelism (--ep) is vLLM's and SGLang's; llama.cpp splits experts with the layers")
         if arch.n_experts <= 1:  # vllm/config/model.py:1498-1503
             raise PlannerError(f"{card.id} is not a mixture-of-experts model: expert parallelism does not apply")
-        if tp == 1:
+        if tp == 1 and not (dep.dp and dep.dp > 1):
             raise PlannerError("expert parallelism shares each stage's experts over its tensor-parallel GPUs: "
-                               "it needs --tp 2 or more")
+                               "it needs --tp 2 or more (or --dp, data-parallel attention)")
     tensor_split = dep_ts
     if tensor_split is not None:
         if len(tensor_split) != len(gpus) or not all(0 <= x < math.inf for x in tensor_split):
@@ -593,7 +614,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         gpu_layers=arch.n_layers if dep.gpu_layers is None else dep.gpu_layers,
         cpu_moe_layers=dep.cpu_moe_layers, host=host, host_ram_bytes=dep.host_ram_bytes,
         tensor_split=tensor_split, nodes=nodes, network=network, rails=rails, tp=tp,
-        expert_parallel=dep.expert_parallel, exact_weights=exact, flash_attention=fa,
+        expert_parallel=dep.expert_parallel, dp=dep.dp or 1, exact_weights=exact, flash_attention=fa,
         kernel_of={k: t.kernel for k, t in catalog.formats.types.items()}, hf_repo=card.hf_repo,
         auto_offload=(engine.family == "llama.cpp" and dep.gpu_layers is None and not dep.cpu_moe_layers
                       and gpus[0].memory_kind == "dedicated" and tp == 1),

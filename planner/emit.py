@@ -96,8 +96,11 @@ def _server(r: Resolved, ctx: int, family: str) -> str:
         a += [f["tp"], str(r.tp_size)]
     if r.pp_size > 1:
         a += [f["pp"], str(r.pp_size)]
-    if r.expert_parallel:  # vLLM: EP over the tensor-parallel group (parallel.py:190); SGLang: --ep-size = tp
-        a += ["--enable-expert-parallel"] if family == "vllm" else ["--ep-size", str(r.tp_size)]
+    if r.dp > 1:  # data-parallel attention, experts over every rank (vLLM DP x EP; SGLang attention DP in a tp group)
+        a += (["--data-parallel-size", str(r.dp)] if family == "vllm" else
+              ["--tp-size", str(r.dp), "--attn-dp-size", str(r.dp)])
+    if r.expert_parallel:  # vLLM: EP over the tensor-parallel (x data-parallel) group (parallel.py:190); SGLang: --ep-size
+        a += ["--enable-expert-parallel"] if family == "vllm" else ["--ep-size", str(r.stage_gpus)]
     a += [f["ctx"], str(ctx)]
     kv = f["kv_names"].get(r.kv_quant, r.kv_quant)
     if kv != "auto":
@@ -116,7 +119,8 @@ def _server(r: Resolved, ctx: int, family: str) -> str:
                 f"checkpoint of it (the catalog names the BF16 repository)\n")
     if r.engine.memory.gpu_memory_utilization:
         a += [f["mem"], f"{r.engine.memory.gpu_memory_utilization.value:g}"]
-    a += [f["seqs"], str(r.batch)]
+    # vLLM's --max-num-seqs is per data-parallel engine (each rank schedules its own sequences)
+    a += [f["seqs"], str(-(-r.batch // r.dp) if family == "vllm" else r.batch)]
     if r.ubatch_tokens != default_ubatch(r.engine, r.gpus):
         a += [f["tokens"], str(r.ubatch_tokens)]
     s = r.spec
@@ -150,6 +154,17 @@ def _server_machines(r: Resolved, family: str, a: list[str]) -> str:
     machines = sorted(set(r.nodes))
     gpus = {k: gpus_label([g.id for g, nd in zip(r.gpus, r.nodes) if nd == k]) for k in machines}
     out = [f"# {len(machines)} machines; replace machine0 with machine 0's address on the network between them"]
+    if family == "vllm" and r.dp > 1:
+        # multi-node data parallel: the head serves the API and its local ranks; the others run headless ranks
+        # from --data-parallel-start-rank, all joining --data-parallel-address (vllm/entrypoints/cli/serve.py:234-255)
+        local = r.dp // len(machines)
+        for k in machines:
+            extra = ["--data-parallel-size-local", str(local), "--data-parallel-address", "machine0"]
+            if k:
+                extra += ["--headless", "--data-parallel-start-rank", str(k * local)]
+            out += [f"# machine {k} ({gpus[k]})" + (": serves the API" if k == 0 else ": headless ranks"),
+                    shlex.join(a + extra)]
+        return "\n".join(out)
     if family == "vllm":
         out += [f"# machine 0 ({gpus[0]}): the Ray head", shlex.join(["ray", "start", "--head", "--port=6379"])]
         for k in machines[1:]:

@@ -172,7 +172,7 @@ def _assumptions(r: Resolved) -> dict[str, Any]:
         "kv_quant_v": r.v_type,
         "split": r.split if len(r.gpus) > 1 else "none",
         # GPUs per pipeline stage (tensor parallel) and stages; expert parallel over each stage's GPUs
-        "parallel": {"tp": r.tp_size, "pp": r.pp_size, "expert_parallel": r.expert_parallel},
+        "parallel": {"tp": r.tp_size, "pp": r.pp_size, "dp": r.dp, "expert_parallel": r.expert_parallel},
         "machines": None if not r.nodes else {
             "network": r.network.id,
             "transport": "llama.cpp RPC" if r.engine.family == "llama.cpp" else "torch.distributed (NCCL)",

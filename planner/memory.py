@@ -244,18 +244,23 @@ def plan_memory(r: Resolved, ctx: int, table: LayerTable | None = None) -> Memor
     vision = lb.vision_bytes if m.loads_vision_encoder else 0
 
     share = shares(r)
-    g, tp = len(r.gpus), r.tp_size
+    g, tp, dp, grp = len(r.gpus), r.tp_size, r.dp, r.stage_gpus
     spans = _stage_spans(r)
     out_stage = output_device(r)
     per = [dict(w=0, kv=0, st=0, layers=0) for _ in range(g)]
     for d in range(g):
-        st_ = d // tp
+        st_ = d // grp
         a, b = spans[st_]
-        # within a stage: llama.cpp's tensor split by --tensor-split shares, vLLM / SGLang evenly
-        frac = share[d] / sum(share[st_ * tp:(st_ + 1) * tp]) if tp > 1 else 1.0
+        # within a stage: llama.cpp's tensor split by --tensor-split shares, vLLM / SGLang evenly; with
+        # data-parallel attention (dp ranks) every GPU holds the attention and dense weights of its
+        # tensor-parallel group and 1/(tp x dp) of the routed experts, and the cache of its 1/dp of the sequences
+        frac = share[d] / sum(share[st_ * grp:(st_ + 1) * grp]) * dp if tp > 1 else 1.0
         kv = span(t.kv_gpu, a, b) * frac * tp if not r.engine.kernels.kv_heads_replicated else span(t.kv_gpu, a, b)
-        per[d].update(w=int((span(t.weights, a, b) - span(t.experts, a, min(b, moe_end))) * frac), kv=int(kv),
-                      st=int(span(t.state, a, b) * frac), layers=max(b - a, 0))
+        experts = span(t.experts, a, b)
+        dense = span(t.weights, a, b) - experts
+        on_gpu_experts = experts - span(t.experts, a, min(b, moe_end))
+        per[d].update(w=int(dense * frac + on_gpu_experts * frac / dp), kv=int(kv / dp),
+                      st=int(span(t.state, a, b) * frac / dp), layers=max(b - a, 0))
         # the output head on the last stage, the input embedding (unless in host RAM) and a vision
         # encoder on the first; a tensor-parallel stage shares them out (vocab-parallel embedding and head)
         if st_ == out_stage:
@@ -267,7 +272,7 @@ def plan_memory(r: Resolved, ctx: int, table: LayerTable | None = None) -> Memor
     host += dh
     devices = []
     for d, gpu in enumerate(r.gpus):
-        holds_output = d // tp == out_stage
+        holds_output = d // grp == out_stage
         cb = t.compute[holds_output]
         oh = int(m.runtime_overhead.si)
         cap = gpu.memory_bytes

@@ -120,9 +120,10 @@ class StepModel:
     # a group spanning `tp_machines` machines reduces over the network, `net_boundaries` stage
     # boundaries cross it, and each machine has `rails` links
     tp: int = 1
+    dp: int = 1  # data-parallel attention ranks per stage: each its 1/dp of the sequences, the experts over all
     ep: int = 1  # expert parallel: each stage's experts split whole over this many GPUs (1: sliced, as tensor parallel)
     boundary_tensors: int = 1  # activation tensors a stage boundary sends (vLLM: hidden states and residual)
-    tp_machines: int = 1
+    tp_machines: int = 1  # machines one stage's GPUs span
     net_boundaries: int = 0
     rails: int = 1
 
@@ -210,9 +211,9 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
     kidx = {k: i for i, k in enumerate(KERNELS)}
     split = "single" if n_gpu == 1 else r.split
     dev_of = layer_devices(r)  # -1 host, else its pipeline stage (tensor split: 0 = shared by all)
-    tp = r.tp_size
+    tp, dp, grp = r.tp_size, r.dp, r.stage_gpus
     share = shares(r)  # within a tensor-parallel group: each GPU's part of its stage
-    share = [share[d] / sum(share[d // tp * tp:(d // tp + 1) * tp]) if tp > 1 else 1.0 for d in range(n_gpu)]
+    share = [share[d] / sum(share[d // grp * grp:(d // grp + 1) * grp]) * dp if tp > 1 else 1.0 for d in range(n_gpu)]
 
     def blank():
         return dict(w_bytes=[0.0] * K, w_params=[0.0] * K, e_bytes=[0.0] * K, e_params=[0.0] * K,  # plain
@@ -327,7 +328,8 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
                     kv_quantized=kv_quant, kv_quant_frac=qb / (kb + vb) if kb + vb else 1.0,
                     kv_f16_per_byte=F16_BYTES / max(q_bytes_per_value, 1e-9))
 
-    def stage(name: str, kind: str, gpu: Gpu | None, bw: float, a: dict, frac: float) -> Stage:
+    def stage(name: str, kind: str, gpu: Gpu | None, bw: float, a: dict, frac: float, efrac: float | None = None) -> Stage:
+        efrac = frac if efrac is None else efrac  # the routed experts' share (data-parallel attention: 1 / dp of it)
         peaks = np.array([_peak(gpu, kern.gemm_peaks.get(k, kern.gemm_peaks.get("float", ()))) if gpu else math.inf
                           for k in KERNELS])
         return Stage(
@@ -336,7 +338,7 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
             name=name, kind=kind, bandwidth=bw, layers=a["layers"], moe_layers=a["moe_layers"],
             linear_layers=a["linear_layers"],
             w_bytes=np.array(a["w_bytes"]) * frac, w_params=np.array(a["w_params"]) * frac,
-            e_bytes=np.array(a["e_bytes"]) * frac, e_params=np.array(a["e_params"]) * frac,
+            e_bytes=np.array(a["e_bytes"]) * efrac, e_params=np.array(a["e_params"]) * efrac,
             head_bytes=np.array(a["head_bytes"]) * frac, head_params=np.array(a["head_params"]) * frac,
             kv_full=a["kv_full"] * frac, kv_window=tuple((w, b * frac) for w, b in a["kv_window"]),
             attn_flops_full=a["attn_flops_full"] * frac,
@@ -345,7 +347,7 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
             gemv_peak=_peak(gpu, kern.gemv_peaks) if gpu else math.inf,
             attn_peak=_peak(gpu, kern.attention_peaks) if gpu else math.inf)
 
-    stages = tuple(stage(g.id, "gpu", g, g.bandwidth_bytes_per_s or math.inf, acc[d // tp], share[d])
+    stages = tuple(stage(g.id, "gpu", g, g.bandwidth_bytes_per_s or math.inf, acc[d // grp], share[d], share[d] / dp)
                    for d, g in enumerate(r.gpus))
     has_host = host_acc["layers"] or any(host_acc["e_bytes"])
     host_stage = None
@@ -374,7 +376,7 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         gemv_max_tokens=kern.gemv_max_tokens, offload_min_batch=kern.offload_min_batch,
         pipeline_prefill=kern.pipeline_prefill, link_bandwidth=lbw, link_name=lname, pcie_bandwidth=pbw,
         activation_bytes=kern.activation_bytes, syncs_per_layer=kern.tp_syncs_per_layer, compute_known=compute_known,
-        paths=table.id if pathed else "", tp=tp, ep=tp if r.expert_parallel else 1,
+        paths=table.id if pathed else "", tp=tp, dp=dp, ep=grp if r.expert_parallel else 1,
         boundary_tensors=kern.pp_boundary_tensors, **_machines_of(r))
 
 
@@ -384,7 +386,7 @@ def _machines_of(r: Resolved) -> dict:
     the client talks to; vLLM / SGLang: tensor-parallel groups within or across machines."""
     if not r.nodes or len(set(r.nodes)) < 2:
         return {}
-    tp, n = r.tp_size, len(r.gpus)
+    tp, n = r.stage_gpus, len(r.gpus)  # GPUs per stage (its tensor-parallel group, times the dp ranks)
     first = [r.nodes[s * tp] for s in range(n // tp)]  # the machine of each stage's first GPU
     crossings = sum(1 for s in range(1, n // tp) if r.nodes[s * tp] != r.nodes[s * tp - 1])
     net = {"net_latency_s": r.network.latency.si, "net_bandwidth": r.network.bandwidth.si, "rails": r.rails}
@@ -426,7 +428,14 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> 
     at `depth` tokens of context. Arguments are numpy arrays of equal shape."""
     e = sm.eff
     tokens = np.asarray(tokens, dtype=float)
-    ops = Ops(s.name, [], [], [], [], [], [], [], [], np.broadcast(tokens, seqs, q, depth).shape)
+    shape = np.broadcast(tokens, seqs, q, depth).shape
+    etokens = tokens  # the tokens the routed experts see: every rank's, under data-parallel attention
+    if sm.dp > 1 and s.kind == "gpu":  # this GPU's own sequences: the busiest rank holds ceil(seqs / dp)
+        seqs = np.asarray(seqs, dtype=float) * np.ones(shape)
+        local = np.ceil(seqs / sm.dp)
+        tokens = tokens * local / np.maximum(seqs, 1)
+        seqs = local
+    ops = Ops(s.name, [], [], [], [], [], [], [], [], shape)
     # which kernel path and which processor: host layers run on the CPU for small steps, on
     # GPU 0 (weights streamed over PCIe) for steps of at least offload_min_batch tokens
     on_cpu = s.kind == "host"
@@ -455,26 +464,26 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> 
 
     # expert stacks touched by `tokens` tokens routed uniformly: E (1 - (1 - k/E)^T)
     kE = sm.experts_per_tok / sm.n_experts
-    touched = 1 - (1 - kE) ** tokens if sm.n_experts > 1 else np.ones_like(tokens)
+    touched = 1 - (1 - kE) ** etokens if sm.n_experts > 1 else np.ones_like(tokens)
     if sm.ep > 1 and s.kind == "gpu" and sm.n_experts > 1:  # the GPU with the most experts touched sets the pace
-        imb = ep_imbalance(sm.n_experts, sm.experts_per_tok, sm.ep, tokens)
+        imb = ep_imbalance(sm.n_experts, sm.experts_per_tok, sm.ep, etokens)
         touched, kE = touched * imb, kE * imb
     for c, kname in enumerate(KERNELS):
         wb, eb, hb = s.w_bytes[c], s.e_bytes[c], s.head_bytes[c]
         if wb == 0 and eb == 0 and hb == 0:
             continue
         if s.dense_paths is not None and not on_cpu and (s.dense_paths[c] is not None or s.expert_paths[c] is not None):
-            _path_matmuls(sm, s, c, kname, tokens, seqs, q, touched, kE, add)
+            _path_matmuls(sm, s, c, kname, tokens, seqs, q, touched, kE, add, etokens)
             continue
         nbytes = wb + eb * touched + hb
         last = np.asarray(seqs, dtype=float)  # logits for the last token of each sequence only
-        flops = 2 * tokens * (s.w_params[c] + s.e_params[c] * kE) + 2 * np.where(q > 1, last, tokens) * s.head_params[c]
+        flops = 2 * tokens * s.w_params[c] + 2 * etokens * s.e_params[c] * kE + 2 * np.where(q > 1, last, tokens) * s.head_params[c]
         peak = np.where(gemv, peak_src.gemv_peak, peak_src.gemm_peak[c])
         qeff = min(e.weight_bw * e.quant_bw.get(kname, 1.0), 1.0)
         label = f"matmul {kname}" + (" via PCIe" if on_cpu and np.any(streamed) else "")
         c_eff = e.gemm
         if s.e_params[c] and e.moe_gemm != e.gemm:  # expert FLOPs at their own efficiency: the harmonic blend
-            fe = 2 * tokens * s.e_params[c] * kE
+            fe = 2 * etokens * s.e_params[c] * kE
             c_eff = flops / ((flops - fe) / e.gemm + fe / e.moe_gemm)
         add(label, flops, nbytes, peak, bw_w, 1.0 if on_cpu else qeff, c_eff)
     # attention: read the cache of every sequence, write the new tokens' K and V
@@ -558,7 +567,7 @@ def _ep_imbalance(n: int, ep: int, d: int) -> float:
     return mean_max / (d / ep)
 
 
-def _path_matmuls(sm: StepModel, s: Stage, c: int, kname: str, tokens, seqs, q, touched, kE, add) -> None:
+def _path_matmuls(sm: StepModel, s: Stage, c: int, kname: str, tokens, seqs, q, touched, kE, add, etokens=None) -> None:
     """The matmuls of weight class `c` on a GPU stage by the kernel each token count takes
     (docs/kernel-paths.md#matmul-time):
 
@@ -571,8 +580,9 @@ def _path_matmuls(sm: StepModel, s: Stage, c: int, kname: str, tokens, seqs, q, 
     staging of the weights cost about as much as that many tokens); for routed experts the extra
     columns are paid once per expert touched."""
     e = sm.eff
+    etokens = tokens if etokens is None else etokens  # the routed experts' tokens (all ranks' under dp attention)
     last = np.asarray(seqs, dtype=float)
-    parts = []  # (name, paths, bytes, params of the matmul, FLOPs, extra FLOPs of a GEMM)
+    parts = []  # (name, paths, bytes, params of the matmul, tokens it runs, FLOPs, extra FLOPs of a GEMM)
     dense_params = s.w_params[c]
     head_params = s.head_params[c]
     head_tokens = np.where(q > 1, last, tokens)
@@ -580,22 +590,23 @@ def _path_matmuls(sm: StepModel, s: Stage, c: int, kname: str, tokens, seqs, q, 
     if s.w_bytes[c] or s.head_bytes[c]:
         fl = 2 * tokens * dense_params + 2 * head_tokens * head_params
         extra = 2 * floor * (dense_params + head_params)
-        parts.append(("", s.dense_paths[c], s.w_bytes[c] + s.head_bytes[c], s.w_bytes[c] + s.head_bytes[c], fl, extra))
+        parts.append(("", s.dense_paths[c], s.w_bytes[c] + s.head_bytes[c], s.w_bytes[c] + s.head_bytes[c], tokens, fl,
+                      extra))
     if s.e_bytes[c]:
         n_touched = touched * sm.n_experts
-        fl = 2 * tokens * s.e_params[c] * kE
+        fl = 2 * etokens * s.e_params[c] * kE
         extra = 2 * floor * s.e_params[c] / sm.n_experts * n_touched
         # a GEMM reads each expert touched once; the mat-vec kernel reads one expert per (token,
         # slot) pair, shared experts read again (ggml-cuda/mmvq.cu:920, channel_x = ids[...])
         parts.append((" (experts)", s.expert_paths[c] or s.dense_paths[c], s.e_bytes[c] * touched,
-                      s.e_bytes[c] * kE * tokens, fl, extra))
+                      s.e_bytes[c] * kE * etokens, etokens, fl, extra))
     qeff = min(e.weight_bw * e.quant_bw.get(kname, 1.0), 1.0)
-    for suffix, cp, gemm_bytes, vec_bytes, flops, extra in parts:
+    for suffix, cp, gemm_bytes, vec_bytes, ptokens, flops, extra in parts:
         if cp is None:
             continue
-        i = cp.at(tokens)
+        i = cp.at(ptokens)
         gemm = cp.gemm[i]
-        nbytes = gemm_bytes * np.ones_like(tokens) if e.ideal else np.where(gemm, gemm_bytes, vec_bytes)
+        nbytes = gemm_bytes * np.ones_like(ptokens) if e.ideal else np.where(gemm, gemm_bytes, vec_bytes)
         peak = cp.peak[i]
         c_eff = np.where(gemm, e.float_gemm if cp.float_weights else e.gemm, e.dot)
         fl_eff = np.where(gemm, flops + extra, flops)
@@ -618,18 +629,21 @@ def step(sm: StepModel, tokens, seqs, q, depth) -> StepTimes:
     tokens, seqs, q, depth = (np.asarray(x, dtype=float) for x in (tokens, seqs, q, depth))
     g = [_stage_ops(sm, s, tokens, seqs, q, depth, sm.gpus[0]) for s in sm.gpus]
     h = [_stage_ops(sm, sm.host, tokens, seqs, q, depth, sm.gpus[0])] if sm.host else []
-    e, n, tp = sm.eff, len(sm.gpus), sm.tp
+    e, n, tp, grp = sm.eff, len(sm.gpus), sm.tp, sm.tp * sm.dp
     act = tokens * sm.hidden * sm.activation_bytes
-    stage_t = [np.maximum.reduce([o.total for o in g[i:i + tp]]) if tp > 1 else g[i].total for i in range(0, n, tp)]
+    stage_t = [np.maximum.reduce([o.total for o in g[i:i + grp]]) if grp > 1 else g[i].total for i in range(0, n, grp)]
     comm = np.zeros_like(tokens)
     if tp > 1:
         comm = comm + sm.gpu_layers * sm.syncs_per_layer * allreduce_time(sm, act)
+    if sm.dp > 1:  # every MoE layer gathers all ranks' tokens and reduce-scatters the experts' outputs back
+        moe = sum(s.moe_layers for s in sm.gpus[::grp])
+        comm = comm + moe * 2 * allgather_time(sm, act)
     local = len(stage_t) - 1 if sm.local_boundaries is None else sm.local_boundaries
     bnd = sm.boundary_tensors * act  # what one stage boundary hands the next
     if local:
         comm = comm + local * (e.link_latency_s + bnd / sm.link_bandwidth)
     if sm.net_boundaries:  # each GPU of the group sends its slice (vllm parallel_state.py:1219-1223), over its rail
-        comm = comm + sm.net_boundaries * (sm.net_hop_s + bnd / (min(sm.rails, tp) * sm.net_bandwidth))
+        comm = comm + sm.net_boundaries * (sm.net_hop_s + bnd / (min(sm.rails, grp) * sm.net_bandwidth))
     if sm.net_boundaries or sm.tp_machines > 1:
         comm = comm + sm.net_latency_s  # the scheduler's step broadcast to the other machines (ray_executor_v2.py:329-338)
     if sm.rpc_servers:  # llama.cpp RPC (ggml-rpc.cpp): the client sends each remote server its input
@@ -661,6 +675,20 @@ def allreduce_time(sm: StepModel, act):
     if m == 1:
         return inside
     return inside + 2 * (m - 1) * sm.net_hop_s + 2 * (m - 1) / m * act / (min(sm.rails, t) * sm.net_bandwidth)
+
+
+def allgather_time(sm: StepModel, act):
+    """Data-parallel attention with expert parallelism, vLLM's default all-to-all
+    (allgather_reducescatter, vllm/distributed/device_communicators/all2all.py:116-161): one all-gather
+    of every rank's `act` bytes of tokens (or the reduce-scatter back). Each GPU receives the (t-1)/t
+    from the other GPUs of its machine over the link; over M machines each machine receives the
+    other (M-1)/M over min(rails, t) links, after M-1 hops (the network's latency plus NCCL's)."""
+    e, m = sm.eff, sm.tp_machines
+    t = sm.tp * sm.dp // m
+    inside = e.link_latency_s + ((t - 1) / t * act / sm.link_bandwidth if t > 1 else 0.0)
+    if m == 1:
+        return inside
+    return inside + (m - 1) * sm.net_hop_s + (m - 1) / m * act / (min(sm.rails, t) * sm.net_bandwidth)
 
 
 def decode_step_time(sm: StepModel, batch, depth):
@@ -732,10 +760,10 @@ def breakdown(sm: StepModel, what: str, tokens: float, seqs: float, q: float, de
     by the GPU that sets each stage's pace: its operations, and the stage's time."""
     st = step(sm, [tokens], [seqs], [q], [depth])
     total = float(st.total[0])
-    n, tp = len(sm.gpus), sm.tp
+    n, tp = len(sm.gpus), sm.tp * sm.dp  # GPUs per stage
     shown = list(st.stages)
     stage_s: dict[str, float] = {}
-    if tp > 1 and n > tp:
+    if sm.dp > 1 or (tp > 1 and n > tp):
         shown = []
         for k, i in enumerate(range(0, n, tp)):
             grp = st.stages[i:i + tp]

@@ -43,9 +43,11 @@ def _machines_line(r: Resolved) -> str:
         ms = "; ".join(f"{k}: {' + '.join(v)}{' (server)' if k == 0 else ''}" for k, v in sorted(per.items()))
         return f"machines {ms}; {link}, llama.cpp RPC: the other machines hold the first layers"
     tp, pp = r.tp_size, r.pp_size
-    lay = (f"tensor parallel {tp} x pipeline parallel {pp}" if pp > 1 and tp > 1 else
+    lay = (f"data-parallel attention {r.dp}" if r.dp > 1 else
+           f"tensor parallel {tp} x pipeline parallel {pp}" if pp > 1 and tp > 1 else
            f"tensor parallel {tp}" if tp > 1 else f"pipeline parallel {pp}")
-    ep = ", experts split whole over each stage's GPUs (expert parallel)" if r.expert_parallel else ""
+    ep = ((", experts split whole over all GPUs (expert parallel)" if r.dp > 1 else
+           ", experts split whole over each stage's GPUs (expert parallel)") if r.expert_parallel else "")
     return f"machines {len(per)} x {gpus_label(per[0])} {link}: {lay}{ep}; machine 0 runs the server"
 
 
@@ -160,7 +162,7 @@ def perf_text(p, ctx: int) -> list[str]:
         out.append(f"  per decode step the devices work {how}: " + ", ".join(
             f"{k} {v / MS:.2f} ms" for k, v in p.decode_step.stage_s.items()))
     if p.comm_s_per_step:
-        what = ("host-to-GPU" if p.split == "single" else f"{p.split}, GPU-to-GPU" if " x " in p.split
+        what = ("host-to-GPU" if p.split == "single" else f"{p.split}, GPU-to-GPU" if " x " in p.split or p.split.startswith("data-parallel")
                 else f"{p.split} split, GPU-to-GPU")
         out.append(f"  {what} transfers over {p.link}: {p.comm_s_per_step / MS:.2f} ms per decode step "
                    f"({p.comm_s_per_step / p.decode_step.step_s:.0%} of it)")

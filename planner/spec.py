@@ -199,7 +199,7 @@ def resolve_spec(catalog: Catalog, r, method_text: str, draft_len: int | None, a
     notes = [eng.method_notes[method]] if method in eng.method_notes else []
     card = _pick_card(catalog, r.model_id, method, ident)
     fmt = weight_format(r.engine)
-    dev = output_device(r) * r.tp_size  # the drafter sits with the target's output head (its stage's first GPU)
+    dev = output_device(r) * r.stage_gpus  # the drafter sits with the target's output head (its stage's first GPU)
     gpu = r.gpus[dev]
     common = dict(gpus=(gpu,), split="layer", tp=0, nodes=(), expert_parallel=False, cpu_moe_layers=0, tensor_split=None,
                   auto_offload=False, exact_weights=False, host_ram_bytes=None)

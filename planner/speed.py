@@ -97,7 +97,9 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
                      "read decode as an upper bound")
     if sm.net_boundaries or sm.tp_machines > 1:
         n = r.network
-        how = (f"tensor-parallel groups of {sm.tp} span {sm.tp_machines} machines: each of the "
+        how = (f"data-parallel attention over {sm.dp} GPUs on {sm.tp_machines} machines: every MoE layer all-gathers "
+               f"all ranks' tokens and reduce-scatters the experts' outputs over {n.id}" if sm.dp > 1 else
+               f"tensor-parallel groups of {sm.tp} span {sm.tp_machines} machines: each of the "
                f"{sm.syncs_per_layer * sm.gpu_layers} all-reduces per step crosses {n.id} (hierarchical: inside each "
                "machine, then a ring over the machines)" if sm.tp_machines > 1 else
                f"tensor parallel {sm.tp} inside each machine over {sm.link_name}, {sm.net_boundaries} pipeline "
@@ -131,7 +133,8 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
 
     peak_bw = sum(g.bandwidth_bytes_per_s or 0 for g in r.gpus)
     # tensor-parallel stages are shown by one GPU each: the others move as much
-    gpu_bytes = sum(o.bytes for o in dstep.ops if o.stage != "host RAM") * (sm.tp if len(r.gpus) > sm.tp > 1 else 1)
+    grp = sm.tp * sm.dp
+    gpu_bytes = sum(o.bytes for o in dstep.ops if o.stage != "host RAM") * (grp if sm.dp > 1 or len(r.gpus) > grp > 1 else 1)
     mbu = gpu_bytes / dstep.step_s / peak_bw if peak_bw else None
 
     pre_tok_s = ttft = pre_bound = ceil_pre = mfu = None
@@ -178,7 +181,8 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
         prefill_bound=pre_bound, decode_tok_s=tok_s, decode_total_tok_s=tok_s * b, tpot_s=1 / tok_s,
         decode_bound=bound_of(dstep), decode_at=tuple(at), ceiling_decode_tok_s=ceiling, ceiling_prefill_tok_s=ceil_pre,
         mbu=mbu, mfu=mfu, comm_s_per_step=dstep.comm_s,
-        split=f"tensor {sm.tp} x pipeline {len(r.gpus) // sm.tp}" if len(r.gpus) > sm.tp > 1 else sm.split,
+        split=(f"data-parallel attention {sm.dp}" if sm.dp > 1 else
+               f"tensor {sm.tp} x pipeline {len(r.gpus) // sm.tp}" if len(r.gpus) > sm.tp > 1 else sm.split),
         link=(f"{r.network.id} between machines (llama.cpp RPC)" + (f" and {sm.link_name}" if sm.local_boundaries else "")
               if sm.rpc_servers else f"{sm.link_name} and {r.rails}x {r.network.id} between machines" if r.nodes
               else sm.link_name), calibration=cal.id,

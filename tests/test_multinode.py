@@ -313,7 +313,7 @@ def test_deepseek_on_two_h100_machines_and_its_commands():
     js = json.loads(CliRunner().invoke(main, [*base, "--engine", "vllm", "--json"]).output)
     m = js["assumptions"]["machines"]
     assert m["transport"] == "torch.distributed (NCCL)" and m["links_per_machine"] == 8
-    assert js["assumptions"]["parallel"] == {"tp": 8, "pp": 2, "expert_parallel": False}
+    assert js["assumptions"]["parallel"] == {"tp": 8, "pp": 2, "dp": 1, "expert_parallel": False}
 
 
 def test_every_published_multinode_run_is_planned_and_scored():
@@ -338,3 +338,65 @@ def test_an_unvalidated_vllm_moe_decode_says_so_and_gives_no_interval():
     assert p.decode_interval is None and any("not validated" in n for n in p.notes)
     dense = estimate(CAT, _torch("llama-3.1-70b", gpus, nodes, "8xib-ndr400"), 4096, cal=CAL)
     assert not any("not validated" in n for n in dense.notes)
+
+
+def test_wide_ep_all_gather_volume_hand_worked():
+    """vLLM --dp 16 --ep over two machines of 8 H100s (8 x NDR 400 each), DeepSeek-V3 (hidden 7,168; 58 of its
+    61 layers MoE): each MoE layer all-gathers every rank's tokens and reduce-scatters the outputs back
+    (vllm all2all.py:116-161). For 256 tokens in all, the gather is 256 x 7,168 x 2 B = 3,670,016 B: each GPU
+    receives the 7/8 of its machine's half over NVLink and each machine the other half, 1,835,008 B, over 8
+    links (one hop: 1.5 + 8.5 us). Per step: 58 x 2 x (link latency + 7/8 x act / NVLink + 10 us +
+    act / 2 / 400 GB/s) + 1.5 us of step broadcast."""
+    gpus, nodes = _machines(2, 8)
+    r = _torch("deepseek-v3", gpus, nodes, "8xib-ndr400", dp=16, expert_parallel=True, batch=256)
+    assert (r.tp_size, r.pp_size, r.dp, r.stage_gpus) == (1, 1, 16, 16)
+    sm = step_model(CAT, r, CAL)
+    assert sum(s.moe_layers for s in sm.gpus[:1]) == 58 and sm.tp_machines == 2
+    act = 256 * 7168 * 2
+    one = sm.eff.link_latency_s + 7 / 8 * act / sm.link_bandwidth + 10e-6 + act / 2 / (8 * 50e9)
+    comm = float(step(sm, [256], [256], [1], [1024]).comm[0])
+    assert comm == pytest.approx(58 * 2 * one + 1.5e-6, rel=1e-6)
+
+
+def test_wide_ep_memory_per_gpu():
+    """Every rank holds all the attention and dense weights, 1/16 of the routed experts, and the cache of its
+    1/16 of the sequences (MLA latent whole per sequence)."""
+    from planner.memory import plan_memory
+
+    gpus, nodes = _machines(2, 8)
+    r = _torch("deepseek-v3", gpus, nodes, "8xib-ndr400", dp=16, expert_parallel=True, batch=64)
+    lb = r.layer_bytes
+    experts = sum(lb.experts)
+    dense = sum(lb.weights) - experts + lb.input_bytes + lb.output_bytes
+    devs = plan_memory(r, 4096).devices
+    assert all(abs(d.weights_bytes - (dense + experts / 16)) <= 3 for d in devs)
+    assert {d.kv_cache_bytes for d in devs} == {61 * 576 * 2 * 4096 * 64 // 16}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["llama-3.1-70b", "--gpu", "8xh100-sxm", "--engine", "vllm", "--dp", "8", "--ep"], "independent replicas"),
+    (["deepseek-v3", "--gpu", "8xh200", "--engine", "vllm", "--dp", "8"], "add --ep"),
+    (["deepseek-v3", "--gpu", "8xh200", "--engine", "vllm", "--dp", "4", "--ep"], "--dp 8 without --tp"),
+    (["llama-3.1-70b", "--gpu", "8xh100-sxm", "--engine", "vllm", "--dp", "8"], "independent replicas"),
+])
+def test_data_parallel_layouts_refused(args, message):
+    res = CliRunner().invoke(main, ["fit", *args])
+    assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_wide_ep_commands():
+    base = ["fit", "deepseek-v3", "--gpu", "2x(8xh100-sxm)", "--network", "8xib-ndr400", "--ctx", "8k", "--dp", "16",
+            "--ep", "--batch", "64"]
+    res = CliRunner().invoke(main, [*base, "--engine", "vllm", "--emit", "vllm"])
+    assert res.exit_code == 0, res.output
+    cmds = [x for x in res.output.splitlines() if x.startswith("vllm serve")]
+    assert len(cmds) == 2 and all("--data-parallel-size 16" in c and "--enable-expert-parallel" in c for c in cmds)
+    assert "--headless --data-parallel-start-rank 8" in cmds[1] and "--headless" not in cmds[0]
+    assert all("--max-num-seqs 4" in c for c in cmds)  # per data-parallel engine
+    for c in cmds:
+        check_emitted("vllm", c)
+    res = CliRunner().invoke(main, [*base, "--engine", "sglang", "--emit", "sglang"])
+    cmds = [x for x in res.output.splitlines() if x.startswith("python -m sglang")]
+    assert len(cmds) == 2 and all("--attn-dp-size 16" in c and "--ep-size 16" in c for c in cmds)
+    for c in cmds:
+        check_emitted("sglang", c)
