@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from planner.arch import Architecture, parse_config
 from planner.errors import PlannerError, did_you_mean
 from planner.calibration import Calibration
-from planner.hardware import Engine, FrontendTable, Gpu, HostMemory, LinkTable, NetworkTable
+from planner.hardware import Engine, EngineMemoryRules, FrontendTable, Gpu, HostMemory, LinkTable, NetworkTable
 from planner.paths import PathTable
 from planner.quant import FormatTable, KvTypeTable, RecipeTable, check_recipe
 from planner.schema import Quantity, Sourced, Strict
@@ -172,6 +172,28 @@ def _gpu_keys(g: Gpu) -> set[str]:
     return {k for k in keys if k}
 
 
+def pin_engine(e: Engine, pin: str) -> Engine:
+    """The profile with the defaults of release `pin` (major.minor, or a full version of it)."""
+    pin = pin.strip().lower().lstrip("v")
+    if e.version and (pin == e.version or e.version.startswith(pin + ".") or pin.startswith(_minor(e.version) + ".")
+                      or pin == _minor(e.version)):
+        return e.model_copy(update={"pinned": pin})
+    for key, v in e.versions.items():
+        if pin == key or pin.startswith(key + "."):
+            memory = EngineMemoryRules.model_validate({**e.memory.model_dump(), **v.memory})
+            return e.model_copy(update={"memory": memory, "pinned": pin})
+    if not e.versions:
+        raise PlannerError(f"{e.id} {pin}: planner holds the defaults of {e.id} {e.version or '(its profile)'} only; "
+                           "plan without a pin")
+    known = ", ".join(sorted([_minor(e.version)] + list(e.versions)))
+    raise PlannerError(f"{e.id} {pin}: planner holds the defaults of releases {known} only; pin one of those, or "
+                       f"none for {e.version}")
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
 class Catalog:
     """Everything in the databases, validated. Construct once; lookups are dict hits."""
 
@@ -276,7 +298,10 @@ class Catalog:
         return [d for d in self.drafts.values() if model_id in d.targets]
 
     def engine(self, name: str) -> Engine:
-        return self._find(self.engines, name, "engine")
+        """An engine profile by id, or pinned to an earlier release's defaults: 'vllm-cuda@0.11'."""
+        base, _, pin = name.partition("@")
+        e = self._find(self.engines, base, "engine")
+        return pin_engine(e, pin) if pin.strip() else e
 
     def host(self, name: str) -> HostMemory:
         return self._find(self.hosts, name, "host")

@@ -318,9 +318,11 @@ def engine_name(catalog: Catalog, text: str | None) -> str | None:
     per GPU set, in pick_engine)."""
     if not text:
         return None
-    if text.strip().lower() in ENGINE_FAMILIES:
+    base, at, pin = text.strip().lower().partition("@")  # a release pin: vllm@0.11, vllm-cuda@0.11.0
+    if base.strip() in ENGINE_FAMILIES:
         return text.strip().lower()
-    return catalog.engine(text).id
+    e = catalog.engine(text)  # an unknown pin fails here, with the releases planner holds
+    return f"{e.id}@{pin.strip()}" if at else e.id
 
 
 def default_ubatch(engine: Engine, gpus) -> int:
@@ -345,15 +347,16 @@ def pick_engine(catalog: Catalog, gpus: tuple[Gpu, ...], name: str | None, model
     """The engine named (an id, or a family such as llama.cpp, vllm, sglang, ollama, LM Studio:
     that family's backend for the GPUs' vendor), else llama.cpp's backend for the vendor."""
     vendors = {g.vendor for g in gpus}
-    if name and name.strip().lower() in ENGINE_FAMILIES:
-        family = ENGINE_FAMILIES[name.strip().lower()]
+    base, at, pin = (name or "").strip().lower().partition("@")
+    if name and base.strip() in ENGINE_FAMILIES:
+        family = ENGINE_FAMILIES[base.strip()]
         backend = "vulkan" if len(vendors) > 1 else BACKEND_OF_VENDOR[next(iter(vendors))]
         engine = next((e for e in catalog.engines.values() if e.family == family and e.backend == backend), None)
         if engine is None:
             have = ", ".join(e.id for e in catalog.engines.values() if e.family == family)
             raise PlannerError(f"{name.strip()} has no {backend} backend for {', '.join(sorted(vendors))} GPUs here "
                                f"(planned: {have})")
-        return engine
+        return catalog.engine(f"{engine.id}@{pin}") if at else engine
     if name:
         return catalog.engine(name)
     if len(vendors) > 1:
@@ -597,7 +600,8 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
     assumed_host = host or catalog.hosts.get(DEFAULT_HOST)
 
     ctx_tokens, notes = dep.ctx_tokens, [what_if] if what_if else []
-    fe = catalog.frontends.get((dep.engine or "").strip().lower().replace(" ", "").replace("-", "").replace("_", ""))
+    fe = catalog.frontends.get((dep.engine or "").split("@")[0].strip().lower().replace(" ", "").replace("-", "")
+                               .replace("_", ""))
     if fe is not None and ctx_tokens is None:  # e.g. Ollama: a default context by VRAM, not the model's maximum
         default = fe.default_ctx(sum(g.memory_bytes for g in gpus))
         if default:

@@ -167,6 +167,7 @@ def _assumptions(r: Resolved) -> dict[str, Any]:
     a: dict[str, Any] = {
         "engine": r.engine.id,
         "engine_name": r.engine.name,
+        "engine_version": r.engine.pinned or r.engine.version or None,  # the release whose defaults are planned
         "quant": r.quant,
         "kv_quant": r.kv_quant,
         "kv_quant_v": r.v_type,

@@ -6,7 +6,7 @@ efficiencies (calibration profiles) never share a file with them.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -288,9 +288,20 @@ class EngineServer(Strict):
     source: str
 
 
+class EngineVersionPin(Strict):
+    """The defaults of an earlier release where they differ from the profile's (`--engine vllm@0.11`):
+    EngineMemoryRules fields, read from that release's source (`source`: file:line)."""
+
+    source: str
+    memory: dict[str, Any] = {}
+
+
 class Engine(Sourced):
     id: str = ""
     name: str
+    version: str = ""  # the release whose defaults the profile holds
+    versions: dict[str, EngineVersionPin] = {}  # earlier releases by "major.minor", where defaults moved
+    pinned: str = ""  # set by a pin (--engine vllm@0.11): the release planned
     family: Literal["llama.cpp", "vllm", "sglang", "torch"]
     backend: Literal["cuda", "rocm", "vulkan", "metal", "sycl"]
     vendors: tuple[str, ...]

@@ -117,7 +117,8 @@ def fit_text(res: FitResult, r: Resolved) -> str:
         lines.append("")
         lines += claim_text(res.claim)
     lines.append("")
-    lines.append(f"assumptions: {a['engine']} defaults (ubatch {a['ubatch_tokens']}, context padded to "
+    ver = f" {a['engine_version']}" if a.get("engine_version") else ""
+    lines.append(f"assumptions: {a['engine']}{ver} defaults (ubatch {a['ubatch_tokens']}, context padded to "
                  f"{a['ctx_padding_tokens']}, flash attention {'on' if a['flash_attention'] else 'off'}"
                  + (", token embeddings in host RAM" if a["token_embedding_on_host"] else "")
                  + f"); weights {a['weights_source']}; speed: calibration {a['calibration']}")

@@ -93,14 +93,15 @@ def load_published(path: Path) -> list[PublishedRun]:
 
 
 def simulate_published(catalog, run: PublishedRun, calibration: str | None = None) -> dict[str, float]:
-    """The run's deployment at the engine's defaults, its requests (fixed prompt; outputs of the
+    """The run's deployment at the defaults of the engine release it ran, its requests (fixed prompt; outputs of the
     published mean length, floor and ceiling mixed to the published total) arriving as it sent them."""
     from planner.deployment import Deployment, default_max_seqs, resolve
 
     m = run.meta
     gpus = (m["gpu"],)
-    eng = catalog.engine(m["engine"])
-    dep = Deployment(model=m["model"], gpus=gpus, engine=m["engine"], quant=m["quant"] or None, ctx_tokens=int(m["ctx"]),
+    engine = f"{m['engine']}@{m['engine_version']}" if m.get("engine_version") else m["engine"]  # that release's defaults
+    eng = catalog.engine(engine)
+    dep = Deployment(model=m["model"], gpus=gpus, engine=engine, quant=m["quant"] or None, ctx_tokens=int(m["ctx"]),
                      batch=default_max_seqs(eng, tuple(catalog.gpu(g) for g in gpus)))
     r = resolve(catalog, dep)
     e = sim.engine_for(catalog, r, catalog.calibration(calibration, r.engine.id, r.gpus[0].id))

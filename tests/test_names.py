@@ -246,3 +246,28 @@ def test_lm_studio_plans_its_default_context(name):
     r = resolve(cat, Deployment(model="qwen3-8b", gpus=("rtx4090",), engine=name))
     assert r.engine.family == "llama.cpp" and r.ctx_tokens == 4096 and any("LM Studio" in n for n in r.notes)
     assert resolve(cat, Deployment(model="qwen3-8b", gpus=("rtx4090",), engine=name, ctx_tokens=16384)).ctx_tokens == 16384
+
+
+def test_an_engine_release_pin_plans_that_releases_defaults():
+    """vLLM 0.11.0 took 90% of each GPU (vllm/config/cache.py:43 of its sdist) against 0.33.0's 92%, and had no
+    16,384-token tier from 160 GiB (engine/arg_utils.py:1605-1624); a pin plans those. A release planner
+    holds nothing of is refused with the ones it does."""
+    import json
+
+    from click.testing import CliRunner
+
+    from planner.cli import main
+
+    cat = Catalog()
+    now = resolve(cat, Deployment(model="llama-3.1-8b", gpus=("b200",), engine="vllm", ctx_tokens=8192))
+    old = resolve(cat, Deployment(model="llama-3.1-8b", gpus=("b200",), engine="vllm@0.11", ctx_tokens=8192))
+    assert now.engine.memory.gpu_memory_utilization.value == 0.92 and now.ubatch_tokens == 16384
+    assert old.engine.memory.gpu_memory_utilization.value == 0.90 and old.ubatch_tokens == 8192
+    assert old.engine.id == "vllm-cuda" and old.engine.pinned == "0.11"
+    assert resolve(cat, Deployment(model="llama-3.1-8b", gpus=("b200",), engine="vllm-cuda@0.33.0",
+                                   ctx_tokens=8192)).ubatch_tokens == 16384
+    res = CliRunner().invoke(main, ["fit", "llama-3.1-8b", "--gpu", "h100-sxm", "--engine", "vllm@0.20"])
+    assert res.exit_code == 2 and "0.10, 0.11, 0.33" in res.output
+    js = json.loads(CliRunner().invoke(main, ["fit", "llama-3.1-8b", "--gpu", "h100-sxm", "--engine", "vllm@0.11",
+                                              "--json"]).output)
+    assert js["assumptions"]["engine_version"] == "0.11"
