@@ -2,4 +2,4 @@
 
 from planner.cli import main
 
-main()
+main(prog_name="planner")  # one program name: the same usage text and shell completion variable

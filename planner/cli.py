@@ -139,6 +139,24 @@ def friendly(f):
     return wrapper
 
 
+def _completer(table: str, extra: tuple[str, ...] = ()):
+    """Shell completion of a catalog name (docs/cli.md#shell-completion): the ids of `table` that start
+    with what is typed; for a comma list, the last item."""
+    def complete(ctx, param, incomplete: str):
+        from click.shell_completion import CompletionItem
+
+        head, sep, last = incomplete.rpartition(",")
+        names = sorted(getattr(Catalog(), table)) + list(extra)
+        return [CompletionItem(head + sep + n) for n in names if n.lower().startswith(last.lower())]
+    return complete
+
+
+complete_gpus = _completer("gpus", ("auto",))
+complete_models = _completer("models")
+complete_engines = _completer("engines", ("llama.cpp", "vllm", "sglang", "ollama"))
+complete_networks = _completer("networks")
+
+
 @click.group(cls=PlannerGroup, name="planner", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="planner")
 def main():
@@ -146,12 +164,12 @@ def main():
 
 
 _DEPLOYMENT_OPTIONS = [
-    click.option("--gpu", "gpu", required=True, help="GPUs: rtx5090, 2xrtx3090 or rtx5090,rtx3090ti; auto = this machine's; several machines: 'rtx4090,rtx3090 / rtx3090' or '2x(m4max)' (with --network)"),
-    click.option("--network", default=None, help="the link between machines when --gpu names several: 10gbe, tb5, tb5-rdma, ib-ndr400, ... (see `planner networks`)"),
+    click.option("--gpu", "gpu", required=True, shell_complete=complete_gpus, help="GPUs: rtx5090, 2xrtx3090 or rtx5090,rtx3090ti; auto = this machine's; several machines: 'rtx4090,rtx3090 / rtx3090' or '2x(m4max)' (with --network)"),
+    click.option("--network", default=None, shell_complete=complete_networks, help="the link between machines when --gpu names several: 10gbe, tb5, tb5-rdma, ib-ndr400, ... (see `planner networks`)"),
     click.option("--ctx", type=TOKENS, default=None, help="context per sequence: 32768, 200k, 128Ki (default: the model's native maximum)"),
     click.option("--quant", default=None, help="weight quant: Q4_K_M, Q8_0, ... (llama.cpp) or bf16, fp8, awq (vLLM); see `planner quants`"),
     click.option("--kv-quant", default=None, help="KV-cache type: f16, q8_0, q4_0 (llama.cpp), fp8 (vLLM)"),
-    click.option("--engine", default=None, help="engine profile (default: llama.cpp for the GPU's vendor); see `planner engines`"),
+    click.option("--engine", default=None, shell_complete=complete_engines, help="engine profile (default: llama.cpp for the GPU's vendor); see `planner engines`"),
     click.option("--split", type=click.Choice(["layer", "tensor"]), default=None, help="multi-GPU split mode"),
     click.option("--tp", "--tensor-parallel-size", "--tp-size", "tp", type=click.IntRange(1, 1024), default=None,
                  help="vLLM / SGLang: GPUs per pipeline stage (default: all, or each machine's GPUs over several)"),
@@ -254,7 +272,7 @@ def run_fit(catalog: Catalog, opts: dict, sweep_accept: bool = False, observed: 
 
 
 @main.command("fit")
-@click.argument("model")
+@click.argument("model", shell_complete=complete_models)
 @deployment_options
 @click.option("--sweep-accept", "sweep_accept", is_flag=True, help="with --spec: a table of speed by acceptance and draft length")
 @click.option("--observed", type=FiniteFloat(), default=None, help="check a claimed decode speed (tok/s per stream) against this deployment's physics")
@@ -502,7 +520,7 @@ def _simulation(catalog: Catalog, model: str, opts: dict, need_arrivals: bool = 
 
 
 @main.command("simulate")
-@click.argument("model")
+@click.argument("model", shell_complete=complete_models)
 @deployment_options
 @simulate_options
 @click.option("--find-max-rate", is_flag=True, help="the highest arrival rate at which 90% of requests meet --slo")
@@ -552,7 +570,7 @@ def simulate_cmd(model, find_max_rate, as_json, **opts):
 
 
 @main.command("compare")
-@click.argument("model")
+@click.argument("model", shell_complete=complete_models)
 @compare_options
 @click.option("--top", type=click.IntRange(1), default=None, help="rows of the text ranking (default: all named sets; 20 when searching the catalog)")
 @click.option("--all", "show_all", is_flag=True, help="list the sets that are not ranked, with why")
@@ -634,7 +652,7 @@ def plot_group():
 
 def _plot_command(kind: str, doc: str):
     @plot_group.command(kind, help=doc)
-    @click.argument("model")
+    @click.argument("model", shell_complete=complete_models)
     @deployment_options
     @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="HTML file to write")
     @friendly
@@ -665,7 +683,7 @@ _plot_command("acceptance", "Speculative decoding speed against acceptance rate,
 
 
 @plot_group.command("pareto")
-@click.argument("model")
+@click.argument("model", shell_complete=complete_models)
 @compare_options
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="HTML file to write")
 @friendly
@@ -696,7 +714,7 @@ def _sim_subtitle(S) -> str:
 
 
 @plot_group.command("latency")
-@click.argument("model")
+@click.argument("model", shell_complete=complete_models)
 @deployment_options
 @simulate_options
 @click.option("--rates", default=None, help="arrival rates to simulate, e.g. 0.5,1,2,4 (default: 10 rates up to 1.25x the saturated throughput)")
@@ -741,7 +759,7 @@ def plot_latency_cmd(model, rates, out, **opts):
 
 
 @plot_group.command("timeline")
-@click.argument("model")
+@click.argument("model", shell_complete=complete_models)
 @deployment_options
 @simulate_options
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="HTML file to write")
@@ -772,7 +790,7 @@ def plot_timeline_cmd(model, out, **opts):
 
 
 @main.command("tune")
-@click.argument("model")
+@click.argument("model", shell_complete=complete_models)
 @deployment_options
 @simulate_options
 @click.option("--passes", type=click.IntRange(1, 5), default=2, show_default=True, help="sweeps over the settings (coordinate descent)")
@@ -891,7 +909,7 @@ def _server_flags(r, settings: dict) -> str:
 
 
 @main.command("report")
-@click.argument("model")
+@click.argument("model", shell_complete=complete_models)
 @deployment_options
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="HTML file to write")
 @friendly
@@ -1067,7 +1085,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 
 @calibrate_group.command("gguf")
-@click.argument("model")
+@click.argument("model", shell_complete=complete_models)
 @click.option("--quant", default="Q4_K_M", show_default=True, help="GGUF quant recipe (see `planner quants`)")
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="GGUF file to write")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed of the weights")

@@ -232,3 +232,20 @@ def test_sglang_refuses_dflash_with_a_pipeline_split():
     res = CliRunner().invoke(main, ["fit", "qwen3.6-27b", "--gpu", "2xh100-sxm", "--engine", "sglang", "--split", "layer",
                                     "--spec", "dflash", "--accept", "0.7"])
     assert res.exit_code == 2 and "pp_size 1" in res.output
+
+
+def test_shell_completion_offers_catalog_names():
+    """docs/cli.md#shell-completion: bash completion of a model and of the last GPU of a comma list."""
+    import os
+    import subprocess
+    import sys
+
+    def complete(words: str, cword: int) -> list[str]:
+        env = dict(os.environ, COMP_WORDS=words, COMP_CWORD=str(cword), _PLANNER_COMPLETE="bash_complete")
+        out = subprocess.run([sys.executable, "-m", "planner"], env=env, capture_output=True, text=True).stdout
+        return [line.split(",", 1)[1] for line in out.splitlines() if "," in line]
+
+    assert "qwen3.6-27b" in complete("planner fit qwen3.6", 2)
+    gpus = complete("planner fit qwen3-8b --gpu rtx4090,rtx50", 4)
+    assert "rtx4090,rtx5090" in gpus and all(g.startswith("rtx4090,rtx50") for g in gpus)
+    assert "fit" in complete("planner fi", 1)
