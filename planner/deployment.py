@@ -548,6 +548,11 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
             raise PlannerError(f"{engine.id} has no {name} KV cache; it offers: {', '.join(engine.kv_types)}")
         kv_types.append((name, kv))
     (kv_name, kv), (v_name, v_kv) = kv_types
+    table = catalog.paths.get(engine.id)
+    for g in gpus:
+        why = table.refuses_kv(g.family, kv_name) if table else None
+        if why:
+            raise PlannerError(f"{engine.id} has no {kv_name} KV cache on {g.id}: {why}")
     if v_name != kv_name and engine.family != "llama.cpp":
         raise PlannerError(f"{engine.id} takes one KV-cache type for K and V (--kv-cache-dtype); K/V pairs like "
                            f"{kv_name}/{v_name} are llama.cpp's (-ctk / -ctv)")

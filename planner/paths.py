@@ -93,6 +93,15 @@ class Unsupported(Strict):
     cite: str
 
 
+class UnsupportedKv(Strict):
+    """A KV-cache type the engine's attention refuses on a GPU family: resolve() refuses the plan."""
+
+    families: tuple[str, ...]
+    kv: tuple[str, ...]
+    why: str
+    cite: str
+
+
 class PathTable(Sourced):
     id: str = ""
     engine: str
@@ -104,6 +113,11 @@ class PathTable(Sourced):
     multi_gpu: tuple[MultiGpuRule, ...] = ()
     families_not_covered: dict[str, str] = Field(default_factory=dict)  # family -> why the backend does not run it
     unsupported: tuple[Unsupported, ...] = ()
+    unsupported_kv: tuple[UnsupportedKv, ...] = ()
+
+    def refuses_kv(self, family: str | None, kv: str) -> str | None:
+        """Why the engine's attention refuses a `kv` cache on `family` GPUs, if it does."""
+        return next((u.why for u in self.unsupported_kv if family in u.families and kv.lower() in u.kv), None)
 
     def refuses(self, op: str, storage: str) -> str | None:
         """Why the engine has no kernel for `op` on `storage` weights, if it has none."""

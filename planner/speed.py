@@ -87,6 +87,11 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
     depth = 0 if depth is None else depth
     b, ub = r.batch, r.ubatch_tokens
     notes = []
+    bare = sorted({g.id for g in r.gpus if g.family is None and g.status == "released"})
+    if bare:
+        notes.append(f"no kernel-path data for the architecture of {', '.join(bare)}: its speeds come from the generic "
+                     "roofline over its peaks, not from the kernels the engine runs there (docs/kernel-paths.md); read "
+                     "them as rough")
     if sm.host is not None and r.host is None:
         notes.append(f"host memory not given (--host): offloaded layers assumed on {DEFAULT_HOST}")
     if sm.rpc_servers:

@@ -41,6 +41,8 @@ def test_every_catalog_gpu_resolves_every_path_to_a_real_peak(catalog):
         for gpu in catalog.gpus.values():
             if gpu.vendor not in engine.vendors or gpu.family in table.families_not_covered:
                 continue
+            if gpu.family is None:
+                continue  # no kernel data for its architecture (Pascal, CDNA1): the plan says so (test below)
             if gpu.status == "unreleased":
                 continue  # no published peaks yet: test_unreleased_gpus_are_not_priced_silently
             for op in ("mul_mat", "mul_mat_id"):
@@ -60,6 +62,8 @@ def test_every_catalog_gpu_resolves_every_path_to_a_real_peak(catalog):
                                 missing.append(f"{eid} {gpu.id} ({gpu.family}) {op} {st} at {n} tokens: "
                                                f"{rule.kernel} needs {f}, which the entry lacks")
             for kv in engine.kv_types:
+                if table.refuses_kv(gpu.family, kv):
+                    continue  # the engine refuses that cache there, and so does resolve() (the table says why)
                 for q in (1, 512):
                     if attention_rule(table, gpu.family, q, kv, True) is None:
                         missing.append(f"{eid} {gpu.id} ({gpu.family}) flash attention, {q} tokens, KV {kv}: no rule")
@@ -263,3 +267,20 @@ def test_kv_pair_decode_matches_the_h200_runs(catalog):
     assert len(runs) == 4
     for p in prepare(catalog, runs, cal):
         assert abs(predict(p, cal) / p.run.value - 1) < 0.15, (p.run.quant, p.run.depth_tokens)
+
+
+def test_a_gpu_without_kernel_data_says_so(catalog):
+    """A GPU of an architecture the kernel-path tables do not cover (family None: Pascal P40) is priced
+    with the generic roofline, and the plan says so; a KV cache the engine refuses there is refused."""
+    from planner.deployment import Deployment, resolve
+    from planner.errors import PlannerError
+    from planner.speed import estimate
+
+    gpus = [g for g in catalog.gpus.values() if g.family is None and g.status == "released"]
+    assert gpus, "no released GPU without a family to check"
+    cat = catalog
+    p = estimate(cat, resolve(cat, Deployment(model="llama-3.1-8b", gpus=(gpus[0].id,), ctx_tokens=8192)), 8192)
+    assert any("no kernel-path data" in n for n in p.notes)
+    with pytest.raises(PlannerError, match="FP8 KV cache is not supported"):
+        resolve(cat, Deployment(model="llama-3.1-8b", gpus=("rtx2080ti",), engine="vllm-cuda", kv_quant="fp8",
+                                ctx_tokens=8192))
