@@ -80,6 +80,10 @@ class DraftCard(Sourced):
     draft_vocab: Quantity | None = None  # eagle: the draft head's own vocabulary
     shares_embedding: bool = False
     shares_head: bool = False
+    # how the engines name it where that differs from the method it is priced as: "mtp" = a separate MTP
+    # drafter checkpoint (Gemma 4's assistants: priced as eagle, K forwards of a small head; launched as
+    # vLLM method mtp with its model, llama.cpp --spec-type draft-mtp -md, SGLang NEXTN with the draft path)
+    engine_method: Literal["mtp"] | None = None
     recommended_draft_len: Quantity | None = None
     default_quant: dict[str, str] = Field(default_factory=dict)  # by weight format
     files: tuple["PublishedFile", ...] = ()

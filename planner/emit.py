@@ -68,8 +68,9 @@ def _llamacpp(r: Resolved, ctx: int) -> str:
         a += ["--rpc", ",".join(f"machine{k}:50052" for k in sorted(set(r.nodes) - {0}))]
     s = r.spec
     if s is not None:
+        named = "mtp" if s.card is not None and s.card.engine_method == "mtp" else s.method
         a += ["--spec-type", {"draft": "draft-simple", "eagle": "draft-eagle3", "mtp": "draft-mtp",
-                              "dflash": "draft-dflash"}[s.method]]
+                              "dflash": "draft-dflash"}[named]]
         if s.method != "mtp":
             a += ["-md", f"{s.draft.model_name}-{s.draft.quant}.gguf".replace(" ", "-"), "-ngld", "all"]
         a += ["--spec-draft-n-max", str(s.gamma)]
@@ -126,15 +127,19 @@ def _server(r: Resolved, ctx: int, family: str) -> str:
     s = r.spec
     if s is not None:
         repo = s.card.hf_repo if s.card and s.card.hf_repo else s.draft.hf_repo or s.draft.model_name
+        named = "mtp" if s.card is not None and s.card.engine_method == "mtp" else s.method
         if family == "vllm":
-            cfg = {"method": {"draft": "draft_model", "eagle": "eagle3", "mtp": "mtp", "dflash": "dflash"}[s.method]}
+            # a separate MTP checkpoint (Gemma 4 assistant) is method mtp with its model
+            # (vllm/config/speculative.py:1106-1115)
+            cfg = {"method": {"draft": "draft_model", "eagle": "eagle3", "mtp": "mtp", "dflash": "dflash"}[named]}
             if s.method != "mtp":
                 cfg["model"] = repo
             cfg["num_speculative_tokens"] = s.gamma
             a += ["--speculative-config", json.dumps(cfg)]
         else:
+            # NEXTN with a Gemma 4 assistant draft becomes FROZEN_KV_MTP (srt/arg_groups/speculative_hook.py:86-115)
             a += ["--speculative-algorithm", {"draft": "STANDALONE", "eagle": "EAGLE3", "mtp": "NEXTN",
-                                              "dflash": "DFLASH"}[s.method]]
+                                              "dflash": "DFLASH"}[named]]
             if s.method != "mtp":
                 a += ["--speculative-draft-model-path", repo]
             a += ["--speculative-num-steps", str(1 if s.block else s.gamma), "--speculative-eagle-topk", "1",

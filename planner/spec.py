@@ -190,6 +190,11 @@ def resolve_spec(catalog: Catalog, r, method_text: str, draft_len: int | None, a
     from planner.deployment import MAX_DRAFT_LEN, Deployment, resolve, weight_format
 
     method, ident = parse_method(method_text)
+    if method == "mtp" and not r.arch.mtp_layers:  # no MTP layers of its own: a separate MTP drafter (Gemma 4's)
+        named = [catalog.draft(ident)] if ident and ident.lower() in (k.lower() for k in catalog.drafts) else \
+            [d for d in catalog.drafts_for(r.model_id) if d.engine_method == "mtp"]
+        if named and named[0].engine_method == "mtp":
+            method, ident = named[0].method, named[0].id
     eng = r.engine.speculative
     if eng is None or method not in eng.methods:
         raise PlannerError(f"{r.engine.id} has no {method} speculative decoding")

@@ -278,3 +278,26 @@ def test_hybrid_break_even_matches_the_rtx3090_report(catalog):
     r = _r(catalog, "qwen3.6-35b-a3b", "rtx3090", spec="dflash", draft_len=2, accept=a)
     res = fit(catalog, r)
     assert 3 <= res.spec.break_even_batch <= 8
+
+
+@pytest.mark.parametrize("family, engine, expect", [
+    ("vllm", "vllm", '"method": "mtp", "model": "google/gemma-4-31B-it-assistant"'),
+    ("sglang", "sglang", "--speculative-algorithm NEXTN --speculative-draft-model-path google/gemma-4-31B-it-assistant"),
+    ("llama.cpp", "llama.cpp", "--spec-type draft-mtp -md"),
+])
+def test_a_separate_mtp_drafter_is_launched_as_the_engines_mtp(family, engine, expect):
+    """Gemma 4's MTP assistant is a checkpoint of its own: `--spec mtp` finds it (the target has no MTP layers),
+    planner prices it as a small autoregressive head, and the command names it as each engine does: vLLM method
+    mtp with its model (vllm/config/speculative.py:1106-1115), SGLang NEXTN with the draft path (promoted to
+    FROZEN_KV_MTP, srt/arg_groups/speculative_hook.py:86-115), llama.cpp draft-mtp with -md."""
+    from click.testing import CliRunner
+
+    from planner.cli import main
+    from test_cli import check_emitted
+
+    gpu = "rtx5090" if family == "llama.cpp" else "h100-sxm"
+    res = CliRunner().invoke(main, ["fit", "gemma-4-31b", "--gpu", gpu, "--engine", engine, "--spec", "mtp", "--accept",
+                                    "0.8", "--ctx", "8k", "--emit", family])
+    assert res.exit_code == 0, res.output
+    assert expect in res.output
+    check_emitted(family, res.output)
