@@ -185,7 +185,8 @@ def pin_engine(e: Engine, pin: str) -> Engine:
     for key, v in e.versions.items():
         if pin == key or pin.startswith(key + "."):
             memory = EngineMemoryRules.model_validate({**e.memory.model_dump(), **v.memory})
-            return e.model_copy(update={"memory": memory, "pinned": pin})
+            kv = v.kv_types if v.kv_types is not None else e.kv_types
+            return e.model_copy(update={"memory": memory, "pinned": pin, "kv_types": kv})
     if not e.versions:
         raise PlannerError(f"{e.id} {pin}: planner holds the defaults of {e.id} {e.version or '(its profile)'} only; "
                            "plan without a pin")

@@ -244,6 +244,8 @@ class Resolved:
     kv_v_bytes_per_value: float = 0.0
     nodes: tuple[int, ...] = ()  # per GPU: its machine (0 runs the server); () = one machine
     network: Any = None  # planner.hardware.Network between the machines
+    kv_boundary_bf16: int = 0  # the first and last N attention layers keep a bf16 cache (vLLM TurboQuant)
+    kv_speed_note: str = ""  # the KV type's caveat on speed (quant.KvType.speed_note)
     rails: int = 1  # network links per machine (--network 8xib-ndr400: one NIC per GPU)
     tp: int = 0  # GPUs per pipeline stage; 0 = by split (tensor: all of them, layer: one)
     expert_parallel: bool = False  # MoE layers split by whole experts over each stage's GPUs
@@ -548,6 +550,12 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
             raise PlannerError(f"{engine.id} has no {name} KV cache; it offers: {', '.join(engine.kv_types)}")
         kv_types.append((name, kv))
     (kv_name, kv), (v_name, v_kv) = kv_types
+    features = {"mla": any(a.kind == "mla" for a in arch.layers), "sliding": any(a.kind == "sliding" for a in arch.layers),
+                "sinks": any(t.name.endswith("attn_sinks.weight") for t in arch.tensors)}
+    for t in {kv_name: kv, v_name: v_kv}.values():
+        for no in t.refuses:
+            if features[no.feature]:
+                raise PlannerError(f"{engine.id} refuses this model with a {kv_name} KV cache: {no.why} ({no.cite})")
     table = catalog.paths.get(engine.id)
     for g in gpus:
         why = table.refuses_kv(g.family, kv_name) if table else None
@@ -622,6 +630,8 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         ubatch_tokens=dep.ubatch_tokens or default_ubatch(engine, gpus),
         gpu_layers=arch.n_layers if dep.gpu_layers is None else dep.gpu_layers,
         cpu_moe_layers=dep.cpu_moe_layers, host=host, host_ram_bytes=dep.host_ram_bytes,
+        kv_boundary_bf16=0 if any(a.kind in ("linear", "mamba", "conv") for a in arch.layers) else kv.boundary_layers_bf16,
+        kv_speed_note=kv.speed_note or v_kv.speed_note or "",
         tensor_split=tensor_split, nodes=nodes, network=network, rails=rails, tp=tp,
         expert_parallel=dep.expert_parallel, dp=dep.dp or 1, exact_weights=exact, flash_attention=fa,
         kernel_of={k: t.kernel for k, t in catalog.formats.types.items()}, hf_repo=card.hf_repo,

@@ -294,6 +294,7 @@ class EngineVersionPin(Strict):
 
     source: str
     memory: dict[str, Any] = {}
+    kv_types: tuple[str, ...] | None = None  # the KV-cache types that release takes, where it took fewer
 
 
 class Engine(Sourced):

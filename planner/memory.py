@@ -55,13 +55,27 @@ def kv_cells(r: Resolved, ctx: int) -> int:
     return r.batch * (-(-ctx // pad) * pad)  # paged: whole blocks per sequence
 
 
+BF16_BYTES = 2
+
+
+def kv_value_bytes(r: Resolved, i: int) -> tuple[float, float]:
+    """Bytes per K and per V value of layer i: the cache types, but bf16 in the boundary layers a vLLM
+    TurboQuant cache leaves uncompressed (the first and last min(N, layers // 2) of a dense model,
+    turboquant/config.py:177-213)."""
+    n = min(r.kv_boundary_bf16, r.arch.n_layers // 2)
+    if n and (i < n or i >= r.arch.n_layers - n):
+        return BF16_BYTES, BF16_BYTES
+    return r.kv_bytes_per_value, r.v_bytes_per_value
+
+
 def layer_kv_bytes(r: Resolved, ctx: int) -> list[int]:
     """KV bytes per layer for the whole batch (see docs/equations.md#kv-cache)."""
     cells = kv_cells(r, ctx)
     out = []
-    for a in r.arch.layers:
+    for i, a in enumerate(r.arch.layers):
         v = a.v_elems_per_token  # K and V may be stored in different types (llama.cpp -ctk / -ctv)
-        per_cell = (a.kv_elems_per_token - v) * r.kv_bytes_per_value + v * r.v_bytes_per_value
+        kb, vb = kv_value_bytes(r, i)
+        per_cell = (a.kv_elems_per_token - v) * kb + v * vb
         if a.kind == "sliding" and a.window_tokens:
             # a sliding layer keeps `window` tokens per sequence (+ one ubatch in llama.cpp)
             extra = r.ubatch_tokens if r.engine.memory.swa_extra_ubatch else 0

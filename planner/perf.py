@@ -25,7 +25,7 @@ import numpy as np
 from planner.calibration import Efficiency
 from planner.deployment import Resolved
 from planner.hardware import Gpu, HostMemory, LinkTable
-from planner.memory import kv_gpu_factor, layer_devices, output_device, shares
+from planner.memory import kv_gpu_factor, kv_value_bytes, layer_devices, output_device, shares
 from planner.paths import FLOAT_TYPES, PathTable, attention_rule, segments
 from planner.schema import Strict
 
@@ -271,7 +271,7 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         s["linear_layers"] += int(a.kind in ("linear", "mamba"))  # recurrent mixers: conv, gates and scan kernels
         # the cache one GPU reads is its share of the group's (KV heads replicated past tp, an MLA
         # latent whole on every GPU): scaled here so that the group share below gives kv_gpu_factor
-        kvb = _kv_read_bytes(a, r.kv_bytes_per_value, r.v_bytes_per_value) * kv_gpu_factor(r, a) * tp
+        kvb = _kv_read_bytes(a, *kv_value_bytes(r, i)) * kv_gpu_factor(r, a) * tp
         fl = _attn_flops(a)
         if a.kind == "sliding" and a.window_tokens:
             s["kv_window"].append((a.window_tokens, kvb))

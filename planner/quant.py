@@ -65,11 +65,23 @@ class RecipeTable(Strict):
     recipes: dict[str, Recipe]
 
 
+class KvRefusal(Strict):
+    """Models an engine refuses this cache for: MLA attention, sliding-window layers, attention sinks."""
+
+    feature: Literal["mla", "sliding", "sinks"]
+    why: str
+    cite: str
+
+
 class KvType(Strict):
     block_values: int = Field(gt=0)
     block_bytes: int = Field(gt=0)
     source: str
     note: str | None = None
+    # vLLM TurboQuant: the first and last N attention layers of a dense model stay at the model dtype (bf16)
+    boundary_layers_bf16: int = Field(default=0, ge=0)
+    refuses: tuple[KvRefusal, ...] = ()
+    speed_note: str | None = None  # said with every speed of a plan on this cache, which then carries no interval
 
     @property
     def bytes_per_value(self) -> float:

@@ -165,6 +165,9 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
     family = r.gpus[0].family
     dec_iv = interval(cal.intervals, engines, family, "decode" if b == 1 else "batched", tok_s)
     pre_iv = interval(cal.intervals, engines, family, "prefill", pre_tok_s) if pre_tok_s else None
+    if r.kv_speed_note:
+        dec_iv = pre_iv = None
+        notes.append(r.kv_speed_note)
     if r.engine.family in ("vllm", "sglang") and r.arch.n_experts > 1 and any(a.kind == "mla" for a in r.arch.layers) \
             and b <= 64:
         # the published SGLang DeepSeek runs (hwdb/runs/multinode-published.csv) decode far below plan; no
