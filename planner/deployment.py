@@ -147,7 +147,7 @@ class WeightTensor:
 
 def weight_format(engine: Engine) -> str:
     """The weight file format an engine loads: GGUF for llama.cpp, safetensors for the servers."""
-    return "gguf" if engine.family == "llama.cpp" else "safetensors"
+    return {"llama.cpp": "gguf", "mlx": "mlx"}.get(engine.family, "safetensors")
 
 
 MEMO_ENTRIES = 256  # derived values kept: every catalog model x its usual quants
@@ -311,7 +311,7 @@ class Resolved:
 # what people call the engines: a family name resolves to that family's backend for the GPUs' vendor
 ENGINE_FAMILIES = {"llama.cpp": "llama.cpp", "llamacpp": "llama.cpp", "llama-cpp": "llama.cpp", "ollama": "llama.cpp",
                    "lm studio": "llama.cpp", "lmstudio": "llama.cpp", "lm-studio": "llama.cpp", "vllm": "vllm",
-                   "sglang": "sglang"}
+                   "sglang": "sglang", "mlx": "mlx", "mlx-lm": "mlx", "mlx_lm": "mlx"}
 BACKEND_OF_VENDOR = {"nvidia": "cuda", "amd": "rocm", "apple": "metal", "intel": "vulkan"}
 
 
@@ -352,7 +352,8 @@ def pick_engine(catalog: Catalog, gpus: tuple[Gpu, ...], name: str | None, model
     base, at, pin = (name or "").strip().lower().partition("@")
     if name and base.strip() in ENGINE_FAMILIES:
         family = ENGINE_FAMILIES[base.strip()]
-        backend = "vulkan" if len(vendors) > 1 else BACKEND_OF_VENDOR[next(iter(vendors))]
+        backend = ("metal" if family == "mlx" else "vulkan" if len(vendors) > 1
+                   else BACKEND_OF_VENDOR[next(iter(vendors))])
         engine = next((e for e in catalog.engines.values() if e.family == family and e.backend == backend), None)
         if engine is None:
             have = ", ".join(e.id for e in catalog.engines.values() if e.family == family)

@@ -22,7 +22,7 @@ import shlex
 from planner.deployment import Resolved, default_ubatch, gpus_label
 from planner.errors import PlannerError
 
-FAMILIES = ("llama.cpp", "vllm", "sglang")
+FAMILIES = ("llama.cpp", "vllm", "sglang", "mlx")
 
 # our KV type ids -> the engine's own spelling
 _VLLM_KV = {"bf16": "auto", "f16": "auto", "fp8": "fp8", "fp8_e4m3": "fp8_e4m3", "fp8_e5m2": "fp8_e5m2"}
@@ -33,9 +33,44 @@ def command(r: Resolved, family: str, ctx: int) -> str:
     if family not in FAMILIES:
         raise PlannerError(f"--emit {family!r}: choose one of {', '.join(FAMILIES)}")
     if r.engine.family != family:
-        hint = {"llama.cpp": "llama.cpp-cuda", "vllm": "vllm-cuda", "sglang": "sglang-cuda"}[family]
+        hint = {"llama.cpp": "llama.cpp-cuda", "vllm": "vllm-cuda", "sglang": "sglang-cuda", "mlx": "mlx"}[family]
         raise PlannerError(f"this plan is for {r.engine.id}; plan for {family} first, e.g. --engine {hint}")
+    if family == "mlx":
+        return _mlx(r, ctx)
     return _llamacpp(r, ctx) if family == "llama.cpp" else _server(r, ctx, family)
+
+
+_MLX_BITS = {"MLX_Q3_G64": (3, 64), "MLX_Q4_G64": (4, 64), "MLX_Q5_G64": (5, 64), "MLX_Q6_G64": (6, 64),
+             "MLX_Q8_G64": (8, 64), "MLX_Q4_G32": (4, 32)}
+_MLX_KV = {"mlx_q8": "8", "mlx_q4": "4"}
+
+
+def _mlx(r: Resolved, ctx: int) -> str:
+    """mlx_lm.convert the released checkpoint to the planned quant (mlx_lm convert.py:190-232), then serve it with
+    mlx_lm.server (server.py:1922-2080): its defaults are the plan's unless the plan differs."""
+    from planner.catalog import Catalog
+
+    repo = r.hf_repo or r.model_name
+    recipe = Catalog().recipe(r.quant, "mlx")[1]
+    out = []
+    path = f"{r.model_name}-{r.quant}".replace(" ", "-")
+    conv = ["mlx_lm.convert", "--hf-path", repo, "--mlx-path", path]
+    if recipe.base in _MLX_BITS:
+        bits, group = _MLX_BITS[recipe.base]
+        conv += ["-q", "--q-bits", str(bits), "--q-group-size", str(group)]
+    out.append(shlex.join(conv))
+    a = ["mlx_lm.server", "--model", path]
+    if r.batch != r.engine.memory.max_num_seqs:
+        a += ["--decode-concurrency", str(r.batch)]
+    if r.ubatch_tokens != r.engine.memory.default_ubatch_tokens:
+        a += ["--prefill-step-size", str(r.ubatch_tokens)]
+    if r.kv_quant in _MLX_KV:
+        a += ["--kv-bits", _MLX_KV[r.kv_quant], "--kv-group-size", "64"]
+    s = r.spec
+    if s is not None:
+        a += ["--draft-model", s.draft.hf_repo or s.draft.model_name, "--num-draft-tokens", str(s.gamma)]
+    out.append(shlex.join(a))
+    return "\n".join(out)
 
 
 def _llamacpp(r: Resolved, ctx: int) -> str:

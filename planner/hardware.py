@@ -303,7 +303,7 @@ class Engine(Sourced):
     version: str = ""  # the release whose defaults the profile holds
     versions: dict[str, EngineVersionPin] = {}  # earlier releases by "major.minor", where defaults moved
     pinned: str = ""  # set by a pin (--engine vllm@0.11): the release planned
-    family: Literal["llama.cpp", "vllm", "sglang", "torch"]
+    family: Literal["llama.cpp", "vllm", "sglang", "torch", "mlx"]
     backend: Literal["cuda", "rocm", "vulkan", "metal", "sycl"]
     vendors: tuple[str, ...]
     weight_formats: tuple[str, ...]

@@ -48,12 +48,13 @@ class Rule(Strict):
 
 
 class Recipe(Strict):
-    format: Literal["gguf", "safetensors"]
+    format: Literal["gguf", "safetensors", "mlx"]
     base: str
     output: str | None = None  # output.weight (and tied token_embd): K-quant mixes use Q6_K
     token_embd: str | None = None  # an untied token_embd where the mix gives it its own type (IQ1/IQ2/TQ)
     experts: str | None = None  # stacked MoE expert tensors
-    keep: str | None = None  # safetensors: embeddings, lm_head, norms, routers, encoders
+    keep: str | None = None  # safetensors: embeddings, lm_head, norms, routers, encoders; mlx: norms, raw parameters
+    router: str | None = None  # mlx: a MoE router Linear's type (the models' own predicate: 8-bit)
     source: str
     description: str = ""
     rules: tuple[Rule, ...] = ()
@@ -202,6 +203,8 @@ def assign_types(arch: Architecture, recipe: Recipe, types: dict[str, StorageTyp
     """The storage type of every tensor of `arch` under `recipe`."""
     if recipe.format == "safetensors":
         return [(t, _safetensors_type(t, recipe)) for t in arch.tensors]
+    if recipe.format == "mlx":
+        return [(t, _mlx_type(t, recipe, types)) for t in arch.tensors]
     c = classes or tensor_classes(arch)
     chosen: list[str] = [""] * len(arch.tensors)
     for members, typ in zip(c.members, _class_types(arch, recipe, types, c)):
@@ -213,7 +216,7 @@ def assign_types(arch: Architecture, recipe: Recipe, types: dict[str, StorageTyp
 def recipe_bytes(arch: Architecture, recipe: Recipe, types: dict[str, StorageType],
                  classes: TensorClasses | None = None) -> int:
     """Total weight bytes of `arch` under `recipe` (the sum of assign_types' tensors, per class)."""
-    if recipe.format == "safetensors":
+    if recipe.format in ("safetensors", "mlx"):
         return sum(tensor_bytes(t, types[s]) for t, s in assign_types(arch, recipe, types))
     c = classes or tensor_classes(arch)
     total = 0
@@ -236,6 +239,27 @@ def _safetensors_type(t: Tensor, recipe: Recipe) -> str:
     return next((r.type for r in recipe.rules if r.when == "always" and t.role in r.roles), recipe.base)
 
 
+def _mlx_type(t: Tensor, recipe: Recipe, types: dict[str, StorageType]) -> str:
+    """mlx_lm.convert -q (utils.py quantize_model 1005-1090): every Linear and Embedding at the base type, the
+    token embedding and the output head included (nn.QuantizedEmbedding); MoE routers at the models' own 8-bit;
+    norms, convolutions, raw parameters and a vision tower stay float, and so does a layer whose input size is
+    not a whole number of groups (utils.py:1058-1061)."""
+    keep = recipe.keep or "BF16"
+    if t.group == "vision" or t.role in ("unquantized", "conv"):
+        return keep
+    if t.role == "router":
+        typ = recipe.router or keep
+    elif t.role == "output":
+        typ = recipe.output or recipe.base
+    elif t.role == "token_embd":
+        typ = recipe.token_embd or recipe.base
+    elif t.n_experts > 1 and recipe.experts:
+        typ = recipe.experts
+    else:
+        typ = recipe.base
+    return typ if t.cols % types[typ].block_weights == 0 else keep
+
+
 def tensor_bytes(t: Tensor, st: StorageType) -> int:
     """Bytes of one tensor: whole blocks per row, rows x experts."""
     blocks_per_row = -(-t.cols // st.block_weights)  # ceil
@@ -243,7 +267,7 @@ def tensor_bytes(t: Tensor, st: StorageType) -> int:
 
 
 def check_recipe(name: str, recipe: Recipe, types: dict[str, StorageType]) -> None:
-    for tname in [recipe.base, recipe.output, recipe.experts, recipe.keep, recipe.token_embd,
+    for tname in [recipe.base, recipe.output, recipe.experts, recipe.keep, recipe.token_embd, recipe.router,
                   *(r.type for r in recipe.rules)]:
         if tname is not None and tname not in types:
             raise PlannerError(f"recipe {name}: unknown storage type {tname!r}")

@@ -162,6 +162,10 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
         notes.append("no published compute peak for " + ", ".join(g.id for g in r.gpus)
                      + ": prefill speed not predicted")
     engines = engine_chain(cal, r.engine.id)
+    src = sm.eff.engine_source
+    if src != r.engine.id and src.split("-")[0] != r.engine.id.split("-")[0]:
+        notes.append(f"no {r.engine.id} run is fitted in profile {cal.id}: its efficiencies are {src}'s (the profile's "
+                     "fallback); held-out published runs score the result (docs/validation.md)")
     family = r.gpus[0].family
     dec_iv = interval(cal.intervals, engines, family, "decode" if b == 1 else "batched", tok_s)
     pre_iv = interval(cal.intervals, engines, family, "prefill", pre_tok_s) if pre_tok_s else None
