@@ -22,7 +22,8 @@ from planner.units import GiB
 
 # Policy, not physics: the weight quants people choose between, best quality first (llama.cpp's
 # common K-quant ladder; for the servers the released checkpoint, FP8 and a 4-bit W4A16).
-QUANT_LADDER = {"gguf": ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M"), "safetensors": ("bf16", "fp8", "awq")}
+QUANT_LADDER = {"gguf": ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M"), "safetensors": ("bf16", "fp8", "awq"),
+                "mlx": ("mlx-8bit", "mlx-6bit", "mlx-4bit")}
 # KV-cache types, best quality first; each engine offers a subset (its profile's kv_types).
 KV_LADDER = ("f16", "bf16", "q8_0", "fp8", "fp8_e4m3", "q4_0")
 KV_PER_ENGINE = 3  # the ladder is cut to this many per engine

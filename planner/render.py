@@ -223,12 +223,13 @@ def runnable_table(rows, w, show_all: bool) -> str:
     """`planner models --gpu`: the models that fit, fastest first (and with --all, the others)."""
     fits = [m for m in rows if m.entry.status == "fits"]
     label = rows[0].entry.label if rows else ""
+    qw = max([8] + [len(m.entry.quant or "") + 1 for m in fits])  # mlx-8bit and the like need more than 8
     out = [f"catalog models on {label} at {fmt_tokens(w.ctx_tokens)} tokens of context, batch {w.batch} "
            f"(best quant that fits; decode tok/s per stream):", "",
-           f"{'rank':>4}  {'model':<22}{'params':>8}  {'quant':<8}{'KV':<6}{'max ctx':>10}{'decode':>8}{'prefill':>9}"]
+           f"{'rank':>4}  {'model':<22}{'params':>8}  {'quant':<{qw}}{'KV':<6}{'max ctx':>10}{'decode':>8}{'prefill':>9}"]
     for m in fits:
         e = m.entry
-        out.append(f"{e.rank:>4}  {m.model:<22}{fmt_params(m.params):>8}  {e.quant:<8}{e.kv_quant:<6}"
+        out.append(f"{e.rank:>4}  {m.model:<22}{fmt_params(m.params):>8}  {e.quant:<{qw}}{e.kv_quant:<6}"
                    f"{e.max_ctx_tokens or 0:>10,}{_num(e.decode_tok_s, '.1f'):>8}{_num(e.prefill_tok_s, ',.0f'):>9}")
     if not fits:
         out.append("  (none fits: try a shorter --ctx, more GPUs, or --all for the reasons)")
@@ -463,12 +464,13 @@ def compare_text(c, show_all: bool, top: int | None) -> str:
     head = (f"{c.model_name}: GPU sets for the {c.workload} workload ({c.metric_what}); context {fmt_tokens(c.ctx_tokens)} "
             f"per sequence, batch {c.batch}, prompt {c.prompt_tokens}, gen {c.gen_tokens}"
             + (f", budget ${c.budget_usd:,.0f}" if c.budget_usd is not None else ""))
-    cols = (f"{'rank':>4}  {'GPUs':<26}{'price':>9}  {'quant':<7}{'KV':<6}{'max ctx':>9}{'decode':>8}{'total':>8}"
+    ranked = [e for e in c.entries if e.status == "fits"]
+    qw = max([7] + [len(e.quant or "") + 1 for e in ranked])  # mlx-8bit and the like need more than 7
+    cols = (f"{'rank':>4}  {'GPUs':<26}{'price':>9}  {'quant':<{qw}}{'KV':<6}{'max ctx':>9}{'decode':>8}{'total':>8}"
             f"{'prefill':>9}{'TTFT s':>7}{'tok/s/k$':>9}{'tok/s/W':>8}  front")
     lines = [head, "", cols]
-    ranked = [e for e in c.entries if e.status == "fits"]
     for e in ranked[:top] if top else ranked:
-        lines.append(f"{e.rank:>4}  {e.label:<26}{_money(e.price_usd):>9}  {e.quant:<7}{e.kv_quant:<6}"
+        lines.append(f"{e.rank:>4}  {e.label:<26}{_money(e.price_usd):>9}  {e.quant:<{qw}}{e.kv_quant:<6}"
                      f"{e.max_ctx_tokens:>9,}{e.decode_tok_s:>8.1f}{e.decode_total_tok_s:>8.1f}"
                      f"{_num(e.prefill_tok_s, ',.0f'):>9}{_num(e.ttft_s, '.2f'):>7}{_num(e.tok_s_per_kusd, '.2f'):>9}"
                      f"{_num(e.tok_s_per_w, '.3f'):>8}  {'*' if e.pareto else ''}")

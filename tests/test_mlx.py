@@ -65,3 +65,15 @@ def test_mlx_commands_use_only_flags_mlx_lm_registers():
                 assert w in known, f"{table} does not take {w}"
                 if w in t.get("values", {}):
                     assert words[i + 1] in t["values"][w]
+
+
+def test_compare_and_models_take_mlx():
+    """compare and models rank MLX plans over MLX's own quants (8, 6, 4 bits), labelled so the columns stay apart."""
+    import json
+
+    res = CliRunner().invoke(main, ["compare", "qwen3-8b", "--gpus", "m4max,m3max", "--engine", "mlx", "--json"])
+    assert res.exit_code == 0, res.output
+    entries = json.loads(res.output)["entries"]
+    assert {e["quant"] for e in entries} <= {"mlx-8bit", "mlx-6bit", "mlx-4bit"}
+    text = CliRunner().invoke(main, ["compare", "qwen3-8b", "--gpus", "m4max", "--engine", "mlx"]).output
+    assert "mlx-8bit bf16" in text
