@@ -304,8 +304,10 @@ class Catalog:
 
     def engine(self, name: str) -> Engine:
         """An engine profile by id, or pinned to an earlier release's defaults: 'vllm-cuda@0.11'."""
-        base, _, pin = name.partition("@")
+        base, at, pin = name.partition("@")
         e = self._find(self.engines, base, "engine")
+        if at and not pin.strip():
+            raise PlannerError(f"--engine {name.strip()}: give a release after '@', e.g. {e.id}@{_minor(e.version) or 'X.Y'}")
         return pin_engine(e, pin) if pin.strip() else e
 
     def host(self, name: str) -> HostMemory:

@@ -321,6 +321,8 @@ def engine_name(catalog: Catalog, text: str | None) -> str | None:
     if not text:
         return None
     base, at, pin = text.strip().lower().partition("@")  # a release pin: vllm@0.11, vllm-cuda@0.11.0
+    if at and not pin.strip():
+        raise PlannerError(f"--engine {text.strip()}: give a release after '@', e.g. vllm@0.11")
     if base.strip() in ENGINE_FAMILIES:
         return text.strip().lower()
     e = catalog.engine(text)  # an unknown pin fails here, with the releases planner holds
@@ -438,6 +440,9 @@ def _machines(catalog: Catalog, engine: Engine, dep: Deployment, nodes: tuple[in
         raise PlannerError("GPUs on several machines need --network (the link between them: 10gbe, tb5, tb5-rdma, "
                            "ib-ndr400, 8xib-ndr400, ...; see `planner networks`)")
     network, rails = network_of(catalog, dep.network)
+    if engine.family not in ("llama.cpp", "vllm", "sglang"):
+        raise PlannerError(f"{engine.id} across machines is not modelled (llama.cpp RPC, vLLM and SGLang are); "
+                           "plan one machine")
     if engine.family == "llama.cpp":
         if (dep.split or engine.default_split) != "layer" or (dep.tp or 1) > 1:
             raise PlannerError("llama.cpp's RPC backend takes a layer split only: -sm row has no RPC buffer type "

@@ -77,3 +77,8 @@ def test_compare_and_models_take_mlx():
     assert {e["quant"] for e in entries} <= {"mlx-8bit", "mlx-6bit", "mlx-4bit"}
     text = CliRunner().invoke(main, ["compare", "qwen3-8b", "--gpus", "m4max", "--engine", "mlx"]).output
     assert "mlx-8bit bf16" in text
+
+
+def test_mlx_across_machines_is_refused():
+    res = CliRunner().invoke(main, ["fit", "llama-3.1-8b", "--gpu", "2x(m4max)", "--network", "tb5", "--engine", "mlx"])
+    assert res.exit_code == 2 and "across machines is not modelled" in res.output

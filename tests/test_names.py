@@ -271,3 +271,13 @@ def test_an_engine_release_pin_plans_that_releases_defaults():
     js = json.loads(CliRunner().invoke(main, ["fit", "llama-3.1-8b", "--gpu", "h100-sxm", "--engine", "vllm@0.11",
                                               "--json"]).output)
     assert js["assumptions"]["engine_version"] == "0.11"
+
+
+@pytest.mark.parametrize("engine, message", [("vllm@", "give a release after '@'"), ("vllm-cuda@", "give a release")])
+def test_an_empty_release_pin_is_refused(engine, message):
+    from click.testing import CliRunner
+
+    from planner.cli import main
+
+    res = CliRunner().invoke(main, ["fit", "llama-3.1-8b", "--gpu", "h100-sxm", "--engine", engine])
+    assert res.exit_code == 2 and message in res.output
