@@ -268,7 +268,7 @@ def plan_memory(r: Resolved, ctx: int, table: LayerTable | None = None) -> Memor
         # within a stage: llama.cpp's tensor split by --tensor-split shares, vLLM / SGLang evenly; with
         # data-parallel attention (dp ranks) every GPU holds the attention and dense weights of its
         # tensor-parallel group and 1/(tp x dp) of the routed experts, and the cache of its 1/dp of the sequences
-        frac = share[d] / sum(share[st_ * grp:(st_ + 1) * grp]) * dp if tp > 1 else 1.0
+        frac = share[d] / sum(share[st_ * grp:(st_ + 1) * grp]) if tp > 1 else 1.0  # (--dp runs with tp 1)
         kv = span(t.kv_gpu, a, b) * frac * tp if not r.engine.kernels.kv_heads_replicated else span(t.kv_gpu, a, b)
         experts = span(t.experts, a, b)
         dense = span(t.weights, a, b) - experts

@@ -213,7 +213,7 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
     dev_of = layer_devices(r)  # -1 host, else its pipeline stage (tensor split: 0 = shared by all)
     tp, dp, grp = r.tp_size, r.dp, r.stage_gpus
     share = shares(r)  # within a tensor-parallel group: each GPU's part of its stage
-    share = [share[d] / sum(share[d // grp * grp:(d // grp + 1) * grp]) * dp if tp > 1 else 1.0 for d in range(n_gpu)]
+    share = [share[d] / sum(share[d // grp * grp:(d // grp + 1) * grp]) if tp > 1 else 1.0 for d in range(n_gpu)]
 
     def blank():
         return dict(w_bytes=[0.0] * K, w_params=[0.0] * K, e_bytes=[0.0] * K, e_params=[0.0] * K,  # plain
@@ -662,33 +662,30 @@ def step(sm: StepModel, tokens, seqs, q, depth) -> StepTimes:
 # --- phases ----------------------------------------------------------------------------------
 
 
-def allreduce_time(sm: StepModel, act):
-    """One all-reduce of `act` bytes over a tensor-parallel group (docs/multinode.md#traffic). Inside a
-    machine: a fixed latency plus 2(tp-1)/tp of the bytes over the link (ring or two-shot, as NCCL and
-    vLLM's custom all-reduce move per GPU). Over M machines of t GPUs each, hierarchically: that
-    within each machine, then a ring over the machines of each GPU's 1/t slice, 2(M-1) network
-    hops (each the network's latency plus NCCL's overhead) and 2(M-1)/M of the bytes over min(rails, t)
-    links."""
-    e, tp, m = sm.eff, sm.tp, sm.tp_machines
-    t = tp // m
-    inside = e.link_latency_s + (2 * (t - 1) / t * act / sm.link_bandwidth if t > 1 else 0.0)
+def _gather(sm: StepModel, act, group: int):
+    """The bandwidth and hop terms of one all-gather of `act` bytes over a group of `group` GPUs laid over
+    sm.tp_machines machines of t GPUs each: (t-1)/t of the bytes over the link inside a machine, and over M
+    machines (M-1)/M of them over min(rails, t) links after M-1 hops (the network's latency plus NCCL's)."""
+    m = sm.tp_machines
+    t = group // m
+    inside = (t - 1) / t * act / sm.link_bandwidth if t > 1 else 0.0
     if m == 1:
         return inside
-    return inside + 2 * (m - 1) * sm.net_hop_s + 2 * (m - 1) / m * act / (min(sm.rails, t) * sm.net_bandwidth)
+    return inside + (m - 1) * sm.net_hop_s + (m - 1) / m * act / (min(sm.rails, t) * sm.net_bandwidth)
+
+
+def allreduce_time(sm: StepModel, act):
+    """One all-reduce of `act` bytes over a tensor-parallel group (docs/multinode.md#traffic): a fixed latency
+    plus a reduce-scatter and an all-gather (ring or two-shot, as NCCL and vLLM's custom all-reduce move per
+    GPU), hierarchically over machines: twice the all-gather terms of _gather."""
+    return sm.eff.link_latency_s + 2 * _gather(sm, act, sm.tp)
 
 
 def allgather_time(sm: StepModel, act):
     """Data-parallel attention with expert parallelism, vLLM's default all-to-all
     (allgather_reducescatter, vllm/distributed/device_communicators/all2all.py:116-161): one all-gather
-    of every rank's `act` bytes of tokens (or the reduce-scatter back). Each GPU receives the (t-1)/t
-    from the other GPUs of its machine over the link; over M machines each machine receives the
-    other (M-1)/M over min(rails, t) links, after M-1 hops (the network's latency plus NCCL's)."""
-    e, m = sm.eff, sm.tp_machines
-    t = sm.tp * sm.dp // m
-    inside = e.link_latency_s + ((t - 1) / t * act / sm.link_bandwidth if t > 1 else 0.0)
-    if m == 1:
-        return inside
-    return inside + (m - 1) * sm.net_hop_s + (m - 1) / m * act / (min(sm.rails, t) * sm.net_bandwidth)
+    of every rank's `act` bytes of tokens (or the reduce-scatter back) over the stage's GPUs."""
+    return sm.eff.link_latency_s + _gather(sm, act, sm.tp * sm.dp)
 
 
 def decode_step_time(sm: StepModel, batch, depth):
