@@ -716,7 +716,7 @@ def prefill_time(sm: StepModel, batch, prompt, depth, ubatch):
     # full chunks j = 0 .. chunks-2 at depth depth + j q: Simpson over j
     n_full = chunks - 1
     full = 0.0
-    pipe = sm.pipeline_prefill and len(sm.gpus) // sm.tp > 1
+    pipe = sm.pipeline_prefill and len(sm.gpus) // (sm.tp * sm.dp) > 1  # more than one pipeline stage
     for w, f in zip(SIMPSON, (0.0, 0.5, 1.0)):
         j = np.floor(f * np.maximum(n_full - 1, 0))
         st = step(sm, tokens, per_step_seqs, q, depth + j * q)

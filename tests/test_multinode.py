@@ -400,3 +400,18 @@ def test_wide_ep_commands():
     assert len(cmds) == 2 and all("--attn-dp-size 16" in c and "--ep-size 16" in c for c in cmds)
     for c in cmds:
         check_emitted("sglang", c)
+
+
+def test_data_parallel_attention_is_one_stage_not_a_pipeline():
+    """--dp 16 runs every GPU as a rank of one stage: a prompt's chunks are not pipelined across ranks, so the
+    prefill time is the same with the engine's pipeline_prefill on or off."""
+    import dataclasses
+
+    from planner.perf import prefill_time
+
+    gpus, nodes = _machines(2, 8)
+    sm = step_model(CAT, _torch("deepseek-v3", gpus, nodes, "8xib-ndr400", dp=16, expert_parallel=True, batch=64), CAL)
+    assert sm.pipeline_prefill
+    off = dataclasses.replace(sm, pipeline_prefill=False)
+    args = ([64], [512], [0], [8192])
+    assert float(prefill_time(sm, *args)[0]) == float(prefill_time(off, *args)[0])
