@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from planner.arch import Architecture, parse_config
 from planner.errors import PlannerError, did_you_mean
 from planner.calibration import Calibration
-from planner.hardware import Engine, EngineMemoryRules, FrontendTable, Gpu, HostMemory, LinkTable, NetworkTable
+from planner.hardware import CaveatTable, Engine, EngineMemoryRules, FrontendTable, Gpu, HostMemory, LinkTable, NetworkTable
 from planner.paths import PathTable
 from planner.quant import FormatTable, KvTypeTable, RecipeTable, check_recipe
 from planner.schema import Quantity, Sourced, Strict
@@ -220,6 +220,7 @@ class Catalog:
         self.networks = {k: v.model_copy(update={"id": k, "nccl_hop_overhead": nets.nccl.hop_overhead.si})
                          for k, v in nets.networks.items()}
         self.network_sources = nets.sources
+        self.caveats = load_toml(self.root / "hwdb" / "caveats.toml", CaveatTable).caveats
         fe = self.root / "hwdb" / "frontends.toml"
         self.frontends = load_toml(fe, FrontendTable).frontends if fe.is_file() else {}
         self.calibrations = self._load_dir("hwdb/calibrations", Calibration)

@@ -65,6 +65,26 @@ class FrontendTable(Sourced):
     frontends: dict[str, Frontend]
 
 
+class SpeedCaveat(Strict):
+    """A class of plans whose published runs miss planner's speed by more than its intervals say
+    (hwdb/caveats.toml): engine families, and the model's attention kind and MoE, up to a batch."""
+
+    families: tuple[str, ...]
+    attention: Literal["mla"] | None = None
+    moe: bool = False
+    max_batch: int = Field(ge=1)
+    source: str
+    note: str
+
+    def applies(self, family: str, arch, batch: int) -> bool:
+        return (family in self.families and batch <= self.max_batch and (not self.moe or arch.n_experts > 1)
+                and (self.attention is None or any(a.kind == self.attention for a in arch.layers)))
+
+
+class CaveatTable(Sourced):
+    caveats: tuple[SpeedCaveat, ...]
+
+
 class Network(Strict):
     """A network between machines (hwdb/networks.toml): one transfer's bandwidth in one direction and a
     small message's one-way latency, through the stack the engine uses."""

@@ -172,16 +172,10 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
     if r.kv_speed_note:
         dec_iv = pre_iv = None
         notes.append(r.kv_speed_note)
-    if r.engine.family in ("vllm", "sglang") and r.arch.n_experts > 1 and any(a.kind == "mla" for a in r.arch.layers) \
-            and b <= 64:
-        # the published SGLang DeepSeek runs (hwdb/runs/multinode-published.csv) decode far below plan; no
-        # interval of other runs describes that, so none is given
+    caveats = [c for c in catalog.caveats if c.applies(r.engine.family, r.arch, b)]  # hwdb/caveats.toml
+    if caveats:  # published runs miss by more than any interval of other runs says: none is given
         dec_iv = None
-        notes.append(f"{r.engine.family} decode of an MLA mixture-of-experts model at small batches is not validated: "
-                     "published SGLang DeepSeek-V3/R1 runs decoded 19-30 tok/s per stream at batch 1 on 8 to 16 Hopper "
-                     "GPUs (Dec 2024-Feb 2025) and 78 at batch 8 (0.5.7, Mar 2026), well below plan "
-                     "(docs/validation.md#multinode): what these engines spend per MoE/MLA layer at small batches is "
-                     "not priced. Read decode as an upper bound")
+        notes += [f"{r.engine.family} {c.note}" for c in caveats]
     elif dec_iv is None:
         notes.append(f"no measured runs behind this kind of point in profile {cal.id}: the speeds carry no interval")
     elif "," in dec_iv.basis:  # not a bucket of this engine on this family (planner.intervals.interval)
