@@ -40,32 +40,28 @@ def command(r: Resolved, family: str, ctx: int) -> str:
     return _llamacpp(r, ctx) if family == "llama.cpp" else _server(r, ctx, family)
 
 
-_MLX_BITS = {"MLX_Q3_G64": (3, 64), "MLX_Q4_G64": (4, 64), "MLX_Q5_G64": (5, 64), "MLX_Q6_G64": (6, 64),
-             "MLX_Q8_G64": (8, 64), "MLX_Q4_G32": (4, 32)}
-_MLX_KV = {"mlx_q8": "8", "mlx_q4": "4"}
-
-
 def _mlx(r: Resolved, ctx: int) -> str:
     """mlx_lm.convert the released checkpoint to the planned quant (mlx_lm convert.py:190-232), then serve it with
     mlx_lm.server (server.py:1922-2080): its defaults are the plan's unless the plan differs."""
     from planner.catalog import Catalog
 
+    catalog = Catalog()
     repo = r.hf_repo or r.model_name
-    recipe = Catalog().recipe(r.quant, "mlx")[1]
+    base = catalog.formats.types[catalog.recipe(r.quant, "mlx")[1].base]
     out = []
     path = f"{r.model_name}-{r.quant}".replace(" ", "-")
     conv = ["mlx_lm.convert", "--hf-path", repo, "--mlx-path", path]
-    if recipe.base in _MLX_BITS:
-        bits, group = _MLX_BITS[recipe.base]
-        conv += ["-q", "--q-bits", str(bits), "--q-group-size", str(group)]
+    if base.code_bits:  # a quantized recipe: its codes' bits and group (models_db/quant/formats.toml)
+        conv += ["-q", "--q-bits", str(base.code_bits), "--q-group-size", str(base.block_weights)]
     out.append(shlex.join(conv))
     a = ["mlx_lm.server", "--model", path]
     if r.batch != r.engine.memory.max_num_seqs:
         a += ["--decode-concurrency", str(r.batch)]
     if r.ubatch_tokens != r.engine.memory.default_ubatch_tokens:
         a += ["--prefill-step-size", str(r.ubatch_tokens)]
-    if r.kv_quant in _MLX_KV:
-        a += ["--kv-bits", _MLX_KV[r.kv_quant], "--kv-group-size", "64"]
+    kv = catalog.kv_types.types[r.kv_quant]
+    if kv.code_bits:  # mlx_lm's quantized cache (models_db/quant/kv_types.toml)
+        a += ["--kv-bits", str(kv.code_bits), "--kv-group-size", str(kv.block_values)]
     s = r.spec
     if s is not None:
         a += ["--draft-model", s.draft.hf_repo or s.draft.model_name, "--num-draft-tokens", str(s.gamma)]

@@ -26,6 +26,7 @@ class StorageType(Strict):
     source: str
     ggml: bool = False
     note: str | None = None
+    code_bits: int | None = None  # group-quantized formats (MLX affine): bits of each code; the group is block_weights
 
     @property
     def bits_per_weight(self) -> float:
@@ -81,6 +82,7 @@ class KvType(Strict):
     note: str | None = None
     # vLLM TurboQuant: the first and last N attention layers of a dense model stay at the model dtype (bf16)
     boundary_layers_bf16: int = Field(default=0, ge=0)
+    code_bits: int | None = None  # group-quantized caches (MLX --kv-bits): bits of each code; the group is block_values
     refuses: tuple[KvRefusal, ...] = ()
     speed_note: str | None = None  # said with every speed of a plan on this cache, which then carries no interval
 

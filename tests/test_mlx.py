@@ -82,3 +82,14 @@ def test_compare_and_models_take_mlx():
 def test_mlx_across_machines_is_refused():
     res = CliRunner().invoke(main, ["fit", "llama-3.1-8b", "--gpu", "2x(m4max)", "--network", "tb5", "--engine", "mlx"])
     assert res.exit_code == 2 and "across machines is not modelled" in res.output
+
+
+def test_mlx_code_bits_agree_with_the_block_sizes():
+    """An MLX group is its codes plus a 2-byte scale and a 2-byte bias (mlx ops.cpp:5088-5095): block_bytes =
+    group x code_bits / 8 + 4, for every weight and KV type that states code_bits."""
+    types = list(CAT.formats.types.values()) + list(CAT.kv_types.types.values())
+    stated = [t for t in types if t.code_bits]
+    assert len(stated) >= 8
+    for t in stated:
+        group = getattr(t, "block_weights", None) or t.block_values
+        assert t.block_bytes == group * t.code_bits // 8 + 4
