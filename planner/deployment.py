@@ -254,7 +254,7 @@ class Resolved:
     @property
     def tp_size(self) -> int:
         """GPUs sharing each layer (tensor parallel): tp x dp x pp_size = the GPUs."""
-        return self.tp or (len(self.gpus) // self.dp if self.split == "tensor" else 1)
+        return self.tp or (len(self.gpus) if self.split == "tensor" else 1)
 
     @property
     def stage_gpus(self) -> int:
@@ -480,17 +480,13 @@ def _layout(engine: Engine, dep: Deployment, arch: Architecture, n: int, nodes: 
         if tp * pp != n:
             raise PlannerError(f"--tp {tp} x --pp {pp} = {tp * pp} GPUs, but --gpu gives {n}")
     elif machines > 1 and engine.family != "llama.cpp":
-        tp = n // machines if dep.split != "layer" else 1
-        if dep.split == "tensor":
-            tp = n
+        tp = 1 if dep.split == "layer" else n if dep.split == "tensor" else n // machines
     else:
         tp = n if split == "tensor" else 1
-    if engine.family == "llama.cpp":
-        if 1 < tp < n:
-            raise PlannerError("llama.cpp splits every layer over all GPUs (-sm tensor) or layers over GPUs "
-                               "(-sm layer); tensor groups inside pipeline stages are vLLM's and SGLang's")
-        return tp, ("tensor" if tp == n and n > 1 else "layer")
-    check_tp(engine, arch, tp, n)
+    if engine.family == "llama.cpp" and 1 < tp < n:
+        raise PlannerError("llama.cpp splits every layer over all GPUs (-sm tensor) or layers over GPUs "
+                           "(-sm layer); tensor groups inside pipeline stages are vLLM's and SGLang's")
+    check_tp(engine, arch, tp, n)  # vLLM / SGLang only
     return tp, ("tensor" if tp == n and n > 1 else "layer")
 
 
