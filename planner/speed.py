@@ -110,8 +110,9 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
                f"tensor parallel {sm.tp} inside each machine over {sm.link_name}, {sm.net_boundaries} pipeline "
                f"boundary(ies) over {n.id} ({sm.boundary_tensors} activation tensors each)")
         notes.append(f"{r.engine.family} over {len(set(r.nodes))} machines: {how}; {r.rails} link(s) of "
-                     f"{n.bandwidth.si / GB:.3g} GB/s and {n.latency.si / US:.3g} us per machine. NCCL's own software "
-                     "latency and congestion are not modelled: read decode as an upper bound (docs/multinode.md)")
+                     f"{n.bandwidth.si / GB:.3g} GB/s and {n.latency.si / US:.3g} us per machine, plus NCCL's "
+                     f"{n.nccl_hop_overhead / US:.3g} us per hop. Congestion and NCCL's choice of algorithm are not "
+                     "modelled: read decode as an upper bound (docs/multinode.md)")
     if len(r.gpus) > 1 and sm.local_boundaries != 0 and sm.tp > 1 and len(r.gpus) > sm.tp and not sm.net_boundaries:
         notes.append(f"tensor parallel {sm.tp} x pipeline {len(r.gpus) // sm.tp}: each stage's GPUs share its layers "
                      f"over {sm.link_name}; the stages run in turn")
