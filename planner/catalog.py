@@ -166,6 +166,24 @@ def _gpu_key(text: str) -> str:
     return "".join(w for w in words if w and w not in _BRAND_WORDS).replace("+", "")
 
 
+_REPO_TAILS = ("-gguf", "-mlx", "-instruct", "-it", "-chat", "-hf")
+
+
+def _model_keys(text: str) -> set[str]:
+    """A model name as typed, reduced: lower case, no owner, spaces and underscores as dashes,
+    without the tails repositories add (-GGUF, -MLX, -Instruct, -it, -Chat, -hf); a bartowski-style
+    "Owner_Name" also as "Name"."""
+    name = text.strip().lower().rpartition("/")[2]
+    out = set()
+    for n in (name, name.partition("_")[2]):
+        n = re.sub(r"[\s_]+", "-", n.strip())
+        while n.endswith(_REPO_TAILS):
+            n = n[: n.rfind("-")]
+        if n:
+            out.add(n)
+    return out
+
+
 def _gpu_keys(g: Gpu) -> set[str]:
     """The keys a GPU answers to: its id, aliases and name (before and inside its parentheses),
     each also without a leading RTX/RX/GTX."""
@@ -284,10 +302,24 @@ class Catalog:
             raise unknown
 
     def model(self, name: str) -> ModelCard:
-        """A model by id, alias or Hugging Face repository id (any case)."""
+        """A model by id, alias or Hugging Face repository id (any case), or as people write it:
+        spaces for dashes ("Llama 3.1 8B"), a GGUF or MLX repository of it ("unsloth/Qwen3.6-27B-GGUF",
+        bartowski's "Qwen_Qwen3-30B-A3B-GGUF"), an -Instruct / -it / -Chat tune of the architecture."""
         key = name.strip().lower()
         hit = next((m for m in self.models.values() if m.hf_repo.lower() == key), None)
-        return hit if hit is not None else self._find(self.models, name, "model")
+        if hit is not None:
+            return hit
+        try:
+            return self._find(self.models, name, "model")
+        except PlannerError as unknown:
+            keys = _model_keys(name)
+            hits = {m.id for m in self.models.values()
+                    if keys & {k for n in (m.id, m.hf_repo, *m.aliases) if n for k in _model_keys(n)}}
+            if len(hits) == 1:
+                return self.models[hits.pop()]
+            if hits:
+                raise PlannerError(f"model {name!r} could be any of {', '.join(sorted(hits))}; name one") from None
+            raise unknown
 
     def has_model(self, name: str) -> bool:
         try:

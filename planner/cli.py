@@ -234,6 +234,20 @@ def load_model(model: str, quant: str | None, catalog: Catalog | None = None):
     return load_config_json(p), None
 
 
+def model_and_tag(catalog: Catalog, model: str, quant: str | None) -> tuple[str, str | None]:
+    """llama.cpp's `-hf REPO:QUANT` form ("unsloth/Qwen3.6-27B-GGUF:Q4_K_M"): the model and, where
+    --quant is not given, the quant the tag names. A name the catalog holds with its colon (Ollama's
+    "qwen3.6:27b") is a model, not a tag."""
+    if is_local(model) or ":" not in model or catalog.has_model(model):
+        return model, quant
+    base, _, tag = model.rpartition(":")
+    if not catalog.has_model(base):
+        return model, quant
+    if quant is not None and quant.strip().lower() != tag.strip().lower():
+        raise PlannerError(f"{model} names quant {tag} and --quant says {quant}; give one")
+    return base, quant if quant is not None else tag
+
+
 def build(catalog: Catalog, model, **opts):
     """The Resolved deployment the options describe."""
     dep, card, file_weights = deployment_of(catalog, model, **opts)
@@ -244,6 +258,7 @@ def deployment_of(catalog: Catalog, model, gpu, ctx, quant, kv_quant, engine, sp
                   gpu_layers, cpu_moe, host, host_ram, flash_attn, spec, accept, accept_len, draft_len, draft_quant,
                   gpu_mem_util=None, network=None, tp=None, pp=None, ep=False, dp=None, **_):
     """The Deployment the options describe, with the model card and GGUF weights it reads."""
+    model, quant = model_and_tag(catalog, model, quant)
     card, file_weights = load_model(model, quant, catalog)
     ts, balance = None, None
     if tensor_split in ("memory", "speed"):
@@ -601,6 +616,7 @@ def _comparison(catalog, model, gpus, max_gpus, budget, workload, ctx, batch, pr
 
     from planner import compare as cmp
 
+    model, quant = model_and_tag(catalog, model, quant)
     card, file_weights = load_model(model, None, catalog)
     if file_weights is not None:
         raise PlannerError("compare plans recipes: give a catalog id or a config.json, not a .gguf file")

@@ -559,6 +559,10 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
             if features[no.feature]:
                 raise PlannerError(f"{engine.id} refuses this model with a {kv_name} KV cache: {no.why} ({no.cite})")
     table = catalog.paths.get(engine.id)
+    for w in weights if table else ():
+        why = table.refused_load("mul_mat_id" if w.tensor.n_experts > 1 else "mul_mat", w.storage)
+        if why:
+            raise PlannerError(f"{engine.id} cannot load {card.name} as {quant}: {why}")
     for g in gpus:
         why = table.refuses_kv(g.family, kv_name) if table else None
         if why:

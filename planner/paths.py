@@ -91,6 +91,7 @@ class Unsupported(Strict):
     weights: tuple[str, ...]
     why: str
     cite: str
+    refuse: bool = False  # the engine fails to load such a model: resolve() refuses the plan
 
 
 class UnsupportedKv(Strict):
@@ -122,6 +123,11 @@ class PathTable(Sourced):
     def refuses(self, op: str, storage: str) -> str | None:
         """Why the engine has no kernel for `op` on `storage` weights, if it has none."""
         return next((u.why for u in self.unsupported if op in u.op and type_matches(u.weights, storage)), None)
+
+    def refused_load(self, op: str, storage: str) -> str | None:
+        """Why the engine fails to load `op` on `storage` weights, where it refuses rather than runs slowly."""
+        return next((f"{u.why} ({u.cite})" for u in self.unsupported
+                     if u.refuse and op in u.op and type_matches(u.weights, storage)), None)
 
     def families(self) -> set[str]:
         out: set[str] = set()

@@ -109,6 +109,7 @@ class StepModel:
     syncs_per_layer: int
     compute_known: bool  # every GPU publishes the compute peaks its kernels use
     paths: str = ""  # the kernel-path table the GPUs run (empty: the classic roofline)
+    unpathed: tuple[str, ...] = ()  # "op TYPE on family" the table does not describe (generic roofline there)
     # several machines (llama.cpp RPC): GPU boundaries inside one machine, and the other machines' RPC
     # servers, each costing per step a send of the activations and a blocking fetch of its output
     local_boundaries: int | None = None  # None: every boundary is local (one machine)
@@ -290,6 +291,8 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         by_type = storage_bytes.get((c, expert))
         return max(by_type, key=by_type.get) if by_type else None
 
+    unpathed: set[str] = set()
+
     def class_paths(gpu: Gpu | None, op: str, expert: bool):
         if table is None or gpu is None:
             return None
@@ -297,6 +300,9 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         for c in range(K):
             st = main_type(c, expert) or (main_type(c, not expert) if c == 0 else None)
             out.append(_class_paths(table, op, st, gpu) if st else None)
+            if st and out[-1] is None and gpu.family is not None and gpu.family not in table.families_not_covered \
+                    and not table.refuses(op, st) and storage_bytes.get((c, expert)):
+                unpathed.add(f"{op} {st} on {gpu.family}")
         return tuple(out)
 
     kv_name, v_name = r.kv_quant.lower(), r.v_type.lower()
@@ -376,7 +382,7 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         gemv_max_tokens=kern.gemv_max_tokens, offload_min_batch=kern.offload_min_batch,
         pipeline_prefill=kern.pipeline_prefill, link_bandwidth=lbw, link_name=lname, pcie_bandwidth=pbw,
         activation_bytes=kern.activation_bytes, syncs_per_layer=kern.tp_syncs_per_layer, compute_known=compute_known,
-        paths=table.id if pathed else "", tp=tp, dp=dp, ep=grp if r.expert_parallel else 1,
+        paths=table.id if pathed else "", unpathed=tuple(sorted(unpathed)), tp=tp, dp=dp, ep=grp if r.expert_parallel else 1,
         boundary_tensors=kern.pp_boundary_tensors, **_machines_of(r))
 
 

@@ -76,8 +76,6 @@ def step_model(catalog: Catalog, r: Resolved, cal: Calibration) -> StepModel:
                          catalog.paths.get(r.engine.id))
 
 
-
-
 def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None, gen: int | None = None,
              depth: int | None = None, cal: Calibration | None = None) -> PerfEstimate:
     cal = cal or catalog.calibration(None, r.engine.id, r.gpus[0].id)
@@ -92,6 +90,10 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
         notes.append(f"no kernel-path data for the architecture of {', '.join(bare)}: its speeds come from the generic "
                      "roofline over its peaks, not from the kernels the engine runs there (docs/kernel-paths.md); read "
                      "them as rough")
+    if sm.unpathed:
+        notes.append(f"the kernel-path table of {r.engine.id} (hwdb/paths) does not describe {'; '.join(sm.unpathed)}: "
+                     "those weights are priced by the generic roofline, not by the kernel the engine runs; read the "
+                     "speeds as rough")
     if sm.host is not None and r.host is None:
         notes.append(f"host memory not given (--host): offloaded layers assumed on {DEFAULT_HOST}")
     if sm.rpc_servers:

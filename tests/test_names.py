@@ -281,3 +281,58 @@ def test_an_empty_release_pin_is_refused(engine, message):
 
     res = CliRunner().invoke(main, ["fit", "llama-3.1-8b", "--gpu", "h100-sxm", "--engine", engine])
     assert res.exit_code == 2 and message in res.output
+
+
+@pytest.mark.parametrize("typed, model_id", [
+    ("Llama 3.1 8B", "llama-3.1-8b"), ("Gemma 3 27B", "gemma-3-27b"), ("unsloth/Qwen3.6-27B-GGUF", "qwen3.6-27b"),
+    ("bartowski/Qwen_Qwen3-30B-A3B-GGUF", "qwen3-30b-a3b"), ("ggml-org/gpt-oss-20b-GGUF", "gpt-oss-20b"),
+    ("meta-llama/Llama-3.1-8B-Instruct", "llama-3.1-8b"), ("qwen3.6:27b", "qwen3.6-27b")])
+def test_model_names_as_typed(catalog, typed, model_id):
+    """Spaces for dashes, GGUF repositories of a catalog model (Unsloth's Org-less name, bartowski's
+    Owner_Name form), -Instruct tunes of the architecture."""
+    assert catalog.model(typed).id == model_id
+
+
+def test_an_unknown_model_name_still_gets_suggestions(catalog):
+    with pytest.raises(PlannerError, match="did you mean"):
+        catalog.model("Llama 9.9 8B")
+
+
+def test_a_gguf_repo_tag_sets_the_quant(catalog):
+    """llama.cpp's -hf REPO:QUANT form: the tag is the quant, and a --quant that disagrees is refused."""
+    from planner.cli import model_and_tag
+
+    assert model_and_tag(catalog, "unsloth/Qwen3.6-27B-GGUF:Q8_0", None) == ("unsloth/Qwen3.6-27B-GGUF", "Q8_0")
+    assert model_and_tag(catalog, "qwen3.6:27b", None) == ("qwen3.6:27b", None)  # Ollama's name, no tag
+    assert model_and_tag(catalog, "unsloth/Qwen3.6-27B-GGUF:q8_0", "Q8_0")[1] == "Q8_0"
+    with pytest.raises(PlannerError, match="give one"):
+        model_and_tag(catalog, "unsloth/Qwen3.6-27B-GGUF:Q8_0", "Q4_K_M")
+
+
+def test_mxfp4_with_llama_cpp_is_the_mxfp4_moe_mix(catalog):
+    """llama.cpp's GGUF of MXFP4 experts is MXFP4_MOE; vLLM's mxfp4 is the released safetensors layout."""
+    assert catalog.recipe("mxfp4", "gguf")[0] == "MXFP4_MOE"
+    assert catalog.recipe("mxfp4", "safetensors")[0] == "mxfp4"
+    r = resolve(catalog, Deployment(model="gpt-oss-20b", gpus=("rtx4090",), engine="llama.cpp-cuda", quant="mxfp4"))
+    assert r.quant == "MXFP4_MOE"
+
+
+def test_w8a8_int8_is_one_byte_per_weight_on_the_int8_tensor_path(catalog):
+    """compressed-tensors W8A8 INT8: 1 B per linear weight (Llama-3.1-8B: 6,979,321,856 linear weights in
+    32 layers x (4096 x (4096 + 1024 + 1024 + 4096) + 3 x 4096 x 14336) = 32 x 218,103,808), embedding and
+    head BF16; vLLM prices it on CUTLASS int8 (int8_tensor)."""
+    from planner.paths import matmul_rule
+
+    r = resolve(catalog, Deployment(model="llama-3.1-8b", gpus=("h200",), engine="vllm-cuda", quant="w8a8"))
+    int8 = sum(w.bytes for w in r.weights if w.storage == "INT8_CH")
+    assert int8 == 32 * (4096 * (4096 + 1024 + 1024 + 4096) + 3 * 4096 * 14336)
+    rule = matmul_rule(catalog.paths["vllm-cuda"], "mul_mat", "INT8_CH", "hopper", 1)
+    assert rule is not None and rule.ceiling_for("hopper") == "int8_tensor"
+
+
+def test_sglang_refuses_int8_moe_on_cuda(catalog):
+    """SGLang 0.5.23 implements compressed-tensors W8A8 INT8 MoE for Ascend NPUs only
+    (compressed_tensors.py:979-985); dense models load."""
+    with pytest.raises(PlannerError, match="NPU"):
+        resolve(catalog, Deployment(model="qwen3-30b-a3b", gpus=("h200",), engine="sglang-cuda", quant="w8a8"))
+    resolve(catalog, Deployment(model="llama-3.1-8b", gpus=("h200",), engine="sglang-cuda", quant="w8a8"))
