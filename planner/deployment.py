@@ -5,6 +5,7 @@ combinations) happens here; the physics in planner.memory never sees a name.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -147,7 +148,7 @@ class WeightTensor:
 
 def weight_format(engine: Engine) -> str:
     """The weight file format an engine loads: GGUF for llama.cpp, safetensors for the servers."""
-    return {"llama.cpp": "gguf", "mlx": "mlx"}.get(engine.family, "safetensors")
+    return {"llama.cpp": "gguf", "mlx": "mlx", "mistralrs": "gguf"}.get(engine.family, "safetensors")
 
 
 MEMO_ENTRIES = 256  # derived values kept: every catalog model x its usual quants
@@ -311,7 +312,8 @@ class Resolved:
 # what people call the engines: a family name resolves to that family's backend for the GPUs' vendor
 ENGINE_FAMILIES = {"llama.cpp": "llama.cpp", "llamacpp": "llama.cpp", "llama-cpp": "llama.cpp", "ollama": "llama.cpp",
                    "lm studio": "llama.cpp", "lmstudio": "llama.cpp", "lm-studio": "llama.cpp", "vllm": "vllm",
-                   "sglang": "sglang", "mlx": "mlx", "mlx-lm": "mlx", "mlx_lm": "mlx"}
+                   "sglang": "sglang", "mlx": "mlx", "mlx-lm": "mlx", "mlx_lm": "mlx", "mistral.rs": "mistralrs",
+                   "mistralrs": "mistralrs", "mistral-rs": "mistralrs"}
 BACKEND_OF_VENDOR = {"nvidia": "cuda", "amd": "rocm", "apple": "metal", "intel": "vulkan"}
 
 
@@ -490,6 +492,17 @@ def _layout(engine: Engine, dep: Deployment, arch: Architecture, n: int, nodes: 
     return tp, ("tensor" if tp == n and n > 1 else "layer")
 
 
+def refuse_weight_types(catalog: Catalog, engine: Engine, weights) -> None:
+    """Refuse storage types the engine cannot load: its own refused patterns (mistral.rs has no IQ
+    types), and types only other engines load (ik_llama.cpp's IQ*_K)."""
+    for st in sorted({w.storage for w in weights}):
+        t = catalog.formats.types.get(st)
+        if t is not None and t.engines and not any(engine.id.startswith(e) for e in t.engines):
+            raise PlannerError(f"{st} weights are {', '.join(t.engines)}'s own type; {engine.id} cannot load them")
+        if any(fnmatch.fnmatchcase(st, p) for p in engine.refused_types):
+            raise PlannerError(f"{engine.id} cannot load {st} weights: {engine.refused_types_why}")
+
+
 def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, file_weights=None) -> Resolved:
     """Names to objects, engine defaults filled in, unsupported combinations refused."""
     card = card or catalog.model(dep.model)
@@ -539,8 +552,12 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         if recipe.format != fmt:
             options = [k for k, r in catalog.recipes.recipes.items() if r.format == fmt]
             raise PlannerError(f"{engine.id} does not load {quant} ({recipe.format}) weights; use one of: {', '.join(options)}")
+        if recipe.engines and engine.id not in recipe.engines:
+            raise PlannerError(f"{quant} is made and loaded by {', '.join(recipe.engines)} only; {engine.id} cannot "
+                               "plan it")
         weights = recipe_weights(catalog, arch, recipe)
         exact = False
+    refuse_weight_types(catalog, engine, weights)
 
     kv_text = (dep.kv_quant or engine.default_kv_type).lower()
     k_text, _, v_text = kv_text.partition("/")  # K/V types as llama.cpp takes them (-ctk, -ctv)

@@ -22,7 +22,7 @@ import shlex
 from planner.deployment import Resolved, default_ubatch, gpus_label
 from planner.errors import PlannerError
 
-FAMILIES = ("llama.cpp", "vllm", "sglang", "mlx")
+FAMILIES = ("llama.cpp", "vllm", "sglang", "mlx", "mistralrs")
 
 # our KV type ids -> the engine's own spelling
 _VLLM_KV = {"bf16": "auto", "f16": "auto", "fp8": "fp8", "fp8_e4m3": "fp8_e4m3", "fp8_e5m2": "fp8_e5m2"}
@@ -33,10 +33,13 @@ def command(r: Resolved, family: str, ctx: int) -> str:
     if family not in FAMILIES:
         raise PlannerError(f"--emit {family!r}: choose one of {', '.join(FAMILIES)}")
     if r.engine.family != family:
-        hint = {"llama.cpp": "llama.cpp-cuda", "vllm": "vllm-cuda", "sglang": "sglang-cuda", "mlx": "mlx"}[family]
+        hint = {"llama.cpp": "llama.cpp-cuda", "vllm": "vllm-cuda", "sglang": "sglang-cuda", "mlx": "mlx",
+                "mistralrs": "mistral.rs"}[family]
         raise PlannerError(f"this plan is for {r.engine.id}; plan for {family} first, e.g. --engine {hint}")
     if family == "mlx":
         return _mlx(r, ctx)
+    if family == "mistralrs":
+        return _mistralrs(r)
     return _llamacpp(r, ctx) if family == "llama.cpp" else _server(r, ctx, family)
 
 
@@ -67,6 +70,34 @@ def _mlx(r: Resolved, ctx: int) -> str:
         a += ["--draft-model", s.draft.hf_repo or s.draft.model_name, "--num-draft-tokens", str(s.gamma)]
     out.append(shlex.join(a))
     return "\n".join(out)
+
+
+def _mistralrs(r: Resolved) -> str:
+    """`mistralrs serve` (mistral.rs 0.9.2, mistralrs-cli/src/args): the Hugging Face checkpoint with --isq for an
+    isq-* recipe, else the GGUF file with -f. Its KV pool is sized by memory, not by a context flag, so the plan's
+    context is not a flag; several GPUs are all the visible ones (NCCL tensor parallel), or a layer split with -n."""
+    a = ["mistralrs", "serve"]
+    if r.quant.startswith("isq-"):
+        a += ["-m", r.hf_repo or r.model_name, "--isq", r.quant[4:]]
+    else:
+        a += ["-f", f"{r.model_name}-{r.quant}.gguf" if not r.exact_weights else f"{r.model_id}.gguf"]
+    if r.kv_quant == "fp8_e4m3":
+        a += ["--pa-cache-type", "f8e4m3"]
+    m = r.engine.memory
+    if m.gpu_memory_utilization and m.gpu_memory_utilization.source == "user":
+        a += ["--pa-memory-fraction", f"{m.gpu_memory_utilization.value:g}"]
+    if r.batch != m.max_num_seqs:
+        a += ["--max-seqs", str(r.batch)]
+    if r.ubatch_tokens != m.default_ubatch_tokens:
+        a += ["--max-num-batched-tokens", str(r.ubatch_tokens)]
+    head = ""
+    if len(r.gpus) > 1 and r.split == "layer":  # -n "ORD:LAYERS;..." (args/model.rs:659)
+        from planner.memory import stage_layer_counts
+
+        a += ["-n", ";".join(f"{i}:{c}" for i, c in enumerate(stage_layer_counts(r)))]
+    elif len(r.gpus) > 1:  # NCCL tensor parallel over every visible GPU (mistralrs-quant/src/distributed/mod.rs:79-105)
+        head = "CUDA_VISIBLE_DEVICES=" + ",".join(str(i) for i in range(len(r.gpus))) + " "
+    return head + shlex.join(a)
 
 
 def _llamacpp(r: Resolved, ctx: int) -> str:

@@ -73,6 +73,7 @@ class SpeedCaveat(Strict):
     attention: Literal["mla"] | None = None
     moe: bool = False
     max_batch: int = Field(ge=1)
+    metric: Literal["decode", "prefill"] = "decode"  # the speed whose interval the caveat withdraws
     source: str
     note: str
 
@@ -197,7 +198,7 @@ class HostMemory(Sourced):
         return self.channels * (self.bus_width_bits_per_channel / 8) * self.transfer_rate.si
 
 
-ComputeBufferRule = Literal["llamacpp", "vllm"]
+ComputeBufferRule = Literal["llamacpp", "vllm", "mistralrs"]
 
 
 class UbatchTier(Strict):
@@ -323,7 +324,7 @@ class Engine(Sourced):
     version: str = ""  # the release whose defaults the profile holds
     versions: dict[str, EngineVersionPin] = {}  # earlier releases by "major.minor", where defaults moved
     pinned: str = ""  # set by a pin (--engine vllm@0.11): the release planned
-    family: Literal["llama.cpp", "vllm", "sglang", "torch", "mlx"]
+    family: Literal["llama.cpp", "vllm", "sglang", "torch", "mlx", "mistralrs"]
     backend: Literal["cuda", "rocm", "vulkan", "metal", "sycl"]
     vendors: tuple[str, ...]
     weight_formats: tuple[str, ...]
@@ -333,6 +334,9 @@ class Engine(Sourced):
     split_modes: tuple[Literal["layer", "tensor"], ...] = ("layer",)
     default_split: Literal["layer", "tensor"] = "layer"
     flash_attention_default: bool = True
+    # weight storage types the engine cannot load (fnmatch patterns, e.g. "IQ*"), and why
+    refused_types: tuple[str, ...] = ()
+    refused_types_why: str = ""
     memory: EngineMemoryRules
     kernels: EngineKernels
     speculative: EngineSpeculative | None = None

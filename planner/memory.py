@@ -108,6 +108,11 @@ def compute_buffer_bytes(r: Resolved, ctx: int, holds_output: bool) -> int:
         ffn_stage = ub * F32_BYTES * (2 * a.hidden_size + 2 * ffn)
         logits = ub * F32_BYTES * a.vocab_size if holds_output else 0
         return max(ffn_stage, logits) + ub * F32_BYTES * a.hidden_size
+    if r.engine.memory.compute_buffer_rule == "mistralrs":
+        # the activation reservation of automatic device mapping, taken from the KV pool: max_batch_size (1)
+        # x attention heads x min(max_seq_len, 1024)^2 in the model dtype (normal_loaders.rs:1068-1088,
+        # attention/mod.rs:62 ATTENTION_CHUNK_SIZE); prefill activations come out of the 10% headroom
+        return a.n_heads * 1024 ** 2 * 2  # --max-seq-len 4096 by default (auto_device_map.rs:137): min(., 1024) = 1024
     # vllm: profiled peak of a dummy forward over max_num_batched_tokens (bf16 activations)
     # plus logits of the running sequences in f32
     tokens = r.ubatch_tokens

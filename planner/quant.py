@@ -27,6 +27,7 @@ class StorageType(Strict):
     ggml: bool = False
     note: str | None = None
     code_bits: int | None = None  # group-quantized formats (MLX affine): bits of each code; the group is block_weights
+    engines: tuple[str, ...] = ()  # engine ids (or id prefixes) that load the type (ik_llama.cpp's own); empty: any
 
     @property
     def bits_per_weight(self) -> float:
@@ -60,6 +61,7 @@ class Recipe(Strict):
     description: str = ""
     rules: tuple[Rule, ...] = ()
     aliases: tuple[str, ...] = ()  # other names the recipe is published under (e.g. int4 for w4a16)
+    engines: tuple[str, ...] = ()  # the engine ids that make and load it (mistral.rs ISQ); empty: any of its format
 
 
 class RecipeTable(Strict):

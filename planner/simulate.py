@@ -260,7 +260,8 @@ def engine_for(catalog, r, cal, prefix_caching: bool | None = None, unified: boo
     ctx = r.ctx_tokens or r.arch.max_position_embeddings
     srv = r.engine.server
     if srv is None:
-        raise PlannerError(f"{r.engine.id} is not a server: simulate takes llama.cpp, vLLM or SGLang")
+        raise PlannerError(f"{r.engine.id}: serving under load is not simulated (its scheduler is not modelled); "
+                           "simulate takes llama.cpp, vLLM or SGLang")
 
     def fn(tokens, seqs, q, depth):
         return step(sm, tokens, seqs, q, depth).total

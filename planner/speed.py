@@ -176,9 +176,11 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
         dec_iv = pre_iv = None
         notes.append(r.kv_speed_note)
     caveats = [c for c in catalog.caveats if c.applies(r.engine.family, r.arch, b)]  # hwdb/caveats.toml
-    if caveats:  # published runs miss by more than any interval of other runs says: none is given
+    if any(c.metric == "prefill" for c in caveats):
+        pre_iv = None
+    notes += [f"{r.engine.family} {c.note}" for c in caveats]
+    if any(c.metric == "decode" for c in caveats):  # published runs miss by more than any interval says: none is given
         dec_iv = None
-        notes += [f"{r.engine.family} {c.note}" for c in caveats]
     elif dec_iv is None:
         notes.append(f"no measured runs behind this kind of point in profile {cal.id}: the speeds carry no interval")
     elif "," in dec_iv.basis:  # not a bucket of this engine on this family (planner.intervals.interval)
