@@ -366,6 +366,10 @@ class Catalog:
             return load_toml(path, Calibration, id=path.stem)
         return self._find(self.calibrations, name, "calibration")
 
+    def paths_of(self, engine):
+        """The kernel-path table an engine runs: its own, else the one its profile names (`kernel_paths`)."""
+        return self.paths.get(engine.id) or (self.paths.get(engine.kernel_paths) if engine.kernel_paths else None)
+
     def recipe(self, name: str, fmt: str | None = None):
         """A quant recipe by name, case-insensitively; where names differ only in case (BF16 GGUF,
         bf16 safetensors) the one of format `fmt` wins."""

@@ -314,6 +314,9 @@ ENGINE_FAMILIES = {"llama.cpp": "llama.cpp", "llamacpp": "llama.cpp", "llama-cpp
                    "lm studio": "llama.cpp", "lmstudio": "llama.cpp", "lm-studio": "llama.cpp", "vllm": "vllm",
                    "sglang": "sglang", "mlx": "mlx", "mlx-lm": "mlx", "mlx_lm": "mlx", "mistral.rs": "mistralrs",
                    "mistralrs": "mistralrs", "mistral-rs": "mistralrs"}
+# forks planned by their own profile (an engine id per backend), named as people write them
+ENGINE_FORKS = {"ik_llama.cpp": "ik_llama.cpp", "ik-llama.cpp": "ik_llama.cpp", "ik_llama": "ik_llama.cpp",
+                "ik-llama": "ik_llama.cpp", "ikllama": "ik_llama.cpp"}
 BACKEND_OF_VENDOR = {"nvidia": "cuda", "amd": "rocm", "apple": "metal", "intel": "vulkan"}
 
 
@@ -325,7 +328,7 @@ def engine_name(catalog: Catalog, text: str | None) -> str | None:
     base, at, pin = text.strip().lower().partition("@")  # a release pin: vllm@0.11, vllm-cuda@0.11.0
     if at and not pin.strip():
         raise PlannerError(f"--engine {text.strip()}: give a release after '@', e.g. vllm@0.11")
-    if base.strip() in ENGINE_FAMILIES:
+    if base.strip() in ENGINE_FAMILIES or base.strip() in ENGINE_FORKS:
         return text.strip().lower()
     e = catalog.engine(text)  # an unknown pin fails here, with the releases planner holds
     return f"{e.id}@{pin.strip()}" if at else e.id
@@ -358,12 +361,21 @@ def pick_engine(catalog: Catalog, gpus: tuple[Gpu, ...], name: str | None, model
         family = ENGINE_FAMILIES[base.strip()]
         backend = ("metal" if family == "mlx" else "vulkan" if len(vendors) > 1
                    else BACKEND_OF_VENDOR[next(iter(vendors))])
-        engine = next((e for e in catalog.engines.values() if e.family == family and e.backend == backend), None)
+        # the family's own engine (llama.cpp-cuda), not a fork planned with its rules (ik_llama.cpp-cuda)
+        same = [e for e in catalog.engines.values() if e.family == family and e.backend == backend]
+        engine = next((e for e in same if e.id == f"{family}-{backend}"), same[0] if same else None)
         if engine is None:
             have = ", ".join(e.id for e in catalog.engines.values() if e.family == family)
             raise PlannerError(f"{name.strip()} has no {backend} backend for {', '.join(sorted(vendors))} GPUs here "
                                f"(planned: {have})")
         return catalog.engine(f"{engine.id}@{pin}") if at else engine
+    if name and base.strip() in ENGINE_FORKS:
+        fork = ENGINE_FORKS[base.strip()]
+        backend = BACKEND_OF_VENDOR[next(iter(vendors))] if len(vendors) == 1 else "vulkan"
+        if f"{fork}-{backend}" not in catalog.engines:
+            have = ", ".join(e for e in catalog.engines if e.startswith(fork))
+            raise PlannerError(f"{name.strip()} has no {backend} backend planned here (planned: {have})")
+        return catalog.engine(f"{fork}-{backend}")
     if name:
         return catalog.engine(name)
     if len(vendors) > 1:
@@ -575,7 +587,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         for no in t.refuses:
             if features[no.feature]:
                 raise PlannerError(f"{engine.id} refuses this model with a {kv_name} KV cache: {no.why} ({no.cite})")
-    table = catalog.paths.get(engine.id)
+    table = catalog.paths_of(engine)
     for w in weights if table else ():
         why = table.refused_load("mul_mat_id" if w.tensor.n_experts > 1 else "mul_mat", w.storage)
         if why:

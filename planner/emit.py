@@ -106,7 +106,8 @@ def _llamacpp(r: Resolved, ctx: int) -> str:
     a = ["llama-server", "-m", model, "-c", str(ctx * r.batch)]  # -c is shared by the -np slots
     if r.batch > 1:
         a += ["-np", str(r.batch)]
-    a += ["-ngl", "all" if r.gpu_layers >= n else str(r.gpu_layers)]
+    ik = r.engine.id.startswith("ik_llama.cpp")  # the fork's parser: -ngl takes an integer only (common.cpp:2023)
+    a += ["-ngl", ("999" if ik else "all") if r.gpu_layers >= n else str(r.gpu_layers)]
     a += ["-fa", "on" if r.flash_attention else "off"]
     if r.kv_quant != "f16" or r.v_type != "f16":
         a += ["-ctk", r.kv_quant, "-ctv", r.v_type]
@@ -118,7 +119,7 @@ def _llamacpp(r: Resolved, ctx: int) -> str:
         a += ["-sm", r.split]
         if r.tensor_split:
             a += ["-ts", ",".join(f"{x / sum(r.tensor_split) * 100:.0f}" for x in r.tensor_split)]
-        if r.split == "tensor":
+        if r.split == "tensor" and not ik:
             a += ["-fit", "off"]  # auto-fit is not supported with --split-mode tensor
     workers = []
     if r.nodes:  # llama.cpp RPC: an rpc-server on every other machine (all its GPUs: tools/rpc/rpc-server.cpp:192-198)

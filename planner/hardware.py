@@ -335,6 +335,8 @@ class Engine(Sourced):
     default_split: Literal["layer", "tensor"] = "layer"
     flash_attention_default: bool = True
     # weight storage types the engine cannot load (fnmatch patterns, e.g. "IQ*"), and why
+    # a fork that runs its parent's kernels takes the parent's kernel-path table (hwdb/paths/ID.toml)
+    kernel_paths: str = ""
     refused_types: tuple[str, ...] = ()
     refused_types_why: str = ""
     memory: EngineMemoryRules

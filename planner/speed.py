@@ -73,7 +73,7 @@ class PerfEstimate(Strict):
 def step_model(catalog: Catalog, r: Resolved, cal: Calibration) -> StepModel:
     host = r.host or catalog.host(DEFAULT_HOST)
     return compile_steps(r, efficiency_for(cal, r.engine.id, r.flash_attention, r.gpus[0].family), catalog.links, host,
-                         catalog.paths.get(r.engine.id))
+                         catalog.paths_of(r.engine))
 
 
 def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None, gen: int | None = None,
