@@ -22,7 +22,7 @@ from planner.errors import PlannerError, did_you_mean
 from planner.calibration import Calibration
 from planner.hardware import CaveatTable, Engine, EngineMemoryRules, FrontendTable, Gpu, HostMemory, LinkTable, NetworkTable
 from planner.paths import PathTable
-from planner.quant import FormatTable, KvTypeTable, RecipeTable, check_recipe
+from planner.quant import FormatTable, KvTypeTable, RecipeTable, check_recipe, exl_recipe
 from planner.schema import Quantity, Sourced, Strict
 
 T = TypeVar("T", bound=BaseModel)
@@ -379,6 +379,13 @@ class Catalog:
         hits.sort(key=lambda kr: (kr[1].format != fmt, kr[0] != name.strip()))
         if hits:
             return hits[0]
+        exl = exl_recipe(key)
+        if exl is not None:  # EXL2 / EXL3 at any bpw: made once, then held like a file's recipe
+            name_, rec, types = exl
+            for t, st in types.items():
+                self.formats.types.setdefault(t, st)
+            self.recipes.recipes.setdefault(name_, rec)
+            return name_, self.recipes.recipes[name_]
         if re.match(r"^(ud-)?(iq|q)\d.*_xl$", key) or key.startswith("ud-"):
             raise PlannerError(f"{name}: Unsloth's dynamic mixes choose per-tensor types per model and are not "
                                "modelled from a recipe; plan the file itself (planner fit path/to/model.gguf) for "

@@ -292,7 +292,7 @@ def run_fit(catalog: Catalog, opts: dict, sweep_accept: bool = False, observed: 
 @click.option("--sweep-accept", "sweep_accept", is_flag=True, help="with --spec: a table of speed by acceptance and draft length")
 @click.option("--observed", type=FiniteFloat(), default=None, help="check a claimed decode speed (tok/s per stream) against this deployment's physics")
 @click.option("--explain", is_flag=True, help="show the per-operation roofline behind the speeds")
-@click.option("--emit", type=click.Choice(["llama.cpp", "vllm", "sglang", "mlx", "mistralrs"]), default=None, help="print the engine command line for this plan")
+@click.option("--emit", type=click.Choice(["llama.cpp", "vllm", "sglang", "mlx", "mistralrs", "tabbyapi"]), default=None, help="print the engine command line for this plan")
 @click.option("--json", "as_json", is_flag=True, help="print the stable JSON contract")
 @friendly
 def fit_cmd(model, sweep_accept, observed, explain, emit, as_json, **opts):

@@ -148,7 +148,7 @@ class WeightTensor:
 
 def weight_format(engine: Engine) -> str:
     """The weight file format an engine loads: GGUF for llama.cpp, safetensors for the servers."""
-    return {"llama.cpp": "gguf", "mlx": "mlx", "mistralrs": "gguf"}.get(engine.family, "safetensors")
+    return {"llama.cpp": "gguf", "mlx": "mlx", "mistralrs": "gguf", "exllama": "exl"}.get(engine.family, "safetensors")
 
 
 MEMO_ENTRIES = 256  # derived values kept: every catalog model x its usual quants
@@ -316,7 +316,9 @@ ENGINE_FAMILIES = {"llama.cpp": "llama.cpp", "llamacpp": "llama.cpp", "llama-cpp
                    "mistralrs": "mistralrs", "mistral-rs": "mistralrs"}
 # forks planned by their own profile (an engine id per backend), named as people write them
 ENGINE_FORKS = {"ik_llama.cpp": "ik_llama.cpp", "ik-llama.cpp": "ik_llama.cpp", "ik_llama": "ik_llama.cpp",
-                "ik-llama": "ik_llama.cpp", "ikllama": "ik_llama.cpp"}
+                "ik-llama": "ik_llama.cpp", "ikllama": "ik_llama.cpp", "exllamav3": "exllamav3", "exl3": "exllamav3",
+                "tabbyapi": "exllamav3", "tabby": "exllamav3", "exllama": "exllamav3", "exllamav2": "exllamav2",
+                "exl2": "exllamav2"}
 BACKEND_OF_VENDOR = {"nvidia": "cuda", "amd": "rocm", "apple": "metal", "intel": "vulkan"}
 
 
@@ -596,7 +598,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         why = table.refuses_kv(g.family, kv_name) if table else None
         if why:
             raise PlannerError(f"{engine.id} has no {kv_name} KV cache on {g.id}: {why}")
-    if v_name != kv_name and engine.family != "llama.cpp":
+    if v_name != kv_name and engine.family != "llama.cpp" and engine.id != "exllamav3-cuda":
         raise PlannerError(f"{engine.id} takes one KV-cache type for K and V (--kv-cache-dtype); K/V pairs like "
                            f"{kv_name}/{v_name} are llama.cpp's (-ctk / -ctv)")
 

@@ -22,7 +22,7 @@ import shlex
 from planner.deployment import Resolved, default_ubatch, gpus_label
 from planner.errors import PlannerError
 
-FAMILIES = ("llama.cpp", "vllm", "sglang", "mlx", "mistralrs")
+FAMILIES = ("llama.cpp", "vllm", "sglang", "mlx", "mistralrs", "tabbyapi")
 
 # our KV type ids -> the engine's own spelling
 _VLLM_KV = {"bf16": "auto", "f16": "auto", "fp8": "fp8", "fp8_e4m3": "fp8_e4m3", "fp8_e5m2": "fp8_e5m2"}
@@ -32,14 +32,16 @@ _SGLANG_KV = {"bf16": "auto", "f16": "auto", "fp8": "fp8_e4m3", "fp8_e4m3": "fp8
 def command(r: Resolved, family: str, ctx: int) -> str:
     if family not in FAMILIES:
         raise PlannerError(f"--emit {family!r}: choose one of {', '.join(FAMILIES)}")
-    if r.engine.family != family:
+    if r.engine.family != {"tabbyapi": "exllama"}.get(family, family):
         hint = {"llama.cpp": "llama.cpp-cuda", "vllm": "vllm-cuda", "sglang": "sglang-cuda", "mlx": "mlx",
-                "mistralrs": "mistral.rs"}[family]
+                "mistralrs": "mistral.rs", "tabbyapi": "exllamav3"}[family]
         raise PlannerError(f"this plan is for {r.engine.id}; plan for {family} first, e.g. --engine {hint}")
     if family == "mlx":
         return _mlx(r, ctx)
     if family == "mistralrs":
         return _mistralrs(r)
+    if family == "tabbyapi":
+        return _tabbyapi(r, ctx)
     return _llamacpp(r, ctx) if family == "llama.cpp" else _server(r, ctx, family)
 
 
@@ -68,6 +70,38 @@ def _mlx(r: Resolved, ctx: int) -> str:
     s = r.spec
     if s is not None:
         a += ["--draft-model", s.draft.hf_repo or s.draft.model_name, "--num-draft-tokens", str(s.gamma)]
+    out.append(shlex.join(a))
+    return "\n".join(out)
+
+
+def _tabbyapi(r: Resolved, ctx: int) -> str:
+    """TabbyAPI (common/args.py: every config field as --field-name): download the bitrate's branch of an EXL
+    repository (`python main.py download REPO --revision BRANCH`, args.py:65-80; turboderp's repositories keep one
+    bitrate per branch, "4.0bpw", "8.0bpw_H8"), then serve it with the plan's context, cache and batch."""
+    fmt, _, branch = r.quant.partition("-")  # the recipe is named as the branch: exl3-4.0bpw, exl2-4.65bpw_H8
+    name = (r.hf_repo or r.model_name).rpartition("/")[2]
+    folder = f"{name}-{fmt}-{branch}"
+    out = []
+    if fmt == "exl2":
+        out.append("# EXL2 needs TabbyAPI 79126f9 or older (its main branch serves EXL3 only)")
+    out.append(f"# turboderp's repository naming ({name}-{fmt}); check that it exists, or use another quanter's")
+    out.append(shlex.join(["python", "main.py", "download", f"turboderp/{name}-{fmt}", "--revision", branch,
+                           "--folder-name", folder]))
+    a = ["python", "main.py", "--model-name", folder, "--max-seq-len", str(ctx)]
+    cache = -(-ctx * r.batch // 256) * 256
+    if cache != ctx:
+        a += ["--cache-size", str(cache)]
+    modes = {"f16": "FP16", "q8": "Q8", "q6": "Q6", "q4": "Q4"}
+    if r.v_type != r.kv_quant:  # K/V bit pairs (CACHE_TYPE "k,v", config_models.py:13)
+        a += ["--cache-mode", f"{r.kv_quant[1:]},{r.v_type[1:] if r.v_type != 'f16' else '16'}"]
+    elif r.kv_quant != "f16":
+        a += ["--cache-mode", modes[r.kv_quant]]
+    if r.ubatch_tokens != r.engine.memory.default_ubatch_tokens:
+        a += ["--chunk-size", str(r.ubatch_tokens)]
+    if r.batch != r.engine.memory.max_num_seqs:
+        a += ["--max-batch-size", str(r.batch)]
+    if len(r.gpus) > 1 and r.split == "tensor":
+        a += ["--tensor-parallel", "true"]
     out.append(shlex.join(a))
     return "\n".join(out)
 

@@ -70,6 +70,7 @@ class SpeedCaveat(Strict):
     (hwdb/caveats.toml): engine families, and the model's attention kind and MoE, up to a batch."""
 
     families: tuple[str, ...]
+    engines: tuple[str, ...] = ()  # only these engine ids of the families (empty: all)
     attention: Literal["mla"] | None = None
     moe: bool = False
     max_batch: int = Field(ge=1)
@@ -77,8 +78,8 @@ class SpeedCaveat(Strict):
     source: str
     note: str
 
-    def applies(self, family: str, arch, batch: int) -> bool:
-        return (family in self.families and batch <= self.max_batch and (not self.moe or arch.n_experts > 1)
+    def applies(self, family: str, arch, batch: int, engine_id: str = "") -> bool:
+        return (family in self.families and (not self.engines or engine_id in self.engines) and batch <= self.max_batch and (not self.moe or arch.n_experts > 1)
                 and (self.attention is None or any(a.kind == self.attention for a in arch.layers)))
 
 
@@ -198,7 +199,7 @@ class HostMemory(Sourced):
         return self.channels * (self.bus_width_bits_per_channel / 8) * self.transfer_rate.si
 
 
-ComputeBufferRule = Literal["llamacpp", "vllm", "mistralrs"]
+ComputeBufferRule = Literal["llamacpp", "vllm", "mistralrs", "exllama"]
 
 
 class UbatchTier(Strict):
@@ -324,7 +325,7 @@ class Engine(Sourced):
     version: str = ""  # the release whose defaults the profile holds
     versions: dict[str, EngineVersionPin] = {}  # earlier releases by "major.minor", where defaults moved
     pinned: str = ""  # set by a pin (--engine vllm@0.11): the release planned
-    family: Literal["llama.cpp", "vllm", "sglang", "torch", "mlx", "mistralrs"]
+    family: Literal["llama.cpp", "vllm", "sglang", "torch", "mlx", "mistralrs", "exllama"]
     backend: Literal["cuda", "rocm", "vulkan", "metal", "sycl"]
     vendors: tuple[str, ...]
     weight_formats: tuple[str, ...]

@@ -6,6 +6,8 @@ See docs/equations.md#weights for the rules and their source (llama.cpp's llama-
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,7 +52,7 @@ class Rule(Strict):
 
 
 class Recipe(Strict):
-    format: Literal["gguf", "safetensors", "mlx"]
+    format: Literal["gguf", "safetensors", "mlx", "exl"]
     base: str
     output: str | None = None  # output.weight (and tied token_embd): K-quant mixes use Q6_K
     token_embd: str | None = None  # an untied token_embd where the mix gives it its own type (IQ1/IQ2/TQ)
@@ -202,11 +204,67 @@ def _class_types(arch: Architecture, recipe: Recipe, types: dict[str, StorageTyp
     return out
 
 
+EXL_NAME = re.compile(r"^(exl[23])-(\d+(?:\.\d+)?)bpw(?:_h(\d+))?$")
+EXL_BLOCK = 128  # EXL3 pads every linear to multiples of 128 (exllamav3 modules/linear.py:50, 69-72)
+
+
+def exl_recipe(name: str) -> tuple[str, Recipe, dict[str, StorageType]] | None:
+    """An EXL2 / EXL3 quant as its repositories name it ("exl3-4.0bpw", "exl3-4.0bpw_H8", "exl2-4.65bpw"):
+    the recipe and the storage types it needs, or None for another name. The bpw is that of the decoder's
+    linear layers with its scales (exllamav2 optimize.py:71-78; exllamav3 allocation.py:31-156), held in
+    whole bytes per 128 weights (the nearest 1/16 bit); the head at its own bits (default 6: EXL3 exactly 6,
+    EXL2's -hb 6 mix 6.344 = 203 B per 256); embedding, norms and routers unquantized at 16 bits."""
+    m = EXL_NAME.match(name.strip().lower())
+    if not m:
+        return None
+    fmt, bpw, head = m.group(1), float(m.group(2)), int(m.group(3) or 6)
+    units = round(bpw * EXL_BLOCK / 8)  # bytes per 128 weights
+    if not 1 <= bpw <= 8 or units < 1:
+        raise PlannerError(f"{name}: EXL bits per weight run from 1 to 8")
+    if fmt == "exl3" and head not in (1, 2, 3, 4, 5, 6, 7, 8, 16):
+        raise PlannerError(f"{name}: an EXL3 head takes 1 to 8 bits, or 16 (convert_model.py:140-141)")
+    if fmt == "exl2" and head not in (2, 3, 4, 5, 6, 8):
+        raise PlannerError(f"{name}: an EXL2 head takes 2, 3, 4, 5, 6 or 8 bits (qparams.py:338-347)")
+    real = units * 8 / EXL_BLOCK
+    types = {f"EXL_{real:g}": StorageType(kernel="int4", block_weights=EXL_BLOCK, block_bytes=units, source="exl_format",
+                                         note=f"{fmt.upper()} decoder linears at {real:g} bpw (scales included)")}
+    if head == 16:
+        head_type = "F16"
+    elif fmt == "exl2" and head in (6, 8):  # the -hb 6 / 8 QParams mixes with their scales (qparams.py:338-347)
+        head_type = f"EXL2_H{head}"
+        types[head_type] = StorageType(kernel="int4", block_weights=256, block_bytes=203 if head == 6 else 257,
+                                       source="exl_format", note="EXL2 head: 6.344 / 8.03 bpw with scales")
+    else:
+        head_type = f"EXL_{head:g}"
+        types.setdefault(head_type, StorageType(kernel="int4", block_weights=EXL_BLOCK, block_bytes=head * EXL_BLOCK // 8,
+                                                source="exl_format", note=f"EXL head at {head} bpw"))
+    key = f"{fmt}-{bpw:.1f}bpw" if bpw * 10 % 1 == 0 else f"{fmt}-{bpw:g}bpw"  # as repositories name a branch
+    key += f"_H{head}" if head != 6 else ""
+    rec = Recipe(format="exl", base=f"EXL_{real:g}", output=head_type, keep="F16", source="exl_format",
+                 engines=("exllamav3-cuda",) if fmt == "exl3" else ("exllamav2-cuda",),
+                 description=f"{fmt.upper()} at {real:g} bpw over the decoder linears, head {head} bits"
+                 + (f" (asked {bpw:g} bpw: whole bytes per 128 weights)" if real != bpw else ""))
+    return key, rec, types
+
+
+def _exl_type(t: Tensor, recipe: Recipe) -> str:
+    """EXL2 / EXL3: every decoder linear (experts included) at the base type, the head at its own; the token
+    embedding (kept in system RAM by the engines), norms, MoE routers (exllamav3 block_sparse_mlp.py:403-408) and a
+    vision tower unquantized. APPROXIMATION: a tied head gets no quantized copy of its own here (the formats untie it)."""
+    if t.role == "output":
+        return recipe.output or recipe.base
+    if t.group == "vision" or t.role in ("token_embd", "unquantized", "router", "conv"):
+        return recipe.keep or "F16"
+    return recipe.base
+
+
 def assign_types(arch: Architecture, recipe: Recipe, types: dict[str, StorageType],
                  classes: TensorClasses | None = None) -> list[tuple[Tensor, str]]:
     """The storage type of every tensor of `arch` under `recipe`."""
     if recipe.format == "safetensors":
         return [(t, _safetensors_type(t, recipe)) for t in arch.tensors]
+    if recipe.format == "exl":
+        return [(t, _exl_type(t, recipe)) for t in arch.tensors]
     if recipe.format == "mlx":
         return [(t, _mlx_type(t, recipe, types)) for t in arch.tensors]
     c = classes or tensor_classes(arch)
@@ -220,7 +278,7 @@ def assign_types(arch: Architecture, recipe: Recipe, types: dict[str, StorageTyp
 def recipe_bytes(arch: Architecture, recipe: Recipe, types: dict[str, StorageType],
                  classes: TensorClasses | None = None) -> int:
     """Total weight bytes of `arch` under `recipe` (the sum of assign_types' tensors, per class)."""
-    if recipe.format in ("safetensors", "mlx"):
+    if recipe.format in ("safetensors", "mlx", "exl"):
         return sum(tensor_bytes(t, types[s]) for t, s in assign_types(arch, recipe, types))
     c = classes or tensor_classes(arch)
     total = 0

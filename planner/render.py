@@ -272,6 +272,8 @@ def quant_table(c: Catalog) -> str:
     for name, r in c.recipes.recipes.items():
         st = c.formats.types[r.base]
         rows.append(f"  {name:<11}{r.format:<12}{st.bits_per_weight:6.3f}  {r.description}")
+    rows.append("  exl3-<B>bpw[_H<h>], exl2-<B>bpw[_H<h>]  EXL3 / EXL2 at B bits per decoder weight, head h bits "
+                "(default 6), e.g. exl3-4.0bpw, exl2-4.65bpw_H8 (ExLlamaV3 / ExLlamaV2 engines)")
     rows.append("KV-cache types (bytes per cached value):")
     for name, k in c.kv_types.types.items():
         engines = [e for e, eng in c.engines.items() if name in eng.kv_types]

@@ -175,7 +175,7 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
     if r.kv_speed_note:
         dec_iv = pre_iv = None
         notes.append(r.kv_speed_note)
-    caveats = [c for c in catalog.caveats if c.applies(r.engine.family, r.arch, b)]  # hwdb/caveats.toml
+    caveats = [c for c in catalog.caveats if c.applies(r.engine.family, r.arch, b, r.engine.id)]  # hwdb/caveats.toml
     if any(c.metric == "prefill" for c in caveats):
         pre_iv = None
     notes += [f"{r.engine.family} {c.note}" for c in caveats]
