@@ -37,6 +37,16 @@ class PublishedFile(Strict):
     what: str = ""
 
 
+class GgufRepo(Strict):
+    """A Hugging Face repository of a model's GGUFs: llama.cpp's -hf REPO:QUANT takes the first file whose
+    path holds the quant's tag (common/download.cpp:644-688)."""
+
+    repo: str
+    quants: tuple[str, ...]  # recipes the repository holds a file of
+    tags: dict[str, str] = Field(default_factory=dict)  # recipe -> the tag its file name spells (gpt-oss: MXFP4)
+    source: str
+
+
 class ModelCard(Sourced):
     id: str = ""
     name: str
@@ -47,6 +57,7 @@ class ModelCard(Sourced):
     config: dict[str, Any]
     published: dict[str, Quantity] = Field(default_factory=dict)
     files: tuple[PublishedFile, ...] = ()
+    gguf_repos: tuple[GgufRepo, ...] = ()
 
     @cached_property
     def arch(self) -> Architecture:

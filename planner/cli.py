@@ -193,6 +193,11 @@ _DEPLOYMENT_OPTIONS = [
     click.option("--host", default=None, help="host memory profile for offload, e.g. ddr5-6000x2; see `planner hosts`"),
     click.option("--host-ram", type=BYTES, default=None, help="host RAM size, e.g. 64GiB; auto = this machine's"),
     click.option("--flash-attn", "flash_attn", type=click.Choice(["on", "off"]), default=None, help="flash attention (default: the engine's)"),
+    click.option("--load-mode", "-lm", "load_mode", type=click.Choice(["auto", "none", "mmap", "mlock", "mmap+mlock", "dio"]),
+                 default=None, help="llama.cpp -lm: how the GGUF is loaded (default auto = mmap on a discrete GPU); "
+                                    "none: host-RAM weights copied into pinned memory"),
+    click.option("--no-mmap", "no_mmap", is_flag=True, default=False, help="= --load-mode none (llama.cpp's old --no-mmap)"),
+    click.option("--mlock", "mlock", is_flag=True, default=False, help="= --load-mode mmap+mlock (llama.cpp's old --mlock)"),
     click.option("--prompt", type=TOKENS, default=None, help="prompt tokens per sequence for the speed estimate (default 512)"),
     click.option("--gen", type=TOKENS, default=None, help="generated tokens per sequence (default 128)"),
     click.option("--depth", type=TOKENS, default=None, help="tokens already in context before the prompt (default 0)"),
@@ -256,8 +261,13 @@ def build(catalog: Catalog, model, **opts):
 
 def deployment_of(catalog: Catalog, model, gpu, ctx, quant, kv_quant, engine, split, tensor_split, batch, ubatch,
                   gpu_layers, cpu_moe, host, host_ram, flash_attn, spec, accept, accept_len, draft_len, draft_quant,
-                  gpu_mem_util=None, network=None, tp=None, pp=None, ep=False, dp=None, **_):
+                  gpu_mem_util=None, network=None, tp=None, pp=None, ep=False, dp=None, load_mode=None, no_mmap=False,
+                  mlock=False, **_):
     """The Deployment the options describe, with the model card and GGUF weights it reads."""
+    said = [m for m in (load_mode, "none" if no_mmap else None, "mmap+mlock" if mlock else None) if m]
+    if len(set(said)) > 1:
+        raise PlannerError(f"--load-mode, --no-mmap and --mlock name different load modes ({', '.join(said)}); give one")
+    load_mode = said[0] if said else None
     model, quant = model_and_tag(catalog, model, quant)
     card, file_weights = load_model(model, quant, catalog)
     ts, balance = None, None
@@ -272,7 +282,7 @@ def deployment_of(catalog: Catalog, model, gpu, ctx, quant, kv_quant, engine, sp
     dep = Deployment(model=model, gpus=gpus, nodes=nodes, network=network, tp=tp, pp=pp, dp=dp, expert_parallel=ep, engine=engine, quant=quant, kv_quant=kv_quant, ctx_tokens=ctx,
                      batch=batch, split=split, ubatch_tokens=ubatch, gpu_layers=gpu_layers, cpu_moe_layers=cpu_moe,
                      host=host, host_ram_bytes=host_ram, tensor_split=ts, balance=balance, gpu_memory_utilization=gpu_mem_util,
-                     flash_attention=None if flash_attn is None else flash_attn == "on", spec=spec,
+                     flash_attention=None if flash_attn is None else flash_attn == "on", spec=spec, load_mode=load_mode,
                      draft_len=draft_len, accept=accept, accept_len=accept_len, draft_quant=draft_quant)
     return dep, card, file_weights
 

@@ -48,6 +48,7 @@ class Deployment(Strict):
     tensor_split: tuple[float, ...] | None = None
     balance: Literal["memory", "speed"] | None = None  # shares by memory or by bandwidth when no tensor_split
     flash_attention: bool | None = None  # default: the engine's
+    load_mode: Literal["auto", "none", "mmap", "mlock", "mmap+mlock", "dio"] | None = None  # llama.cpp -lm
     spec: str | None = None  # speculative drafter: mtp, dflash[:ID], eagle[:ID], draft:MODEL
     draft_len: int | None = Field(default=None, ge=1, le=MAX_DRAFT_LEN)
     accept: float | None = None  # per drafted token (Leviathan's alpha)
@@ -251,6 +252,7 @@ class Resolved:
     tp: int = 0  # GPUs per pipeline stage; 0 = by split (tensor: all of them, layer: one)
     expert_parallel: bool = False  # MoE layers split by whole experts over each stage's GPUs
     dp: int = 1  # data-parallel attention ranks (each tp GPUs) per stage, the experts split over all
+    load_mode: str = ""  # llama.cpp -lm (b11434 common/arg.cpp:2693-2711); "" = the engine's default (auto)
 
     @property
     def tp_size(self) -> int:
@@ -602,6 +604,11 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         raise PlannerError(f"{engine.id} takes one KV-cache type for K and V (--kv-cache-dtype); K/V pairs like "
                            f"{kv_name}/{v_name} are llama.cpp's (-ctk / -ctv)")
 
+    if dep.load_mode and engine.family != "llama.cpp":
+        raise PlannerError(f"--load-mode is llama.cpp's -lm; {engine.id} loads its weights its own way")
+    if dep.load_mode in ("mlock", "dio") and engine.id.startswith("ik_llama.cpp"):
+        raise PlannerError(f"ik_llama.cpp has no load mode {dep.load_mode}: it takes --no-mmap (= none) and --mlock "
+                           "(= mmap+mlock) (common/common.cpp:2019, 2221)")
     split = dep.split or engine.default_split
     if split not in engine.split_modes:
         raise PlannerError(f"{engine.id} has no {split} split; it offers: {', '.join(engine.split_modes)}")
@@ -671,6 +678,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         kv_speed_note=kv.speed_note or v_kv.speed_note or "",
         tensor_split=tensor_split, nodes=nodes, network=network, rails=rails, tp=tp,
         expert_parallel=dep.expert_parallel, dp=dep.dp or 1, exact_weights=exact, flash_attention=fa,
+        load_mode=dep.load_mode or "",
         kernel_of={k: t.kernel for k, t in catalog.formats.types.items()}, hf_repo=card.hf_repo,
         auto_offload=(engine.family == "llama.cpp" and dep.gpu_layers is None and not dep.cpu_moe_layers
                       and gpus[0].memory_kind == "dedicated" and tp == 1),

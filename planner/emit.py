@@ -134,13 +134,29 @@ def _mistralrs(r: Resolved) -> str:
     return head + shlex.join(a)
 
 
+def _gguf_repo(r: Resolved):
+    """The first of the catalog model's GGUF repositories that holds the planned quant (-hf REPO:TAG)."""
+    from planner.catalog import Catalog
+
+    card = None if r.exact_weights else Catalog().models.get(r.model_id)
+    return next(((g.repo, g.tags.get(r.quant, r.quant)) for g in card.gguf_repos if r.quant in g.quants), None) \
+        if card else None
+
+
 def _llamacpp(r: Resolved, ctx: int) -> str:
     n = r.arch.n_layers
-    model = f"{r.model_name}-{r.quant}.gguf" if not r.exact_weights else f"{r.model_id}.gguf"
-    a = ["llama-server", "-m", model, "-c", str(ctx * r.batch)]  # -c is shared by the -np slots
+    ik = r.engine.id.startswith("ik_llama.cpp")  # the fork's parser: -ngl takes an integer only (common.cpp:2023)
+    hf = None if ik else _gguf_repo(r)
+    if hf:  # -hf REPO:QUANT (common/arg.cpp:3063): the first file whose path holds the tag (download.cpp:644-688)
+        a = ["llama-server", "-hf", f"{hf[0]}:{hf[1]}"]
+        if any(t.group == "vision" for t in r.arch.tensors):
+            a += ["--no-mmproj"]  # -hf also fetches the projector and loads it on the GPU (arg.cpp:382-401); not planned
+    else:
+        model = f"{r.model_name}-{r.quant}.gguf" if not r.exact_weights else f"{r.model_id}.gguf"
+        a = ["llama-server", "-m", model]
+    a += ["-c", str(ctx * r.batch)]  # -c is shared by the -np slots
     if r.batch > 1:
         a += ["-np", str(r.batch)]
-    ik = r.engine.id.startswith("ik_llama.cpp")  # the fork's parser: -ngl takes an integer only (common.cpp:2023)
     a += ["-ngl", ("999" if ik else "all") if r.gpu_layers >= n else str(r.gpu_layers)]
     a += ["-fa", "on" if r.flash_attention else "off"]
     if r.kv_quant != "f16" or r.v_type != "f16":
@@ -149,6 +165,9 @@ def _llamacpp(r: Resolved, ctx: int) -> str:
         a += ["-ub", str(r.ubatch_tokens), "-b", str(max(r.ubatch_tokens, r.engine.memory.default_batch_tokens))]
     if r.cpu_moe_layers:
         a += ["--n-cpu-moe", str(r.cpu_moe_layers)]
+    if r.load_mode and r.load_mode != "auto":
+        # b11434 replaced --no-mmap / --mlock by -lm (arg.cpp:2693-2711); the fork keeps the old flags
+        a += ({"none": ["--no-mmap"], "mmap+mlock": ["--mlock"]}.get(r.load_mode, []) if ik else ["-lm", r.load_mode])
     if len(r.gpus) > 1:
         a += ["-sm", r.split]
         if r.tensor_split:

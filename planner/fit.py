@@ -197,9 +197,38 @@ def _assumptions(r: Resolved) -> dict[str, Any]:
         "calibration": "none (memory model: engine rules, no fitted factors)",
         "native_max_ctx_tokens": r.arch.max_position_embeddings,
     }
+    if r.engine.family == "llama.cpp":
+        a["load_mode"] = r.load_mode or "auto"
     if m.gpu_memory_utilization:
         a["gpu_memory_utilization"] = m.gpu_memory_utilization.value
     return a
+
+
+def _load_mode_warnings(r: Resolved, plan: MemoryPlan) -> list[str]:
+    """How llama.cpp's -lm (b11434 common/arg.cpp:2693-2711) holds the weights planned in host RAM."""
+    if r.engine.family != "llama.cpp" or r.engine.backend == "metal":
+        return []
+    offloaded = r.gpu_layers < r.arch.n_layers or r.cpu_moe_layers > 0
+    mode = r.load_mode or "auto"
+    integrated = all(g.memory_kind == "unified" for g in r.gpus)
+    if mode == "auto" and integrated:
+        mode = "none"  # auto turns mmap off on integrated CUDA/HIP/Vulkan GPUs (llama-model.cpp:1514-1523)
+    w = []
+    if offloaded and mode in ("auto", "mmap"):
+        w.append(f"host-RAM weights ({plan.host_bytes / GiB:,.1f} GiB) are the GGUF's page cache under -lm {mode} "
+                 "(mmap; llama-model-loader.cpp:1269-1277): under memory pressure the kernel drops them and rereads "
+                 "them from disk, at disk speed; -lm none copies them into pinned RAM that must hold them, "
+                 "-lm mmap+mlock keeps them resident")
+    elif offloaded and mode in ("none", "mlock"):
+        w.append(f"-lm {mode}: the host-RAM weights are copied into pinned memory (the GPU's host buffer, "
+                 "llama-model.cpp:1080-1135), which the host must hold whole and nothing else can use")
+    if mode in ("mlock", "mmap+mlock"):
+        w.append(f"-lm {mode} locks the host-RAM weights: with RLIMIT_MEMLOCK (ulimit -l) below their size llama.cpp "
+                 "only warns and loads them unlocked")
+    if mode == "dio" and not integrated:
+        w.append("-lm dio reads the file with direct I/O into plain host buffers (no page cache); llama.cpp's own use "
+                 "for it is integrated GPUs")
+    return w
 
 
 def _warnings(r: Resolved, ctx: int, plan: MemoryPlan) -> list[str]:
@@ -221,6 +250,7 @@ def _warnings(r: Resolved, ctx: int, plan: MemoryPlan) -> list[str]:
     elif r.engine.family == "llama.cpp" and r.v_type not in ("f16", "bf16", "f32"):
         w.append("a quantized V cache needs flash attention (on by default); on CUDA, K/V type pairs other than "
                  "q8_0/q8_0 and q4_0/q4_0 need a GGML_CUDA_FA_ALL_QUANTS build")
+    w += _load_mode_warnings(r, plan)
     if r.engine.memory.gpu_memory_utilization is not None:
         w.append(f"{r.engine.id} preallocates the KV cache: it takes all memory under gpu_memory_utilization, "
                  "whatever the context asked for")
