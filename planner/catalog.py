@@ -381,12 +381,17 @@ class Catalog:
         """The kernel-path table an engine runs: its own, else the one its profile names (`kernel_paths`)."""
         return self.paths.get(engine.id) or (self.paths.get(engine.kernel_paths) if engine.kernel_paths else None)
 
-    def recipe(self, name: str, fmt: str | None = None):
+    def recipe(self, name: str, fmt: str | None = None, model: str | None = None):
         """A quant recipe by name, case-insensitively; where names differ only in case (BF16 GGUF,
-        bf16 safetensors) the one of format `fmt` wins."""
+        bf16 safetensors) the one of format `fmt` wins. A published file's own mix (NAME@MODEL, Unsloth's
+        UD-*) is found for its model."""
         key = name.strip().lower()
+        if model:
+            own = next(((k, r) for k, r in self.recipes.recipes.items() if k.lower() == f"{key}@{model.lower()}"), None)
+            if own is not None:
+                return own[0].partition("@")[0], own[1]
         hits = [(k, r) for k, r in self.recipes.recipes.items()
-                if k.lower() == key or key in (a.lower() for a in r.aliases)]
+                if (k.lower() == key or key in (a.lower() for a in r.aliases)) and not r.model]
         hits.sort(key=lambda kr: (kr[1].format != fmt, kr[0] != name.strip()))
         if hits:
             return hits[0]
@@ -398,9 +403,10 @@ class Catalog:
             self.recipes.recipes.setdefault(name_, rec)
             return name_, self.recipes.recipes[name_]
         if re.match(r"^(ud-)?(iq|q)\d.*_xl$", key) or key.startswith("ud-"):
-            raise PlannerError(f"{name}: Unsloth's dynamic mixes choose per-tensor types per model and are not "
-                               "modelled from a recipe; plan the file itself (planner fit path/to/model.gguf) for "
-                               "exact sizes, or the nearest standard mix (e.g. Q4_K_M)")
+            known = sorted(k.replace("@", " for ") for k, r in self.recipes.recipes.items() if r.model)
+            raise PlannerError(f"{name}: Unsloth's dynamic mixes choose per-tensor types per model; planner holds a "
+                               f"published type list only for {', '.join(known) or 'none'}. Plan the file itself "
+                               "(planner fit path/to/model.gguf) for exact sizes, or the nearest standard mix (e.g. Q4_K_M)")
         raise did_you_mean(name, list(self.recipes.recipes), "quant")
 
     def kv_type(self, name: str):

@@ -644,7 +644,7 @@ def _comparison(catalog, model, gpus, max_gpus, budget, workload, ctx, batch, pr
             catalog.gpu(g)  # unknown names fail here, with suggestions
     eng = engine_name(catalog, engine)  # a family (llama.cpp, vllm, ...) resolves per GPU set
     for q in _names(quant) or ():
-        catalog.recipe(q)  # unknown names fail here, with suggestions
+        catalog.recipe(q, None, card.id)  # unknown names fail here, with suggestions
     for k in _names(kv_quant) or ():
         catalog.kv_type(k)
     return cmp.compare(catalog, card, sets, w, catalog.calibration(calibration, eng), _names(quant), _names(kv_quant),

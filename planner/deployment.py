@@ -561,7 +561,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
             recipe = checkpoint_recipe(recipe, cq)
             stored = cq.method
         else:
-            quant, recipe = catalog.recipe(dep.quant or engine.default_quant, fmt)
+            quant, recipe = catalog.recipe(dep.quant or engine.default_quant, fmt, card.id)
         if cq is not None and dep.quant is not None and quant != cq.recipe:
             what_if = (f"what-if: the checkpoint is stored as {cq.detail}; --quant {quant} plans a checkpoint of "
                        "this model in another format, which you would have to find or make")

@@ -6,6 +6,7 @@ See docs/equations.md#weights for the rules and their source (llama.cpp's llama-
 
 from __future__ import annotations
 
+import fnmatch
 import re
 
 from dataclasses import dataclass
@@ -64,6 +65,10 @@ class Recipe(Strict):
     rules: tuple[Rule, ...] = ()
     aliases: tuple[str, ...] = ()  # other names the recipe is published under (e.g. int4 for w4a16)
     engines: tuple[str, ...] = ()  # the engine ids that make and load it (mistral.rs ISQ); empty: any of its format
+    # a published file's own mix (Unsloth's UD-*): the one model it is for (its key is NAME@MODEL), and its types by
+    # GGUF tensor name (fnmatch patterns, first match wins; a tensor no pattern names gets `base`)
+    model: str = ""
+    tensor_types: tuple[tuple[str, str], ...] = ()
 
 
 class RecipeTable(Strict):
@@ -247,6 +252,13 @@ def exl_recipe(name: str) -> tuple[str, Recipe, dict[str, StorageType]] | None:
     return key, rec, types
 
 
+def _named_type(t: Tensor, recipe: Recipe) -> str:
+    """A published file's mix: the first pattern naming the tensor; a vision tower at F16 (llama.cpp's separate mmproj)."""
+    if t.group == "vision":
+        return "F16"
+    return next((typ for pat, typ in recipe.tensor_types if fnmatch.fnmatchcase(t.name, pat)), recipe.base)
+
+
 def _exl_type(t: Tensor, recipe: Recipe) -> str:
     """EXL2 / EXL3: every decoder linear (experts included) at the base type, the head at its own; the token
     embedding (kept in system RAM by the engines), norms, MoE routers (exllamav3 block_sparse_mlp.py:403-408) and a
@@ -265,6 +277,8 @@ def assign_types(arch: Architecture, recipe: Recipe, types: dict[str, StorageTyp
         return [(t, _safetensors_type(t, recipe)) for t in arch.tensors]
     if recipe.format == "exl":
         return [(t, _exl_type(t, recipe)) for t in arch.tensors]
+    if recipe.tensor_types:
+        return [(t, _named_type(t, recipe)) for t in arch.tensors]
     if recipe.format == "mlx":
         return [(t, _mlx_type(t, recipe, types)) for t in arch.tensors]
     c = classes or tensor_classes(arch)
@@ -278,7 +292,7 @@ def assign_types(arch: Architecture, recipe: Recipe, types: dict[str, StorageTyp
 def recipe_bytes(arch: Architecture, recipe: Recipe, types: dict[str, StorageType],
                  classes: TensorClasses | None = None) -> int:
     """Total weight bytes of `arch` under `recipe` (the sum of assign_types' tensors, per class)."""
-    if recipe.format in ("safetensors", "mlx", "exl"):
+    if recipe.format in ("safetensors", "mlx", "exl") or recipe.tensor_types:
         return sum(tensor_bytes(t, types[s]) for t, s in assign_types(arch, recipe, types))
     c = classes or tensor_classes(arch)
     total = 0
@@ -329,7 +343,9 @@ def tensor_bytes(t: Tensor, st: StorageType) -> int:
 
 
 def check_recipe(name: str, recipe: Recipe, types: dict[str, StorageType]) -> None:
+    if recipe.model and not name.endswith("@" + recipe.model):
+        raise PlannerError(f"recipe {name}: a mix of one model is keyed NAME@{recipe.model}")
     for tname in [recipe.base, recipe.output, recipe.experts, recipe.keep, recipe.token_embd, recipe.router,
-                  *(r.type for r in recipe.rules)]:
+                  *(r.type for r in recipe.rules), *(typ for _, typ in recipe.tensor_types)]:
         if tname is not None and tname not in types:
             raise PlannerError(f"recipe {name}: unknown storage type {tname!r}")

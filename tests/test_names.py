@@ -336,3 +336,15 @@ def test_sglang_refuses_int8_moe_on_cuda(catalog):
     with pytest.raises(PlannerError, match="NPU"):
         resolve(catalog, Deployment(model="qwen3-30b-a3b", gpus=("h200",), engine="sglang-cuda", quant="w8a8"))
     resolve(catalog, Deployment(model="llama-3.1-8b", gpus=("h200",), engine="sglang-cuda", quant="w8a8"))
+
+
+def test_a_published_ud_mix_is_planned_to_the_byte():
+    """Unsloth's Qwen3.6-35B-A3B-UD-Q4_K_M.gguf as its header lists its types (models_db/quant/recipes.toml
+    UD-Q4_K_M@qwen3.6-35b-a3b): 733 text tensors, 22,123,538,944 B of tensor data, the published tensor total
+    (the 22,134,528,992-B file less its header). The same name on another model is refused."""
+    r = resolve(Catalog(), Deployment(model="qwen3.6-35b-a3b", gpus=("h200",), quant="UD-Q4_K_M", ctx_tokens=4096))
+    text = [w for w in r.weights if w.tensor.group == "text"]
+    assert r.quant == "UD-Q4_K_M" and len(text) == 733
+    assert sum(w.bytes for w in text) == 22_123_538_944
+    with pytest.raises(PlannerError, match="published type list only for UD-Q4_K_M for qwen3.6-35b-a3b"):
+        resolve(Catalog(), Deployment(model="qwen3-30b-a3b", gpus=("h200",), quant="UD-Q4_K_M"))
