@@ -369,7 +369,19 @@ def markdown(secs: list[Section], runs_shown: str, command: str, ceilings: dict 
 
 
 def _by_family(scored: list[Scored]) -> list[str]:
-    """Error per GPU architecture family, kind of point (decode, batched decode, prefill) and role."""
+    """Error per engine, then per GPU architecture family, by kind of point (decode, batched decode, prefill) and role."""
+    engines = {s.prepared.run.engine for s in scored}
+    out = []
+    if len(engines) > 1:
+        out += _error_table(scored, "engine", lambda s: s.prepared.run.engine,
+                            "Error by engine and kind of point (engines with no fitted run borrow another's factors: "
+                            "the calibration `[fallback]`):")
+    return out + _error_table(scored, "family", lambda s: s.prepared.family or "?",
+                              "Error by GPU architecture family and kind of point (decode = one stream, batched = "
+                              "decode of several sequences at once):")
+
+
+def _error_table(scored: list[Scored], what: str, key, title: str) -> list[str]:
     from planner.intervals import kind_of
 
     groups: dict[tuple, list[float]] = {}
@@ -377,16 +389,15 @@ def _by_family(scored: list[Scored]) -> list[str]:
         r = s.prepared.run
         kind = kind_of(r.metric, r.batch)
         if kind is not None:
-            groups.setdefault((s.prepared.family or "?", kind, r.role), []).append(s.error)
+            groups.setdefault((key(s), kind, r.role), []).append(s.error)
     if not groups:
         return []
-    L = ["Error by GPU architecture family and kind of point (decode = one stream, batched = decode of several "
-         "sequences at once):", "",
-         "| family | kind | rows | n | median \\|error\\| | p90 \\|error\\| | max \\|error\\| | median signed |",
+    L = [title, "",
+         f"| {what} | kind | rows | n | median \\|error\\| | p90 \\|error\\| | max \\|error\\| | median signed |",
          "|---|---|---|---:|---:|---:|---:|---:|"]
-    for (fam, kind, role), errs in sorted(groups.items()):
+    for (k, kind, role), errs in sorted(groups.items()):
         a = np.abs(errs)
-        L.append(f"| {fam} | {kind} | {role} | {len(errs)} | {np.median(a):.1%} | {np.percentile(a, 90):.1%} | "
+        L.append(f"| {k} | {kind} | {role} | {len(errs)} | {np.median(a):.1%} | {np.percentile(a, 90):.1%} | "
                  f"{a.max():.0%} | {np.median(errs):+.0%} |")
     return L + [""]
 

@@ -310,7 +310,7 @@ def test_types_decided_per_class_are_those_of_the_tensor_by_tensor_rules():
     types = c.formats.types
     for card in c.models.values():
         for name, rec in c.recipes.recipes.items():
-            if rec.format == "gguf":
+            if rec.format == "gguf" and not rec.tensor_types:  # a published file's mix names its tensors
                 got = [s for _, s in assign_types(card.arch, rec, types)]
                 assert got == _types_tensor_by_tensor(card.arch, rec, types), (card.id, name)
 
