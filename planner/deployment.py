@@ -322,6 +322,16 @@ ENGINE_FORKS = {"ik_llama.cpp": "ik_llama.cpp", "ik-llama.cpp": "ik_llama.cpp", 
                 "tabbyapi": "exllamav3", "tabby": "exllamav3", "exllama": "exllamav3", "exllamav2": "exllamav2",
                 "exl2": "exllamav2"}
 BACKEND_OF_VENDOR = {"nvidia": "cuda", "amd": "rocm", "apple": "metal", "intel": "vulkan"}
+# engines people name that planner has no profile of, and what to do instead
+ENGINES_NOT_MODELLED = {
+    "koboldcpp": "KoboldCpp runs llama.cpp: plan it as --engine llama.cpp (KoboldCpp's own defaults are not modelled)",
+    "jan": "Jan runs llama.cpp: plan it as --engine llama.cpp",
+    "gpt4all": "GPT4All runs llama.cpp: plan it as --engine llama.cpp",
+    "tensorrt-llm": "TensorRT-LLM is not modelled; vLLM (--engine vllm) is the closest planned server",
+    "trt-llm": "TensorRT-LLM is not modelled; vLLM (--engine vllm) is the closest planned server",
+    "lmdeploy": "LMDeploy is not modelled; vLLM (--engine vllm) is the closest planned server",
+    "tgi": "Text Generation Inference is not modelled; vLLM (--engine vllm) is the closest planned server",
+}
 
 
 def engine_name(catalog: Catalog, text: str | None) -> str | None:
@@ -330,6 +340,8 @@ def engine_name(catalog: Catalog, text: str | None) -> str | None:
     if not text:
         return None
     base, at, pin = text.strip().lower().partition("@")  # a release pin: vllm@0.11, vllm-cuda@0.11.0
+    if base.strip() in ENGINES_NOT_MODELLED:
+        raise PlannerError(f"--engine {text.strip()}: {ENGINES_NOT_MODELLED[base.strip()]}")
     if at and not pin.strip():
         raise PlannerError(f"--engine {text.strip()}: give a release after '@', e.g. vllm@0.11")
     if base.strip() in ENGINE_FAMILIES or base.strip() in ENGINE_FORKS:
@@ -373,6 +385,8 @@ def pick_engine(catalog: Catalog, gpus: tuple[Gpu, ...], name: str | None, model
             raise PlannerError(f"{name.strip()} has no {backend} backend for {', '.join(sorted(vendors))} GPUs here "
                                f"(planned: {have})")
         return catalog.engine(f"{engine.id}@{pin}") if at else engine
+    if name and base.strip() in ENGINES_NOT_MODELLED:
+        raise PlannerError(f"--engine {name.strip()}: {ENGINES_NOT_MODELLED[base.strip()]}")
     if name and base.strip() in ENGINE_FORKS:
         fork = ENGINE_FORKS[base.strip()]
         backend = BACKEND_OF_VENDOR[next(iter(vendors))] if len(vendors) == 1 else "vulkan"
@@ -561,7 +575,10 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
             recipe = checkpoint_recipe(recipe, cq)
             stored = cq.method
         else:
-            quant, recipe = catalog.recipe(dep.quant or engine.default_quant, fmt, card.id)
+            q = dep.quant or engine.default_quant
+            if fmt == "exl" and re.fullmatch(r"\d+(\.\d+)?bpw(_h\d+)?", q.strip().lower()):  # a bare branch name, 4.0bpw
+                q = f"{engine.default_quant.partition('-')[0]}-{q.strip()}"
+            quant, recipe = catalog.recipe(q, fmt, card.id)
         if cq is not None and dep.quant is not None and quant != cq.recipe:
             what_if = (f"what-if: the checkpoint is stored as {cq.detail}; --quant {quant} plans a checkpoint of "
                        "this model in another format, which you would have to find or make")

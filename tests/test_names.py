@@ -348,3 +348,17 @@ def test_a_published_ud_mix_is_planned_to_the_byte():
     assert sum(w.bytes for w in text) == 22_123_538_944
     with pytest.raises(PlannerError, match="published type list only for UD-Q4_K_M for qwen3.6-35b-a3b"):
         resolve(Catalog(), Deployment(model="qwen3-30b-a3b", gpus=("h200",), quant="UD-Q4_K_M"))
+
+
+@pytest.mark.parametrize("name", ["koboldcpp", "TensorRT-LLM", "tgi"])
+def test_engines_planner_does_not_model_say_what_to_do(name):
+    from planner.cli import main
+    from click.testing import CliRunner
+
+    res = CliRunner().invoke(main, ["fit", "qwen3-8b", "--gpu", "rtx4090", "--engine", name])
+    assert res.exit_code == 2 and "--engine " in res.output and ("llama.cpp" in res.output or "vllm" in res.output)
+
+
+def test_a_bare_exl_branch_name_takes_the_engines_format():
+    r = resolve(Catalog(), Deployment(model="qwen3-8b", gpus=("rtx4090",), engine="exl3", quant="4.5bpw", ctx_tokens=8192))
+    assert r.quant == "exl3-4.5bpw"
