@@ -2,6 +2,7 @@
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -206,22 +207,30 @@ def test_emitted_commands_use_only_flags_the_engines_accept(family, args):
     check_emitted(family, res.output)
 
 
+def check_words(words: list[str], table: str) -> None:
+    """Every flag in `words` (a command split by shlex, the program removed) is one hwdb/flags.toml's `table`
+    lists (or an alias of one), and a restricted flag's value one it allows ("<k,v ...>": a k,v bit pair)."""
+    t = _flags_table()[table]
+    known = set(t["flags"]) | set(t.get("aliases", {}).values())
+    for i, w in enumerate(words):
+        if w.startswith("-") and not w.lstrip("-").replace(".", "").isdigit():
+            assert w in known, f"{table} does not take {w}: {shlex.join(words)}"
+            allowed = t.get("values", {}).get(w)
+            if allowed and i + 1 < len(words) and "<int>" not in allowed:
+                v = words[i + 1]
+                assert v in allowed or (any(a.startswith("<k,v") for a in allowed) and re.fullmatch(r"[2-8],[2-8]", v)), \
+                    f"{table} {w} takes {allowed}, not {v}"
+
+
 def check_emitted(family: str, output: str) -> None:
     """The engine command line in `output` uses only flags and values hwdb/flags.toml lists."""
-    import shlex
-
-    table = _flags_table()[{"llama.cpp": "llama-server", "vllm": "vllm-serve", "sglang": "sglang-launch-server"}[family]]
+    name = {"llama.cpp": "llama-server", "vllm": "vllm-serve", "sglang": "sglang-launch-server"}[family]
+    table = _flags_table()[name]
     cmd = next(line for line in output.splitlines() if line.startswith(("llama-server", "vllm serve", "python")))
     words = shlex.split(cmd)
     if family == "sglang":
         words = words[words.index("sglang.launch_server") + 1:]
-    known = set(table["flags"]) | set(table.get("aliases", {}).values())
-    for i, w in enumerate(words):
-        if w.startswith("-") and not w.lstrip("-").replace(".", "").isdigit():
-            assert w in known, f"{family} does not take {w}: {cmd}"
-            allowed = table.get("values", {}).get(w)
-            if allowed and i + 1 < len(words) and "<int>" not in allowed:
-                assert words[i + 1] in allowed, f"{family} {w} takes {allowed}, not {words[i + 1]}"
+    check_words(words, name)
     if family == "vllm" and "--speculative-config" in words:
         cfg = json.loads(words[words.index("--speculative-config") + 1])
         assert set(cfg) <= set(table["speculative_config_keys"])

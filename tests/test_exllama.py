@@ -3,7 +3,6 @@ line, and the published runs (hwdb/runs/exllama-published.csv)."""
 
 from __future__ import annotations
 
-import re
 import shlex
 
 import pytest
@@ -14,7 +13,7 @@ from planner.cli import main
 from planner.deployment import Deployment, resolve
 from planner.errors import PlannerError
 from planner.memory import plan_memory
-from tests.test_cli import _flags_table
+from tests.test_cli import check_words
 
 CAT = Catalog()
 
@@ -98,16 +97,7 @@ def test_exl3_decode_carries_its_caveat():
 def test_tabbyapi_commands_use_only_flags_it_registers(args):
     res = CliRunner().invoke(main, ["fit", *args, "--emit", "tabbyapi"])
     assert res.exit_code == 0, res.output
-    tables = _flags_table()
     lines = [x for x in res.output.splitlines() if x.startswith("python main.py")]
     assert len(lines) == 2 and " download " in lines[0]
     for line, table in zip(lines, ("tabbyapi-download", "tabbyapi")):
-        t = tables[table]
-        words = shlex.split(line)
-        for i, w in enumerate(words):
-            if w.startswith("-"):
-                assert w in t["flags"], f"TabbyAPI does not take {w}"
-                allowed = t.get("values", {}).get(w)
-                if allowed:
-                    v = words[i + 1]
-                    assert v in allowed or re.fullmatch(r"[2-8],[2-8]", v), f"{w} {v}"
+        check_words(shlex.split(line)[2:], table)

@@ -13,7 +13,7 @@ from planner.cli import main
 from planner.deployment import Deployment, resolve
 from planner.errors import PlannerError
 from planner.memory import plan_memory
-from tests.test_cli import _flags_table
+from tests.test_cli import check_words
 
 CAT = Catalog()
 
@@ -71,15 +71,8 @@ def test_mistralrs_commands_use_only_flags_it_registers(args):
     res = CliRunner().invoke(main, ["fit", *args, "--emit", "mistralrs"])
     assert res.exit_code == 0, res.output
     line = next(x for x in res.output.splitlines() if "mistralrs serve" in x)
-    t = _flags_table()["mistralrs-serve"]
-    known = set(t["flags"]) | set(t.get("aliases", {}).values())
     words = shlex.split(line)
-    words = words[words.index("serve") + 1:]
-    for i, w in enumerate(words):
-        if w.startswith("-"):
-            assert w in known, f"mistralrs serve does not take {w}"
-            if w in t.get("values", {}):
-                assert words[i + 1] in t["values"][w]
+    check_words(words[words.index("serve") + 1:], "mistralrs-serve")
 
 
 def test_layer_split_names_each_gpus_layers():

@@ -11,7 +11,7 @@ from planner.catalog import Catalog
 from planner.cli import main
 from planner.deployment import Deployment, resolve
 from planner.errors import PlannerError
-from test_cli import _flags_table
+from test_cli import check_words
 
 CAT = Catalog()
 
@@ -55,16 +55,8 @@ def test_mlx_commands_use_only_flags_mlx_lm_registers():
     lines = [x for x in res.output.splitlines() if x.startswith("mlx_lm.")]
     assert [x.split()[0] for x in lines] == ["mlx_lm.convert", "mlx_lm.server"]
     assert "-q --q-bits 6 --q-group-size 64" in lines[0] and "--kv-bits 8" in lines[1] and "--decode-concurrency 4" in lines[1]
-    tables = _flags_table()
     for line, table in zip(lines, ("mlx_lm-convert", "mlx_lm-server")):
-        t = tables[table]
-        known = set(t["flags"]) | set(t.get("aliases", {}).values())
-        words = shlex.split(line)
-        for i, w in enumerate(words):
-            if w.startswith("-"):
-                assert w in known, f"{table} does not take {w}"
-                if w in t.get("values", {}):
-                    assert words[i + 1] in t["values"][w]
+        check_words(shlex.split(line), table)
 
 
 def test_compare_and_models_take_mlx():
