@@ -1334,8 +1334,9 @@ def _calibrate_llamacpp(llama_bin, models, quants, grid_name, prompts, depths, b
               help="also write a predicted-vs-measured plot (standalone HTML)")
 @click.option("--serving", multiple=True, type=click.Path(file_okay=False, exists=True),
               help="a folder of serving runs (bench/serve_load.py output) to simulate (default with no RUNS: hwdb/runs/serving-*.raw)")
+@click.option("--json", "as_json", is_flag=True, help="print every scored run and the summaries as JSON")
 @friendly
-def validate_cmd(runs, calibration, markdown_out, html_out, serving):
+def validate_cmd(runs, calibration, markdown_out, html_out, serving, as_json):
     """Predict every measured run and print the error per metric (median and 90th percentile of
     |error|, and the worst cases with their conditions).
 
@@ -1347,11 +1348,15 @@ def validate_cmd(runs, calibration, markdown_out, html_out, serving):
         planner validate --markdown docs/validation.md
 
         planner validate my-runs.csv --html validation.html
+
+    --json prints every scored run (measured, predicted, error) and the summaries per section; the serving
+    and multi-machine comparisons are in the text and Markdown reports.
     """
     from planner import validate
     from planner.runs import default_run_files, load_runs
 
     catalog = Catalog()
+    say = (lambda *_a, **_k: None) if as_json else click.echo  # --json: the JSON alone on stdout
     paths = [Path(p) for p in runs] or default_run_files(catalog.root)
     for o, option in ((markdown_out, "--markdown"), (html_out, "--html")):
         _refuse_overwriting_input(o, [*paths, calibration], option)
@@ -1362,13 +1367,13 @@ def validate_cmd(runs, calibration, markdown_out, html_out, serving):
         raise PlannerError(f"no runs in {', '.join(map(str, paths))}")
     secs = validate.sections(catalog, rows, calibration)
     for sec in secs:
-        click.echo(f"{sec.kind} runs, profile {sec.cal.id} ({len(sec.scored)} runs" + (f"; {len(sec.skipped)} not expressible" if sec.skipped else "") + "):")
-        click.echo(validate.text_table(sec.scored))
-        click.echo("")
+        say(f"{sec.kind} runs, profile {sec.cal.id} ({len(sec.scored)} runs" + (f"; {len(sec.skipped)} not expressible" if sec.skipped else "") + "):")
+        say(validate.text_table(sec.scored))
+        say("")
     memory = validate.memory_scores(catalog, rows)
     if memory:
-        click.echo("peak device memory, planned against measured:")
-        click.echo("\n".join(validate.memory_lines(memory, markdown=False)))
+        say("peak device memory, planned against measured:")
+        say("\n".join(validate.memory_lines(memory, markdown=False)))
     from planner import serving as srv
 
     serving_dirs = [Path(d) for d in serving] if serving else ([] if runs else srv.default_dirs(catalog.root))
@@ -1377,16 +1382,16 @@ def validate_cmd(runs, calibration, markdown_out, html_out, serving):
         for f in srv.default_published(catalog.root):
             served += srv.score_published(catalog, srv.load_published(f), calibration=calibration)
     if served:
-        click.echo("")
-        click.echo(f"serving runs ({', '.join(map(str, serving_dirs))}), measured / simulated:")
-        click.echo("\n".join(srv.lines(served, markdown=False)))
+        say("")
+        say(f"serving runs ({', '.join(map(str, serving_dirs))}), measured / simulated:")
+        say("\n".join(srv.lines(served, markdown=False)))
     from planner import multinode
 
     clusters = [] if runs else multinode.score(catalog, multinode.load(multinode.default_path(catalog.root)))
     if clusters:
-        click.echo("")
-        click.echo(f"runs over several machines (hwdb/runs/{multinode.FILE}), measured / planned:")
-        click.echo("\n".join(multinode.lines(clusters, markdown=False)))
+        say("")
+        say(f"runs over several machines (hwdb/runs/{multinode.FILE}), measured / planned:")
+        say("\n".join(multinode.lines(clusters, markdown=False)))
     cmd_args = (("" if not runs else " " + " ".join(runs)) + (f" --calibration {calibration}" if calibration else "")
                 + "".join(f" --serving {d}" for d in serving))
     if markdown_out:
@@ -1398,7 +1403,7 @@ def validate_cmd(runs, calibration, markdown_out, html_out, serving):
                 ceilings.update(json.loads(c.read_text()))
         command = f"planner validate{cmd_args} --markdown {markdown_out}"
         write_atomic(Path(markdown_out), validate.markdown(secs, shown, command, ceilings, memory, served, clusters))
-        click.echo(f"wrote {markdown_out}")
+        say(f"wrote {markdown_out}")
     if html_out:
         from planner import plots
 
@@ -1406,7 +1411,14 @@ def validate_cmd(runs, calibration, markdown_out, html_out, serving):
                                       f"from {', '.join(p.name for p in paths)}; profiles "
                                       f"{', '.join(s.cal.id for s in secs)}")
         write_atomic(html_path, plots.page("planner validate", plots.div(fig, "validation")))
-        click.echo(f"wrote {html_out}")
+        say(f"wrote {html_out}")
+    if as_json:
+        click.echo(json.dumps({"sections": [
+            {"kind": sec.kind, "calibration": sec.cal.id, "summary": validate.summary(sec.scored),
+             "runs": [{"ref_row": sc.prepared.run.ref_row, "role": sc.prepared.run.role, "engine": sc.prepared.run.engine,
+                       "gpu": sc.prepared.run.gpu, "model": sc.prepared.run.model, "quant": sc.prepared.run.quant,
+                       "metric": sc.prepared.run.metric, "measured": sc.prepared.run.value, "predicted": sc.predicted,
+                       "error": sc.error} for sc in sec.scored]} for sec in secs]}, indent=2))
 
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="print JSON (the catalog entries as their files hold them)")

@@ -65,3 +65,13 @@ def test_ik_takes_its_old_flags():
                "--no-mmap", "--emit", "llama.cpp")
     words = _server_line(res.output)
     assert "--no-mmap" in words and "-lm" not in words and words[1] == "-m"
+
+
+def test_validate_json_is_the_scored_runs():
+    import json
+
+    res = CliRunner().invoke(main, ["validate", "hwdb/runs/ik-published.csv", "--json"])
+    assert res.exit_code == 0, res.output
+    sec = json.loads(res.output)["sections"][0]
+    assert len(sec["runs"]) == 4 and all(abs(r["predicted"] / r["measured"] - 1 - r["error"]) < 1e-9 for r in sec["runs"])
+    assert {s["metric"] for s in sec["summary"]} == {"decode_tok_s", "prefill_tok_s"}
