@@ -70,7 +70,10 @@ def test_ik_takes_its_old_flags():
 def test_validate_json_is_the_scored_runs():
     import json
 
-    res = CliRunner().invoke(main, ["validate", "hwdb/runs/ik-published.csv", "--json"])
+    from pathlib import Path
+
+    runs = Path(__file__).resolve().parent.parent / "hwdb" / "runs" / "ik-published.csv"
+    res = CliRunner().invoke(main, ["validate", str(runs), "--json"])
     assert res.exit_code == 0, res.output
     sec = json.loads(res.output)["sections"][0]
     assert len(sec["runs"]) == 4 and all(abs(r["predicted"] / r["measured"] - 1 - r["error"]) < 1e-9 for r in sec["runs"])
