@@ -248,6 +248,7 @@ class Resolved:
     network: Any = None  # planner.hardware.Network between the machines
     kv_boundary_bf16: int = 0  # the first and last N attention layers keep a bf16 cache (vLLM TurboQuant)
     kv_speed_note: str = ""  # the KV type's caveat on speed (quant.KvType.speed_note)
+    kv_boundary_v: float = 0.0  # bytes per V value in those boundary layers, K unchanged (0: both bf16)
     rails: int = 1  # network links per machine (--network 8xib-ndr400: one NIC per GPU)
     tp: int = 0  # GPUs per pipeline stage; 0 = by split (tensor: all of them, layer: one)
     expert_parallel: bool = False  # MoE layers split by whole experts over each stage's GPUs
@@ -320,7 +321,8 @@ ENGINE_FAMILIES = {"llama.cpp": "llama.cpp", "llamacpp": "llama.cpp", "llama-cpp
 ENGINE_FORKS = {"ik_llama.cpp": "ik_llama.cpp", "ik-llama.cpp": "ik_llama.cpp", "ik_llama": "ik_llama.cpp",
                 "ik-llama": "ik_llama.cpp", "ikllama": "ik_llama.cpp", "exllamav3": "exllamav3", "exl3": "exllamav3",
                 "tabbyapi": "exllamav3", "tabby": "exllamav3", "exllama": "exllamav3", "exllamav2": "exllamav2",
-                "exl2": "exllamav2"}
+                "exl2": "exllamav2", "llama.cpp-turboquant": "llama.cpp-turboquant", "llama-cpp-turboquant":
+                "llama.cpp-turboquant", "turboquant": "llama.cpp-turboquant", "turboquant_plus": "llama.cpp-turboquant"}
 BACKEND_OF_VENDOR = {"nvidia": "cuda", "amd": "rocm", "apple": "metal", "intel": "vulkan"}
 # engines people name that planner has no profile of, and what to do instead
 ENGINES_NOT_MODELLED = {
@@ -522,6 +524,27 @@ def _layout(engine: Engine, dep: Deployment, arch: Architecture, n: int, nodes: 
     return tp, ("tensor" if tp == n and n > 1 else "layer")
 
 
+def _turboquant_kv(catalog: Catalog, arch: Architecture, k, v):
+    """The cache the TurboQuant llama.cpp fork (TheTom/llama-cpp-turboquant 69d8e4b) really stores for turbo K/V
+    types: head dims not a multiple of 128 are zero-padded (src/llama-kv-cache.cpp:257-261, 329-352; refused here, not
+    modelled); with K and V the same turbo type and n_head / n_head_kv >= 6, K is stored as q8_0
+    (TURBO_AUTO_ASYMMETRIC, llama-kv-cache.cpp:122-146)."""
+    for a in arch.layers:
+        dims = [d for d in (a.k_head_dim, a.v_head_dim, a.mla_cache_dim) if d]
+        if any(d % 128 for d in dims):
+            raise PlannerError(f"the TurboQuant fork pads turbo caches of head dims that are not a multiple of 128 "
+                               f"(this model has {', '.join(map(str, sorted(set(dims))))}; llama-kv-cache.cpp:257-261): "
+                               "not modelled; use q8_0 or q4_0")
+    notes = []
+    (kn, kk), (vn, vk) = k, v
+    gqa = max((a.n_heads / a.n_kv_heads for a in arch.layers if a.n_kv_heads), default=1)
+    if kn.startswith("turbo") and kn == vn and gqa >= 6:
+        notes.append(f"the TurboQuant fork stores K as q8_0 when K and V are both {kn} and n_head/n_head_kv >= 6 "
+                     f"(here {gqa:g}; TURBO_AUTO_ASYMMETRIC, llama-kv-cache.cpp:122-146): planned so")
+        kn, kk = catalog.kv_type("q8_0")
+    return (kn, kk), (vn, vk), notes
+
+
 def refuse_weight_types(catalog: Catalog, engine: Engine, weights) -> None:
     """Refuse storage types the engine cannot load: its own refused patterns (mistral.rs has no IQ
     types), and types only other engines load (ik_llama.cpp's IQ*_K)."""
@@ -602,6 +625,9 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
             raise PlannerError(f"{engine.id} has no {name} KV cache; it offers: {', '.join(engine.kv_types)}")
         kv_types.append((name, kv))
     (kv_name, kv), (v_name, v_kv) = kv_types
+    fork_notes: list[str] = []
+    if engine.id.startswith("llama.cpp-turboquant") and (kv_name.startswith("turbo") or v_name.startswith("turbo")):
+        (kv_name, kv), (v_name, v_kv), fork_notes = _turboquant_kv(catalog, arch, (kv_name, kv), (v_name, v_kv))
     features = {"mla": any(a.kind == "mla" for a in arch.layers), "sliding": any(a.kind == "sliding" for a in arch.layers),
                 "sinks": any(t.name.endswith("attn_sinks.weight") for t in arch.tensors)}
     for t in {kv_name: kv, v_name: v_kv}.values():
@@ -684,6 +710,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
                      if any(t.below_vram_gib is not None for t in fe.ctx_tiers) else "")
             notes.append(f"{fe.name}'s default context{where}: {ctx_tokens:,} tokens (set {fe.ctx_setting}, or --ctx "
                          "here, for more)")
+    notes += fork_notes
     r = Resolved(
         model_id=card.id, model_name=card.name, arch=arch, weights=weights, gpus=gpus, engine=engine,
         quant=quant, kv_quant=kv_name, kv_bytes_per_value=kv.bytes_per_value, ctx_tokens=ctx_tokens,
@@ -691,7 +718,9 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         ubatch_tokens=dep.ubatch_tokens or default_ubatch(engine, gpus),
         gpu_layers=arch.n_layers if dep.gpu_layers is None else dep.gpu_layers,
         cpu_moe_layers=dep.cpu_moe_layers, host=host, host_ram_bytes=dep.host_ram_bytes,
-        kv_boundary_bf16=0 if any(a.kind in ("linear", "mamba", "conv") for a in arch.layers) else kv.boundary_layers_bf16,
+        kv_boundary_bf16=(0 if any(a.kind in ("linear", "mamba", "conv") for a in arch.layers) else kv.boundary_layers_bf16)
+        or (2 if v_kv.boundary_v_type and arch.n_layers >= 8 else 0),
+        kv_boundary_v=catalog.kv_type(v_kv.boundary_v_type)[1].bytes_per_value if v_kv.boundary_v_type and arch.n_layers >= 8 else 0.0,
         kv_speed_note=kv.speed_note or v_kv.speed_note or "",
         tensor_split=tensor_split, nodes=nodes, network=network, rails=rails, tp=tp,
         expert_parallel=dep.expert_parallel, dp=dep.dp or 1, exact_weights=exact, flash_attention=fa,

@@ -166,8 +166,9 @@ def _llamacpp(r: Resolved, ctx: int) -> str:
     if r.cpu_moe_layers:
         a += ["--n-cpu-moe", str(r.cpu_moe_layers)]
     if r.load_mode and r.load_mode != "auto":
-        # b11434 replaced --no-mmap / --mlock by -lm (arg.cpp:2693-2711); the fork keeps the old flags
-        a += ({"none": ["--no-mmap"], "mmap+mlock": ["--mlock"]}.get(r.load_mode, []) if ik else ["-lm", r.load_mode])
+        # b11434 replaced --no-mmap / --mlock by -lm (arg.cpp:2693-2711); the forks keep the old flags
+        old_flags = ik or r.engine.id.startswith("llama.cpp-turboquant")
+        a += ({"none": ["--no-mmap"], "mmap+mlock": ["--mlock"]}.get(r.load_mode, []) if old_flags else ["-lm", r.load_mode])
     if len(r.gpus) > 1:
         a += ["-sm", r.split]
         if r.tensor_split:

@@ -242,12 +242,13 @@ def _warnings(r: Resolved, ctx: int, plan: MemoryPlan) -> list[str]:
         if g.specs.gpu_allocatable is not None:
             w.append(f"{g.id}: the GPU may use {g.memory_bytes / GiB:.1f} GiB of {g.specs.memory.si / GiB:.0f} GiB unified "
                      "memory by default")
-    if r.engine.family == "llama.cpp" and r.v_type != r.kv_quant and r.engine.backend == "cuda":
+    turbo = r.engine.id.startswith("llama.cpp-turboquant") and "turbo" in r.kv_label
+    if r.engine.family == "llama.cpp" and r.v_type != r.kv_quant and r.engine.backend == "cuda" and not turbo:
         w.append(f"K/V cache types {r.kv_label}: llama.cpp's default CUDA build compiles flash-attention vector kernels "
                  "only for f16/f16, q8_0/q8_0, q4_0/q4_0 and bf16/bf16 (GGML_CUDA_FA_QUANTS), so every attention step "
                  "converts K and V to f16 first (ggml-cuda/fattn.cu:500-510; priced here); a build with "
                  f"-DGGML_CUDA_FA_QUANTS=\"{r.kv_quant}-{r.v_type}\" reads them in the kernel")
-    elif r.engine.family == "llama.cpp" and r.v_type not in ("f16", "bf16", "f32"):
+    elif r.engine.family == "llama.cpp" and r.v_type not in ("f16", "bf16", "f32") and not turbo:
         w.append("a quantized V cache needs flash attention (on by default); on CUDA, K/V type pairs other than "
                  "q8_0/q8_0 and q4_0/q4_0 need a GGML_CUDA_FA_ALL_QUANTS build")
     w += _load_mode_warnings(r, plan)

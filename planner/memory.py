@@ -64,7 +64,7 @@ def kv_value_bytes(r: Resolved, i: int) -> tuple[float, float]:
     turboquant/config.py:177-213)."""
     n = min(r.kv_boundary_bf16, r.arch.n_layers // 2)
     if n and (i < n or i >= r.arch.n_layers - n):
-        return BF16_BYTES, BF16_BYTES
+        return (r.kv_bytes_per_value, r.kv_boundary_v) if r.kv_boundary_v else (BF16_BYTES, BF16_BYTES)
     return r.kv_bytes_per_value, r.v_bytes_per_value
 
 

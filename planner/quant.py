@@ -94,6 +94,7 @@ class KvType(Strict):
     code_bits: int | None = None  # group-quantized caches (MLX --kv-bits): bits of each code; the group is block_values
     refuses: tuple[KvRefusal, ...] = ()
     speed_note: str | None = None  # said with every speed of a plan on this cache, which then carries no interval
+    boundary_v_type: str | None = None  # as V: the first and last 2 layers (of 8 or more) store V in this type instead
 
     @property
     def bytes_per_value(self) -> float:

@@ -181,9 +181,9 @@ def estimate(catalog: Catalog, r: Resolved, ctx: int, prompt: int | None = None,
     notes += [f"{r.engine.family} {c.note}" for c in caveats]
     if any(c.metric == "decode" for c in caveats):  # published runs miss by more than any interval says: none is given
         dec_iv = None
-    elif dec_iv is None:
+    elif dec_iv is None and not r.kv_speed_note:  # (a KV type's caveat already said why there is none)
         notes.append(f"no measured runs behind this kind of point in profile {cal.id}: the speeds carry no interval")
-    elif "," in dec_iv.basis:  # not a bucket of this engine on this family (planner.intervals.interval)
+    elif dec_iv is not None and "," in dec_iv.basis:  # not a bucket of this engine on this family (planner.intervals.interval)
         notes.append(f"few or no {r.engine.id} runs on {family or 'this family of'} GPUs: its speeds use the engine's "
                      "factors over the families measured, and their intervals those runs' errors")
     return PerfEstimate(
