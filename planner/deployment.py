@@ -622,7 +622,9 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         t = engine.default_kv_type if t.strip() in ("auto", "") else t
         name, kv = catalog.kv_type(t)
         if name not in engine.kv_types:
-            raise PlannerError(f"{engine.id} has no {name} KV cache; it offers: {', '.join(engine.kv_types)}")
+            others = [e for e, eng in catalog.engines.items() if name in eng.kv_types]
+            raise PlannerError(f"{engine.id} has no {name} KV cache; it offers: {', '.join(engine.kv_types)}"
+                               + (f" ({name} is {', '.join(others)}'s)" if others else ""))
         kv_types.append((name, kv))
     (kv_name, kv), (v_name, v_kv) = kv_types
     fork_notes: list[str] = []
