@@ -242,9 +242,10 @@ def runnable_table(rows, w, show_all: bool) -> str:
 
 
 def engine_table(c: Catalog) -> str:
-    rows = [f"{'id':<18}{'formats':<13}{'default quant':<15}{'KV types'}"]
+    w = max(18, max(len(eid) for eid in c.engines) + 2)
+    rows = [f"{'id':<{w}}{'formats':<13}{'default quant':<15}{'KV types'}"]
     for eid, e in sorted(c.engines.items()):
-        rows.append(f"{eid:<18}{','.join(e.weight_formats):<13}{e.default_quant:<15}{', '.join(e.kv_types)}")
+        rows.append(f"{eid:<{w}}{','.join(e.weight_formats):<13}{e.default_quant:<15}{', '.join(e.kv_types)}")
     return "\n".join(rows)
 
 
