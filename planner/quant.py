@@ -236,10 +236,8 @@ def exl_recipe(name: str) -> tuple[str, Recipe, dict[str, StorageType]] | None:
                                          note=f"{fmt.upper()} decoder linears at {real:g} bpw (scales included)")}
     if head == 16:
         head_type = "F16"
-    elif fmt == "exl2" and head in (6, 8):  # the -hb 6 / 8 QParams mixes with their scales (qparams.py:338-347)
+    elif fmt == "exl2" and head in (6, 8):  # the -hb 6 / 8 QParams mixes with their scales (models_db/quant/formats.toml)
         head_type = f"EXL2_H{head}"
-        types[head_type] = StorageType(kernel="int4", block_weights=256, block_bytes=203 if head == 6 else 257,
-                                       source="exl_format", note="EXL2 head: 6.344 / 8.03 bpw with scales")
     else:
         head_type = f"EXL_{head:g}"
         types.setdefault(head_type, StorageType(kernel="int4", block_weights=EXL_BLOCK, block_bytes=head * EXL_BLOCK // 8,
