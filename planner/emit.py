@@ -88,7 +88,8 @@ def _tabbyapi(r: Resolved, ctx: int) -> str:
     out.append(shlex.join(["python", "main.py", "download", f"turboderp/{name}-{fmt}", "--revision", branch,
                            "--folder-name", folder]))
     a = ["python", "main.py", "--model-name", folder, "--max-seq-len", str(ctx)]
-    cache = -(-ctx * r.batch // 256) * 256
+    pad = r.engine.memory.ctx_padding_tokens  # cache_size is a multiple of the 256-token page (config_models.py:194-202)
+    cache = -(-ctx * r.batch // pad) * pad
     if cache != ctx:
         a += ["--cache-size", str(cache)]
     modes = {"f16": "FP16", "q8": "Q8", "q6": "Q6", "q4": "Q4"}

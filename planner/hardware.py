@@ -232,6 +232,11 @@ class EngineMemoryRules(Strict):
     recurrent_state_dtype: str = "f32"
     # vLLM loads a multimodal checkpoint's encoders; llama.cpp needs a separate --mmproj file
     loads_vision_encoder: bool = False
+    # compute_buffer_rule "exllama": the widest output a linear is dequantized to fp16 for at once, and the logit
+    # rows reserved; "mistralrs": the square of the attention-chunk tokens reserved per head
+    reconstruct_max_outputs: int = Field(default=0, ge=0)
+    logit_rows: int = Field(default=0, ge=0)
+    attention_reserve_tokens: int = Field(default=0, ge=0)
 
 
 SpecField = Literal["fp16_tensor", "fp16_tensor_fp32acc", "fp8_tensor", "fp8_tensor_fp32acc", "fp4_tensor",

@@ -56,6 +56,7 @@ def kv_cells(r: Resolved, ctx: int) -> int:
 
 
 BF16_BYTES = 2
+F16_BYTES = 2  # fp16 activations and dequantized weights
 
 
 def kv_value_bytes(r: Resolved, i: int) -> tuple[float, float]:
@@ -110,23 +111,24 @@ def compute_buffer_bytes(r: Resolved, ctx: int, holds_output: bool) -> int:
         return max(ffn_stage, logits) + ub * F32_BYTES * a.hidden_size
     if r.engine.memory.compute_buffer_rule == "exllama":
         # measured at load by a dummy forward of one chunk (exllamav3 model_ls.py:77-98): the chunk's fp16
-        # activations, the largest linear dequantized to fp16 for the GEMM (exl3.py:161-201, capped at 32,768
-        # outputs), 32 rows of f32 logits (model_ls.py:112-118); a quantized cache adds one layer's fp16 K and V
-        # for the whole cache as prefill staging (triton_paged.py:1743-1763). EXL2 is assumed alike.
-        tokens = r.ubatch_tokens
-        act = tokens * 2 * (2 * ffn + 4 * a.hidden_size)
-        linear = max((t.cols * min(t.rows, 32768) for t in a.tensors if t.n_experts == 1 and t.group == "text"
-                      and t.role not in ("token_embd", "output", "unquantized", "router", "conv")), default=0) * 2
-        logits = 32 * F32_BYTES * a.vocab_size if holds_output else 0
+        # activations, the largest linear dequantized to fp16 for the GEMM (up to reconstruct_max_outputs outputs),
+        # logit_rows rows of f32 logits; a quantized cache adds one layer's fp16 K and V for the whole cache as
+        # prefill staging (triton_paged.py:1743-1763). EXL2 is assumed alike.
+        m = r.engine.memory
+        act = r.ubatch_tokens * F16_BYTES * (2 * ffn + 4 * a.hidden_size)
+        linear = max((t.cols * min(t.rows, m.reconstruct_max_outputs) for t in a.tensors if t.n_experts == 1
+                      and t.group == "text" and t.role not in ("token_embd", "output", "unquantized", "router", "conv")),
+                     default=0) * F16_BYTES
+        logits = m.logit_rows * F32_BYTES * a.vocab_size if holds_output else 0
         staging = 0
         if r.kv_quant not in ("f16", "bf16"):
-            staging = kv_cells(r, ctx) * max((layer.kv_elems_per_token for layer in a.layers), default=0) * 2
+            staging = kv_cells(r, ctx) * max((layer.kv_elems_per_token for layer in a.layers), default=0) * F16_BYTES
         return act + linear + logits + staging
     if r.engine.memory.compute_buffer_rule == "mistralrs":
         # the activation reservation of automatic device mapping, taken from the KV pool: max_batch_size (1)
-        # x attention heads x min(max_seq_len, 1024)^2 in the model dtype (normal_loaders.rs:1068-1088,
-        # attention/mod.rs:62 ATTENTION_CHUNK_SIZE); prefill activations come out of the 10% headroom
-        return a.n_heads * 1024 ** 2 * 2  # --max-seq-len 4096 by default (auto_device_map.rs:137): min(., 1024) = 1024
+        # x attention heads x attention_reserve_tokens^2 in the model dtype (normal_loaders.rs:1068-1088);
+        # prefill activations come out of the 10% headroom
+        return a.n_heads * r.engine.memory.attention_reserve_tokens ** 2 * F16_BYTES
     # vllm: profiled peak of a dummy forward over max_num_batched_tokens (bf16 activations)
     # plus logits of the running sequences in f32
     tokens = r.ubatch_tokens
