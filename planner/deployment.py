@@ -524,24 +524,24 @@ def _layout(engine: Engine, dep: Deployment, arch: Architecture, n: int, nodes: 
     return tp, ("tensor" if tp == n and n > 1 else "layer")
 
 
-def _turboquant_kv(catalog: Catalog, arch: Architecture, k, v):
-    """The cache the TurboQuant llama.cpp fork (TheTom/llama-cpp-turboquant 69d8e4b) really stores for turbo K/V
-    types: head dims not a multiple of 128 are zero-padded (src/llama-kv-cache.cpp:257-261, 329-352; refused here, not
-    modelled); with K and V the same turbo type and n_head / n_head_kv >= 6, K is stored as q8_0
-    (TURBO_AUTO_ASYMMETRIC, llama-kv-cache.cpp:122-146)."""
-    for a in arch.layers:
-        dims = [d for d in (a.k_head_dim, a.v_head_dim, a.mla_cache_dim) if d]
-        if any(d % 128 for d in dims):
-            raise PlannerError(f"the TurboQuant fork pads turbo caches of head dims that are not a multiple of 128 "
-                               f"(this model has {', '.join(map(str, sorted(set(dims))))}; llama-kv-cache.cpp:257-261): "
-                               "not modelled; use q8_0 or q4_0")
-    notes = []
+def _stored_kv(catalog: Catalog, arch: Architecture, k, v):
+    """The K and V types an engine really stores for the types asked, where a type says the engine changes
+    them (models_db/quant/kv_types.toml: the TurboQuant fork's turbo types): head dims it would pad are refused,
+    and K of a same-type pair past a GQA ratio is stored as another type. Returns the pair and notes."""
     (kn, kk), (vn, vk) = k, v
+    for name, t in ((kn, kk), (vn, vk)):
+        if t.pads_head_dim_to:
+            dims = {d for a in arch.layers for d in (a.k_head_dim, a.v_head_dim, a.mla_cache_dim) if d}
+            if any(d % t.pads_head_dim_to for d in dims):
+                raise PlannerError(f"a {name} cache pads head dims that are not a multiple of {t.pads_head_dim_to} "
+                                   f"(this model has {', '.join(map(str, sorted(dims)))}; {t.source}): not modelled; "
+                                   "use q8_0 or q4_0")
+    notes = []
     gqa = max((a.n_heads / a.n_kv_heads for a in arch.layers if a.n_kv_heads), default=1)
-    if kn.startswith("turbo") and kn == vn and gqa >= 6:
-        notes.append(f"the TurboQuant fork stores K as q8_0 when K and V are both {kn} and n_head/n_head_kv >= 6 "
-                     f"(here {gqa:g}; TURBO_AUTO_ASYMMETRIC, llama-kv-cache.cpp:122-146): planned so")
-        kn, kk = catalog.kv_type("q8_0")
+    if kk.same_pair_k and kn == vn and gqa >= kk.same_pair_min_gqa:
+        notes.append(f"K and V both {kn} with n_head/n_head_kv = {gqa:g} (>= {kk.same_pair_min_gqa:g}): the engine "
+                     f"stores K as {kk.same_pair_k} ({kk.source}), planned so")
+        kn, kk = catalog.kv_type(kk.same_pair_k)
     return (kn, kk), (vn, vk), notes
 
 
@@ -627,9 +627,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
                                + (f" ({name} is {', '.join(others)}'s)" if others else ""))
         kv_types.append((name, kv))
     (kv_name, kv), (v_name, v_kv) = kv_types
-    fork_notes: list[str] = []
-    if engine.id.startswith("llama.cpp-turboquant") and (kv_name.startswith("turbo") or v_name.startswith("turbo")):
-        (kv_name, kv), (v_name, v_kv), fork_notes = _turboquant_kv(catalog, arch, (kv_name, kv), (v_name, v_kv))
+    (kv_name, kv), (v_name, v_kv), fork_notes = _stored_kv(catalog, arch, (kv_name, kv), (v_name, v_kv))
     features = {"mla": any(a.kind == "mla" for a in arch.layers), "sliding": any(a.kind == "sliding" for a in arch.layers),
                 "sinks": any(t.name.endswith("attn_sinks.weight") for t in arch.tensors)}
     for t in {kv_name: kv, v_name: v_kv}.values():
@@ -713,6 +711,7 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
             notes.append(f"{fe.name}'s default context{where}: {ctx_tokens:,} tokens (set {fe.ctx_setting}, or --ctx "
                          "here, for more)")
     notes += fork_notes
+    boundary_v = bool(v_kv.boundary_v_type) and arch.n_layers >= v_kv.boundary_v_min_layers
     r = Resolved(
         model_id=card.id, model_name=card.name, arch=arch, weights=weights, gpus=gpus, engine=engine,
         quant=quant, kv_quant=kv_name, kv_bytes_per_value=kv.bytes_per_value, ctx_tokens=ctx_tokens,
@@ -721,8 +720,8 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
         gpu_layers=arch.n_layers if dep.gpu_layers is None else dep.gpu_layers,
         cpu_moe_layers=dep.cpu_moe_layers, host=host, host_ram_bytes=dep.host_ram_bytes,
         kv_boundary_bf16=(0 if any(a.kind in ("linear", "mamba", "conv") for a in arch.layers) else kv.boundary_layers_bf16)
-        or (2 if v_kv.boundary_v_type and arch.n_layers >= 8 else 0),
-        kv_boundary_v=catalog.kv_type(v_kv.boundary_v_type)[1].bytes_per_value if v_kv.boundary_v_type and arch.n_layers >= 8 else 0.0,
+        or (v_kv.boundary_v_layers if boundary_v else 0),
+        kv_boundary_v=catalog.kv_type(v_kv.boundary_v_type)[1].bytes_per_value if boundary_v else 0.0,
         kv_speed_note=kv.speed_note or v_kv.speed_note or "",
         tensor_split=tensor_split, nodes=nodes, network=network, rails=rails, tp=tp,
         expert_parallel=dep.expert_parallel, dp=dep.dp or 1, exact_weights=exact, flash_attention=fa,

@@ -94,7 +94,15 @@ class KvType(Strict):
     code_bits: int | None = None  # group-quantized caches (MLX --kv-bits): bits of each code; the group is block_values
     refuses: tuple[KvRefusal, ...] = ()
     speed_note: str | None = None  # said with every speed of a plan on this cache, which then carries no interval
-    boundary_v_type: str | None = None  # as V: the first and last 2 layers (of 8 or more) store V in this type instead
+    # as V: the first and last boundary_v_layers layers of a model of boundary_v_min_layers or more store V in
+    # boundary_v_type instead (the TurboQuant fork's turbo2)
+    boundary_v_type: str | None = None
+    boundary_v_layers: int = Field(default=0, ge=0)
+    boundary_v_min_layers: int = Field(default=0, ge=0)
+    pads_head_dim_to: int = Field(default=0, ge=0)  # head dims not a multiple are zero-padded: refused (not modelled)
+    # as K with the same type as V: stored as same_pair_k instead where n_head / n_head_kv >= same_pair_min_gqa
+    same_pair_k: str | None = None
+    same_pair_min_gqa: float = Field(default=0, ge=0)
 
     @property
     def bytes_per_value(self) -> float:
