@@ -317,8 +317,9 @@ ENGINE_FAMILIES = {"llama.cpp": "llama.cpp", "llamacpp": "llama.cpp", "llama-cpp
                    "lm studio": "llama.cpp", "lmstudio": "llama.cpp", "lm-studio": "llama.cpp", "vllm": "vllm",
                    "sglang": "sglang", "mlx": "mlx", "mlx-lm": "mlx", "mlx_lm": "mlx", "mistral.rs": "mistralrs",
                    "mistralrs": "mistralrs", "mistral-rs": "mistralrs"}
-# forks planned by their own profile (an engine id per backend), named as people write them
-ENGINE_FORKS = {"ik_llama.cpp": "ik_llama.cpp", "ik-llama.cpp": "ik_llama.cpp", "ik_llama": "ik_llama.cpp",
+# engines named as people write them whose profile ids are PREFIX-BACKEND (llama.cpp forks, ExLlamaV2/V3):
+# the family does not pick them, the name does
+ENGINE_PROFILE_NAMES = {"ik_llama.cpp": "ik_llama.cpp", "ik-llama.cpp": "ik_llama.cpp", "ik_llama": "ik_llama.cpp",
                 "ik-llama": "ik_llama.cpp", "ikllama": "ik_llama.cpp", "exllamav3": "exllamav3", "exl3": "exllamav3",
                 "tabbyapi": "exllamav3", "tabby": "exllamav3", "exllama": "exllamav3", "exllamav2": "exllamav2",
                 "exl2": "exllamav2", "llama.cpp-turboquant": "llama.cpp-turboquant", "llama-cpp-turboquant":
@@ -346,7 +347,7 @@ def engine_name(catalog: Catalog, text: str | None) -> str | None:
         raise PlannerError(f"--engine {text.strip()}: {ENGINES_NOT_MODELLED[base.strip()]}")
     if at and not pin.strip():
         raise PlannerError(f"--engine {text.strip()}: give a release after '@', e.g. vllm@0.11")
-    if base.strip() in ENGINE_FAMILIES or base.strip() in ENGINE_FORKS:
+    if base.strip() in ENGINE_FAMILIES or base.strip() in ENGINE_PROFILE_NAMES:
         return text.strip().lower()
     e = catalog.engine(text)  # an unknown pin fails here, with the releases planner holds
     return f"{e.id}@{pin.strip()}" if at else e.id
@@ -389,13 +390,13 @@ def pick_engine(catalog: Catalog, gpus: tuple[Gpu, ...], name: str | None, model
         return catalog.engine(f"{engine.id}@{pin}") if at else engine
     if name and base.strip() in ENGINES_NOT_MODELLED:
         raise PlannerError(f"--engine {name.strip()}: {ENGINES_NOT_MODELLED[base.strip()]}")
-    if name and base.strip() in ENGINE_FORKS:
-        fork = ENGINE_FORKS[base.strip()]
+    if name and base.strip() in ENGINE_PROFILE_NAMES:
+        prefix = ENGINE_PROFILE_NAMES[base.strip()]
         backend = BACKEND_OF_VENDOR[next(iter(vendors))] if len(vendors) == 1 else "vulkan"
-        if f"{fork}-{backend}" not in catalog.engines:
-            have = ", ".join(e for e in catalog.engines if e.startswith(fork))
+        if f"{prefix}-{backend}" not in catalog.engines:
+            have = ", ".join(e for e in catalog.engines if e.startswith(prefix))
             raise PlannerError(f"{name.strip()} has no {backend} backend planned here (planned: {have})")
-        return catalog.engine(f"{fork}-{backend}")
+        return catalog.engine(f"{prefix}-{backend}" + (f"@{pin}" if at else ""))  # a pin it has no release of fails
     if name:
         return catalog.engine(name)
     if len(vendors) > 1:
