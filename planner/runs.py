@@ -33,7 +33,7 @@ from planner.speed import step_model
 Metric = Literal["decode_tok_s", "prefill_tok_s", "throughput_tok_s", "e2e_latency_s", "spec_decode_speedup",
                  "spec_throughput_speedup"]
 RUN_FILES = ("published.csv", "mlx-published.csv", "mistralrs-published.csv", "ik-published.csv", "exllama-published.csv", "spec-published.csv", "harness-h100.csv", "harness-h100-moe.csv", "harness-h200x2.csv",
-             "llamacpp-h200.csv")  # `planner validate`'s default
+             "llamacpp-h200.csv", "llamacpp-h200-steps.csv")  # `planner validate`'s default
 
 
 class Run(Strict):

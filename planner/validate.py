@@ -9,6 +9,8 @@ import numpy as np
 
 from planner.calibration import Calibration
 from planner.llamacpp import SOURCE as LLAMACPP_SOURCE
+
+STEPS_SOURCE = "bench/kernels_device.sh"  # hwdb/runs/llamacpp-h200-steps.csv: llama-bench steps of 1-128 tokens
 from planner.units import GiB
 from planner.runs import Prepared, predict
 
@@ -106,7 +108,7 @@ class Section:
 
 
 def run_kind(r) -> str:
-    if r.source_url.startswith(LLAMACPP_SOURCE):
+    if r.source_url.startswith((LLAMACPP_SOURCE, STEPS_SOURCE)):
         return "llamacpp"
     return "harness" if r.engine == "torch-cuda" else "published"
 
@@ -196,7 +198,9 @@ INTRO = {
     "llamacpp": "llama.cpp b11434 itself, measured by planner's llama.cpp harness (`planner calibrate run --engine "
                 "llama.cpp`, docs/calibration.md#llamacpp) on one NVIDIA H200: llama-bench and llama-batched-bench on "
                 "synthetic GGUFs with each model's exact tensors (`hwdb/runs/llamacpp-h200.csv`, raw tool output in "
-                "`hwdb/runs/llamacpp-h200.raw/`, the kernel table in `hwdb/runs/llamacpp-h200.ops.csv`). The speed "
+                "`hwdb/runs/llamacpp-h200.raw/`, the kernel table in `hwdb/runs/llamacpp-h200.ops.csv`), and single "
+                "forward steps of 1 to 128 tokens of eight models (`hwdb/runs/llamacpp-h200-steps.csv`, all held out: "
+                "the tokens where llama.cpp changes kernel; docs/kernel-paths.md#kernel-table). The speed "
                 "model prices each operation by the kernel llama.cpp runs for it (docs/kernel-paths.md). **fit** rows "
                 "(llama-3.1-8b, qwen3-32b, qwen3.6-27b, qwen3.6-35b-a3b) were fitted together with the published "
                 "runs; **holdout** rows were not: gpt-oss-20b and gemma-4-31b from the first session, and seven models "
