@@ -636,8 +636,9 @@ def resolve(catalog: Catalog, dep: Deployment, card: ModelCard | None = None, fi
             if features[no.feature]:
                 raise PlannerError(f"{engine.id} refuses this model with a {kv_name} KV cache: {no.why} ({no.cite})")
     table = catalog.paths_of(engine)
-    for w in weights if table else ():
-        why = table.refused_load("mul_mat_id" if w.tensor.n_experts > 1 else "mul_mat", w.storage)
+    for op, storage in sorted({("mul_mat_id" if w.tensor.n_experts > 1 else "mul_mat", w.storage)
+                               for w in weights}) if table else ():
+        why = table.refused_load(op, storage)
         if why:
             raise PlannerError(f"{engine.id} cannot load {card.name} as {quant}: {why}")
     for g in gpus:

@@ -236,21 +236,23 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         return host_acc if d < 0 else acc[min(d, n_stage - 1)]
 
     storage_bytes: dict[tuple[int, bool], dict[str, int]] = {}  # (class, expert) -> bytes by storage type
+    class_of = {st: kidx[_kernel_of(r, st)] for st in {w.storage for w in r.weights}}
+    n_layers = arch.n_layers
     for w in r.weights:
         t = w.tensor
-        if t.group != "text" or t.role == "token_embd" or (t.layer is not None and t.layer >= arch.n_layers):
+        layer = t.layer
+        if t.group != "text" or t.role == "token_embd" or (layer is not None and layer >= n_layers):
             continue  # vision/MTP not run in text decode; embeddings: one row per token
-        c = kidx[_kernel_of(r, w.storage)]
-        by_type = storage_bytes.setdefault((c, t.n_experts > 1), {})
+        c = class_of[w.storage]
+        expert = t.n_experts > 1
+        by_type = storage_bytes.setdefault((c, expert), {})
         by_type[w.storage] = by_type.get(w.storage, 0) + w.bytes
-        if t.layer is None:
-            a = where(None)
+        a = where(layer)
+        if layer is None:
             a["head_bytes"][c] += w.bytes
             a["head_params"][c] += t.params
-            continue
-        a = where(t.layer)
-        if t.n_experts > 1:
-            if t.layer < r.cpu_moe_layers and dev_of[t.layer] >= 0:
+        elif expert:
+            if layer < r.cpu_moe_layers and dev_of[layer] >= 0:
                 a = host_acc  # --n-cpu-moe: the expert stacks stay in host RAM
             a["e_bytes"][c] += w.bytes
             a["e_params"][c] += t.params
@@ -702,8 +704,11 @@ def decode_time(sm: StepModel, batch, depth0, gen):
     """Seconds to generate `gen` tokens per sequence from `depth0`: the step time grows with
     depth (piecewise linearly), so Simpson's rule over start, middle and end is exact up to
     the kinks of the roofline."""
-    batch, depth0, gen = (np.asarray(x, dtype=float) for x in (batch, depth0, gen))
-    t = sum(w * decode_step_time(sm, batch, depth0 + f * gen) for w, f in zip(SIMPSON, (0.0, 0.5, 1.0)))
+    batch, depth0, gen = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (batch, depth0, gen)))
+    # the three depths in one evaluation (one pass over the operations for all of them)
+    f = np.array((0.0, 0.5, 1.0)).reshape((3,) + (1,) * batch.ndim)
+    steps = decode_step_time(sm, np.broadcast_to(batch, f.shape[:1] + batch.shape), depth0 + f * gen)
+    t = sum(w * steps[i] for i, w in enumerate(SIMPSON))
     return t * gen
 
 
@@ -723,15 +728,19 @@ def prefill_time(sm: StepModel, batch, prompt, depth, ubatch):
     n_full = chunks - 1
     full = 0.0
     pipe = sm.pipeline_prefill and len(sm.gpus) // (sm.tp * sm.dp) > 1  # more than one pipeline stage
-    for w, f in zip(SIMPSON, (0.0, 0.5, 1.0)):
-        j = np.floor(f * np.maximum(n_full - 1, 0))
-        st = step(sm, tokens, per_step_seqs, q, depth + j * q)
-        full = full + w * (st.bottleneck if pipe else st.total)
-    last = step(sm, per_step_seqs * q_last, per_step_seqs, q_last, depth + n_full * q)
+    # the three Simpson points and the last chunk in one evaluation (one pass over the operations)
+    shape = np.broadcast(tokens, per_step_seqs, q, depth, n_full, q_last).shape
+    js = [np.floor(f * np.maximum(n_full - 1, 0)) for f in (0.0, 0.5, 1.0)]
+    st = step(sm, *(np.stack([np.broadcast_to(x, shape) for x in xs]) for xs in (
+        (tokens, tokens, tokens, per_step_seqs * q_last), (per_step_seqs,) * 4, (q, q, q, q_last),
+        (*(depth + j * q for j in js), depth + n_full * q))))
+    for i, w in enumerate(SIMPSON):
+        full = full + w * (st.bottleneck[i] if pipe else st.total[i])
+    last_total, last_bott = st.total[3], st.bottleneck[3]
     if pipe:  # the pipeline fills once, then runs at its slowest stage
-        t = groups * (n_full * full + last.bottleneck) + (last.total - last.bottleneck)
+        t = groups * (n_full * full + last_bott) + (last_total - last_bott)
     else:
-        t = groups * (n_full * full + last.total)
+        t = groups * (n_full * full + last_total)
     return t
 
 
