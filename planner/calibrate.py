@@ -109,8 +109,14 @@ def parameters(priors: Calibration, rows: list[Prepared], engine: str | None = N
 
 PATH_BOUNDS = {"weight_bw_eff": (0.02, 1.0), "layer_overhead": (1e-7, 5e-4), "gemm_eff": (0.005, 1.0),
                "float_gemm_eff": (0.005, 1.0), "gemm_min_tokens": (0.5, 1024.0), "dot_eff": (0.005, 1.0),
-               "kv_quant_bw_eff": (0.05, 2.0), "host_copy_eff": (0.02, 1.0), "moe_layer_overhead": (1e-7, 5e-4), "linear_layer_overhead": (1e-7, 5e-4)}
-PATH_UNITS = {"layer_overhead": "us", "moe_layer_overhead": "us", "linear_layer_overhead": "us", "gemm_min_tokens": "tokens"}
+               "kv_quant_bw_eff": (0.05, 2.0), "host_copy_eff": (0.02, 1.0), "moe_layer_overhead": (1e-7, 5e-4),
+               "linear_layer_overhead": (1e-7, 5e-4), "scan_token_time": (1e-8, 2e-5)}
+PATH_UNITS = {"layer_overhead": "us", "moe_layer_overhead": "us", "linear_layer_overhead": "us", "gemm_min_tokens": "tokens",
+              "scan_token_time": "us"}
+# priors of path factors where the priors profile has none, from the H200's kernel-time table:
+# scan_token_time: Qwen3.6-27B's gated_delta_net_cuda launches take 18.64 us at 16 tokens and 34.77 us at 32
+#   (hwdb/runs/llamacpp-h200.kernels.csv): 1.008 us per token
+PATH_PRIORS = {"scan_token_time": 1.008e-6}
 
 
 def _path_parameters(priors: Calibration, rows: list[Prepared], base: dict[str, str], out: list[Param]) -> None:
@@ -131,9 +137,13 @@ def _path_parameters(priors: Calibration, rows: list[Prepared], base: dict[str, 
         fams = {f for f, n in counts.items() if n >= FAMILY_MIN_ROWS} if len(counts) > 1 else set()
         ep = priors.engines[base[e]]
         index: dict[str, int] = {}
-        for name in ("float_gemm_eff", "gemm_min_tokens", "dot_eff", "kv_quant_bw_eff", "host_copy_eff"):
+        names = ["float_gemm_eff", "gemm_min_tokens", "dot_eff", "kv_quant_bw_eff", "host_copy_eff"]
+        if any(p.engine == e and p.run.metric == "prefill_tok_s" and any(st.scan_layers for st in p.sm.gpus) for p in rows):
+            names.append("scan_token_time")
+        for name in names:
             q = getattr(ep, name)
-            prior = q.si if q is not None else (ep.gemm_eff.si if name == "float_gemm_eff" else PATH_DEFAULTS[name])
+            prior = q.si if q is not None else (ep.gemm_eff.si if name == "float_gemm_eff" else
+                                                PATH_PRIORS[name] if name in PATH_PRIORS else PATH_DEFAULTS[name])
             if not any(x.path == ("engines", e, name) for x in out):
                 index[name] = len(out)
                 lo, hi = PATH_BOUNDS[name]

@@ -36,6 +36,7 @@ class FamilyEfficiency(Strict):
     gemm_min_tokens: Quantity | None = None
     dot_eff: Quantity | None = None
     kv_quant_bw_eff: Quantity | None = None
+    scan_token_time: Quantity | None = None
     moe_layer_overhead: Quantity | None = None
     linear_layer_overhead: Quantity | None = None
 
@@ -55,6 +56,9 @@ class EngineEfficiency(Strict):
     kv_quant_bw_eff: Quantity | None = None
     linear_layer_overhead: Quantity | None = None
     host_copy_eff: Quantity | None = None
+    # llama.cpp's recurrent-layer kernels loop over a sequence's tokens one after another: time per token past
+    # the first, per Gated DeltaNet layer (a Mamba-2 layer at MAMBA_SCAN_SHARE of it); default 0
+    scan_token_time: Quantity | None = None
     families: dict[str, FamilyEfficiency] = Field(default_factory=dict)
 
 
@@ -99,11 +103,13 @@ class Efficiency:
     dot: float = 1.0
     kv_quant_bw: float = 1.0
     host_copy: float = 1.0  # host-RAM weights streamed over PCIe: ratio of the link
+    scan_token_s: float = 0.0  # a recurrent layer's sequential loop: seconds per token of a sequence past the first
     ideal: bool = False  # the physical bound: every kernel's memory and arithmetic overlap perfectly
 
 
 # defaults of the kernel-path factors no profile sets (estimates; docs/kernel-paths.md#efficiencies)
-PATH_DEFAULTS = {"gemm_min_tokens": 32.0, "dot_eff": 0.25, "kv_quant_bw_eff": 1.0, "host_copy_eff": 1.0}
+PATH_DEFAULTS = {"gemm_min_tokens": 32.0, "dot_eff": 0.25, "kv_quant_bw_eff": 1.0, "host_copy_eff": 1.0,
+                 "scan_token_time": 0.0}
 
 
 def engine_chain(cal: Calibration, engine_id: str) -> list[str]:
@@ -145,4 +151,5 @@ def efficiency_for(cal: Calibration, engine_id: str, flash_attention: bool, fami
         moe_layer_overhead_s=factor("moe_layer_overhead", cal.moe_layer_overhead),
         linear_layer_overhead_s=factor("linear_layer_overhead", cal.linear_layer_overhead),
         float_gemm=factor("float_gemm_eff", e.gemm_eff), gemm_min_tokens=factor("gemm_min_tokens"),
-        dot=factor("dot_eff"), kv_quant_bw=factor("kv_quant_bw_eff"), host_copy=factor("host_copy_eff"))
+        dot=factor("dot_eff"), kv_quant_bw=factor("kv_quant_bw_eff"), host_copy=factor("host_copy_eff"),
+        scan_token_s=factor("scan_token_time"))

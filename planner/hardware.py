@@ -114,6 +114,10 @@ class LinkTable(Sourced):
     """hwdb/links.toml: PCIe generations (PCI-SIG figures)."""
 
     pcie: dict[str, PcieGen]
+    # a cudaMemcpyAsync between the GPU and pinned host memory: its share of the link's rate, and its
+    # fixed time (measured: hwdb/runs/h200-pcie-copy.csv)
+    pinned_copy_eff: Quantity
+    copy_latency: Quantity
 
 
 class Interconnect(Strict):
@@ -262,6 +266,8 @@ class EngineKernels(Strict):
     pp_partition: Literal["share", "remainder_before_last", "remainder_last"] = "share"
     pp_boundary_tensors: int = Field(default=1, ge=1)  # activation tensors sent per stage boundary
     kv_heads_replicated: bool = False  # tensor parallel: max(1, kv_heads // tp) KV heads per GPU, MLA whole
+    # every step copies each output token's logits (vocab x 4 B of f32) to host memory, where sampling runs
+    logits_to_host: bool = False
     source: str
 
 

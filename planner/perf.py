@@ -33,6 +33,11 @@ KERNELS = ("float", "legacy", "kquant", "iquant", "fp8", "fp4", "int4")
 K = len(KERNELS)
 SIMPSON = (1 / 6, 4 / 6, 1 / 6)
 F16_BYTES = 2  # a batched flash-attention kernel converts a quantized cache to f16 first
+# a Mamba-2 layer's scan per token, as a share of a Gated DeltaNet layer's: on the H200 the per-token slope from
+# 16 to 32 tokens is 0.534 us for Nemotron-3-Nano's ssm_scan_f32_group against 1.008 us for Qwen3.6-27B's
+# gated_delta_net_cuda (hwdb/runs/llamacpp-h200.kernels.csv: (20.54 - 12.00) / 16 and (34.77 - 18.64) / 16)
+MAMBA_SCAN_SHARE = 0.53
+SCAN_OP = "recurrent token loop"
 MAX_VEC_TOKENS = 64  # query tokens per sequence searched for the vector attention kernel's range
 MINOR_CLASS_SHARE = 0.01  # weight classes under this share of a stage's weights need no published peak  # weights of start, middle, end of a phase whose depth grows
 
@@ -73,6 +78,7 @@ class Stage:
     kv_quant_frac: float = 1.0  # share of the cache bytes in a quantized type (a q8_0/f16 pair: part)
     kv_quantized: bool = False
     kv_f16_per_byte: float = 1.0  # f16 bytes per cache byte (2 / bytes per value)
+    scan_layers: float = 0.0  # Gated DeltaNet layers + MAMBA_SCAN_SHARE x Mamba-2 layers (sequential token loops)
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,12 @@ class StepModel:
     tp_machines: int = 1  # machines one stage's GPUs span
     net_boundaries: int = 0
     rails: int = 1
+    # llama.cpp copies each output token's logits to pinned host memory every step (EngineKernels.logits_to_host):
+    # bytes per output, and the copy's rate and fixed time (hwdb/links.toml); 0 bytes where the engine samples on
+    # the GPU or the GPU shares the host's memory
+    logits_bytes: float = 0.0
+    logits_copy_bw: float = math.inf
+    logits_copy_latency_s: float = 0.0
 
 
 # --- compile ---------------------------------------------------------------------------------
@@ -221,7 +233,7 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
                     head_bytes=[0.0] * K, head_params=[0.0] * K,  # floats while summing: numpy items are slow
                     kv_full=0.0, kv_window=[],
                     attn_flops_full=0.0, attn_flops_window=[], state_bytes=0.0, state_flops=0.0, layers=0,
-                    moe_layers=0, linear_layers=0)
+                    moe_layers=0, linear_layers=0, scan_layers=0.0)
 
     n_stage = r.pp_size
     acc = [blank() for _ in range(n_stage)]
@@ -272,6 +284,7 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         s["layers"] += 1
         s["moe_layers"] += int(arch.moe_layers[i]) if i < len(arch.moe_layers) else 0
         s["linear_layers"] += int(a.kind in ("linear", "mamba"))  # recurrent mixers: conv, gates and scan kernels
+        s["scan_layers"] += 1.0 if a.kind == "linear" else MAMBA_SCAN_SHARE if a.kind == "mamba" else 0.0
         # the cache one GPU reads is its share of the group's (KV heads replicated past tp, an MLA
         # latent whole on every GPU): scaled here so that the group share below gives kv_gpu_factor
         kvb = _kv_read_bytes(a, *kv_value_bytes(r, i)) * kv_gpu_factor(r, a) * tp
@@ -344,7 +357,7 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
             dense_paths=class_paths(gpu, "mul_mat", False), expert_paths=class_paths(gpu, "mul_mat_id", True),
             **attn_paths(gpu),
             name=name, kind=kind, bandwidth=bw, layers=a["layers"], moe_layers=a["moe_layers"],
-            linear_layers=a["linear_layers"],
+            linear_layers=a["linear_layers"], scan_layers=a["scan_layers"],
             w_bytes=np.array(a["w_bytes"]) * frac, w_params=np.array(a["w_params"]) * frac,
             e_bytes=np.array(a["e_bytes"]) * efrac, e_params=np.array(a["e_params"]) * efrac,
             head_bytes=np.array(a["head_bytes"]) * frac, head_params=np.array(a["head_params"]) * frac,
@@ -364,6 +377,12 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         host_stage = stage("host RAM", "host", None, hbw, host_acc, 1.0)
     lbw, lname = link_bandwidth(r.gpus, links)
     pbw, _ = pcie_bandwidth(r.gpus[:1], links)
+    out_gpu = r.gpus[min(output_device(r), n_gpu - 1)]
+    obw, _ = pcie_bandwidth((out_gpu,), links)  # the GPU holding the output head
+    logits = {}
+    if kern.logits_to_host and math.isfinite(obw):
+        logits = dict(logits_bytes=arch.vocab_size * 4.0, logits_copy_bw=obw * links.pinned_copy_eff.si,
+                      logits_copy_latency_s=links.copy_latency.si)
     compute_known = all(np.isfinite(s.gemm_peak[kidx[_kernel_of(r, r.weights[0].storage)]]) or s.kind == "host"
                         for s in stages)
     compute_known = compute_known and all(any(getattr(g.specs, f) is not None for f in kern.attention_peaks) for g in r.gpus)
@@ -385,7 +404,7 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
         pipeline_prefill=kern.pipeline_prefill, link_bandwidth=lbw, link_name=lname, pcie_bandwidth=pbw,
         activation_bytes=kern.activation_bytes, syncs_per_layer=kern.tp_syncs_per_layer, compute_known=compute_known,
         paths=table.id if pathed else "", unpathed=tuple(sorted(unpathed)), tp=tp, dp=dp, ep=grp if r.expert_parallel else 1,
-        boundary_tensors=kern.pp_boundary_tensors, **_machines_of(r))
+        boundary_tensors=kern.pp_boundary_tensors, **logits, **_machines_of(r))
 
 
 def _machines_of(r: Resolved) -> dict:
@@ -431,17 +450,21 @@ class Ops:
         return sum(self.time, np.zeros(self.shape))  # a stage with no operations (a GPU given a share of 0) takes no time
 
 
-def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> Ops:
+def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage, outputs=None) -> Ops:
     """Roofline of one stage for steps of `tokens` new tokens (`seqs` sequences of `q` each)
-    at `depth` tokens of context. Arguments are numpy arrays of equal shape."""
+    at `depth` tokens of context, `outputs` of them with logits (default: one per sequence).
+    Arguments are numpy arrays of equal shape."""
     e = sm.eff
     tokens = np.asarray(tokens, dtype=float)
     shape = np.broadcast(tokens, seqs, q, depth).shape
+    outputs = np.where(np.asarray(q) > 1, np.asarray(seqs, dtype=float), tokens) if outputs is None \
+        else np.asarray(outputs, dtype=float)
     etokens = tokens  # the tokens the routed experts see: every rank's, under data-parallel attention
     if sm.dp > 1 and s.kind == "gpu":  # this GPU's own sequences: the busiest rank holds ceil(seqs / dp)
         seqs = np.asarray(seqs, dtype=float) * np.ones(shape)
         local = np.ceil(seqs / sm.dp)
         tokens = tokens * local / np.maximum(seqs, 1)
+        outputs = outputs * local / np.maximum(seqs, 1)
         seqs = local
     ops = Ops(s.name, [], [], [], [], [], [], [], [], shape)
     # which kernel path and which processor: host layers run on the CPU for small steps, on
@@ -481,11 +504,10 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> 
         if wb == 0 and eb == 0 and hb == 0:
             continue
         if s.dense_paths is not None and not on_cpu and (s.dense_paths[c] is not None or s.expert_paths[c] is not None):
-            _path_matmuls(sm, s, c, kname, tokens, seqs, q, touched, kE, add, etokens)
+            _path_matmuls(sm, s, c, kname, tokens, outputs, touched, kE, add, etokens)
             continue
         nbytes = wb + eb * touched + hb
-        last = np.asarray(seqs, dtype=float)  # logits for the last token of each sequence only
-        flops = 2 * tokens * s.w_params[c] + 2 * etokens * s.e_params[c] * kE + 2 * np.where(q > 1, last, tokens) * s.head_params[c]
+        flops = 2 * tokens * s.w_params[c] + 2 * etokens * s.e_params[c] * kE + 2 * outputs * s.head_params[c]
         peak = np.where(gemv, peak_src.gemv_peak, peak_src.gemm_peak[c])
         qeff = min(e.weight_bw * e.quant_bw.get(kname, 1.0), 1.0)
         label = f"matmul {kname}" + (" via PCIe" if on_cpu and np.any(streamed) else "")
@@ -526,8 +548,24 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage) -> 
     if s.state_bytes:
         nbytes = 2 * seqs * s.state_bytes  # read and write each sequence's state
         bw_s = s.bandwidth * (e.host_bw if on_cpu else 1.0)
-        add("recurrent state", tokens * s.state_flops, nbytes * np.ones_like(tokens), peak_src.gemv_peak, bw_s,
-            1.0 if on_cpu else e.weight_bw, e.gemm)
+        # llama.cpp's Gated DeltaNet and Mamba-2 kernels walk a sequence's tokens one after another
+        # (ggml-cuda/gated_delta_net.cu:63, one warp per state column; sequences side by side in the grid):
+        # their time is the loop's, scan_token_time per token past the first (the first is in
+        # linear_layer_overhead), not their FLOPs at a compute peak (docs/kernel-paths.md#scan)
+        loop = bool(e.scan_token_s and s.scan_layers and s.dense_paths is not None and not on_cpu)
+        fl = tokens * s.state_flops
+        add("recurrent state", np.zeros_like(tokens) if loop else fl, nbytes * np.ones_like(tokens), peak_src.gemv_peak,
+            bw_s, 1.0 if on_cpu else e.weight_bw, e.gemm)
+        if loop:  # its FLOPs are shown here, at the loop's pace
+            t = s.scan_layers * e.scan_token_s * np.maximum(np.asarray(q, dtype=float) - 1, 0) * np.ones_like(tokens)
+            ops.names.append(SCAN_OP)
+            ops.time.append(t)
+            ops.flops.append(fl * np.ones_like(tokens))
+            ops.bytes.append(np.zeros_like(tokens))
+            ops.memory_time.append(np.zeros_like(tokens))
+            ops.compute_time.append(t)
+            ops.peak_flops.append(math.inf)
+            ops.peak_bw.append(math.inf)
     if s.layers:
         ops.names.append("per-layer overhead")
         t = np.full_like(tokens, s.layers * e.layer_overhead_s + s.moe_layers * e.moe_layer_overhead_s
@@ -575,7 +613,7 @@ def _ep_imbalance(n: int, ep: int, d: int) -> float:
     return mean_max / (d / ep)
 
 
-def _path_matmuls(sm: StepModel, s: Stage, c: int, kname: str, tokens, seqs, q, touched, kE, add, etokens=None) -> None:
+def _path_matmuls(sm: StepModel, s: Stage, c: int, kname: str, tokens, outputs, touched, kE, add, etokens=None) -> None:
     """The matmuls of weight class `c` on a GPU stage by the kernel each token count takes
     (docs/kernel-paths.md#matmul-time):
 
@@ -589,11 +627,10 @@ def _path_matmuls(sm: StepModel, s: Stage, c: int, kname: str, tokens, seqs, q, 
     columns are paid once per expert touched."""
     e = sm.eff
     etokens = tokens if etokens is None else etokens  # the routed experts' tokens (all ranks' under dp attention)
-    last = np.asarray(seqs, dtype=float)
     parts = []  # (name, paths, bytes, params of the matmul, tokens it runs, FLOPs, extra FLOPs of a GEMM)
     dense_params = s.w_params[c]
     head_params = s.head_params[c]
-    head_tokens = np.where(q > 1, last, tokens)
+    head_tokens = outputs  # the output head runs for the tokens with logits only
     floor = 0.0 if kname == "float" else e.gemm_min_tokens  # the MMQ tile; cuBLAS / MMF pay none
     if s.w_bytes[c] or s.head_bytes[c]:
         fl = 2 * tokens * dense_params + 2 * head_tokens * head_params
@@ -630,13 +667,17 @@ class StepTimes:
     comm: np.ndarray  # cross-GPU transfers and reductions
     total: np.ndarray  # one step, end to end
     bottleneck: np.ndarray  # the slowest stage (what a pipeline runs at)
+    logits: np.ndarray | float = 0.0  # the outputs' logits copied to host memory (llama.cpp), after the step
 
 
-def step(sm: StepModel, tokens, seqs, q, depth) -> StepTimes:
-    """Time of one forward step for arrays of (tokens, seqs, q, depth)."""
+def step(sm: StepModel, tokens, seqs, q, depth, outputs=None) -> StepTimes:
+    """Time of one forward step for arrays of (tokens, seqs, q, depth); `outputs`: the tokens that
+    return logits (default one per sequence; a speculative verification step: every token)."""
     tokens, seqs, q, depth = (np.asarray(x, dtype=float) for x in (tokens, seqs, q, depth))
-    g = [_stage_ops(sm, s, tokens, seqs, q, depth, sm.gpus[0]) for s in sm.gpus]
-    h = [_stage_ops(sm, sm.host, tokens, seqs, q, depth, sm.gpus[0])] if sm.host else []
+    if outputs is None:
+        outputs = np.where(q > 1, seqs, tokens)
+    g = [_stage_ops(sm, s, tokens, seqs, q, depth, sm.gpus[0], outputs) for s in sm.gpus]
+    h = [_stage_ops(sm, sm.host, tokens, seqs, q, depth, sm.gpus[0], outputs)] if sm.host else []
     e, n, tp, grp = sm.eff, len(sm.gpus), sm.tp, sm.tp * sm.dp
     act = tokens * sm.hidden * sm.activation_bytes
     stage_t = [np.maximum.reduce([o.total for o in g[i:i + grp]]) if grp > 1 else g[i].total for i in range(0, n, grp)]
@@ -663,8 +704,11 @@ def step(sm: StepModel, tokens, seqs, q, depth) -> StepTimes:
     host_t = h[0].total if h else 0.0
     if h:  # host <-> GPU hand-over of the activations
         comm = comm + e.link_latency_s + act / sm.pcie_bandwidth
-    total = gpu_t + host_t + comm
-    return StepTimes(g + h, np.asarray(comm) * np.ones_like(tokens), total, np.maximum(bott, host_t))
+    logits = np.zeros_like(tokens)
+    if sm.logits_bytes:  # the outputs' logits copied to host memory after the step
+        logits = logits + sm.logits_copy_latency_s + outputs * sm.logits_bytes / sm.logits_copy_bw
+    total = gpu_t + host_t + comm + logits
+    return StepTimes(g + h, np.asarray(comm) * np.ones_like(tokens), total, np.maximum(bott, host_t), logits)
 
 
 # --- phases ----------------------------------------------------------------------------------
@@ -755,7 +799,7 @@ class OpRow(Strict):
     achieved_bytes_per_s: float
     peak_flops_per_s: float | None
     peak_bytes_per_s: float | None
-    bound: str  # memory, compute or overhead
+    bound: str  # memory, compute, overhead or transfer (the logits copy to host memory)
 
 
 class PhaseBreakdown(Strict):
@@ -795,12 +839,18 @@ def breakdown(sm: StepModel, what: str, tokens: float, seqs: float, q: float, de
             t = float(o.time[i][0])
             mt, ct = float(o.memory_time[i][0]), float(o.compute_time[i][0])
             f, b = float(o.flops[i][0]), float(o.bytes[i][0])
-            bound = "overhead" if name == "per-layer overhead" else ("compute" if ct > mt else "memory")
+            bound = "overhead" if name in ("per-layer overhead", SCAN_OP) else ("compute" if ct > mt else "memory")
             rows.append(OpRow(
                 stage=o.stage, op=name, flops=f, bytes=b, time_s=t, share=t / total if total else 0.0,
                 achieved_flops_per_s=f / t if t else 0.0, achieved_bytes_per_s=b / t if t else 0.0,
                 peak_flops_per_s=None if not math.isfinite(o.peak_flops[i]) else o.peak_flops[i],
                 peak_bytes_per_s=None if not math.isfinite(o.peak_bw[i]) else o.peak_bw[i], bound=bound))
+    t = float(np.asarray(st.logits).ravel()[0]) if np.any(st.logits) else 0.0
+    if t:  # llama.cpp's copy of the outputs' logits to host memory (StepModel.logits_bytes)
+        b = seqs * sm.logits_bytes
+        rows.append(OpRow(stage="PCIe", op="logits to host", flops=0.0, bytes=b, time_s=t, share=t / total,
+                          achieved_flops_per_s=0.0, achieved_bytes_per_s=b / t, peak_flops_per_s=None,
+                          peak_bytes_per_s=sm.logits_copy_bw, bound="transfer"))
     return PhaseBreakdown(what=what, step_s=total, comm_s=float(st.comm[0]), stage_s=stage_s,
                           parallel=sm.split == "tensor", ops=tuple(rows))
 
@@ -816,7 +866,10 @@ def bound_of(b: PhaseBreakdown) -> str:
         seen: set[tuple[str, str]] = set()
         ops = tuple(r for r in ops if not ((r.stage, r.op) in seen or seen.add((r.stage, r.op))))
     for r in ops:
-        key = {"memory": "memory bandwidth", "compute": "compute", "overhead": "per-layer overhead"}[r.bound]
+        key = {"memory": "memory bandwidth", "compute": "compute", "overhead": "per-layer overhead",
+               "transfer": "the logits copy to host memory"}[r.bound]
+        if r.op == SCAN_OP:
+            key = "the recurrent layers' token-by-token loop"
         if r.stage == "host RAM":
             key = "PCIe transfer of host-resident weights" if "PCIe" in r.op else "host memory"
         kinds[key] = kinds.get(key, 0.0) + r.time_s
@@ -828,10 +881,10 @@ def bound_of(b: PhaseBreakdown) -> str:
 
 def ceiling_step_time(sm: StepModel, tokens, seqs, q, depth) -> np.ndarray:
     """The physical lower bound of a step: every operation at 100% of peak bandwidth or
-    compute, no overheads, no communication."""
+    compute, no overheads, no communication (nor llama.cpp's copy of the logits to host memory)."""
     ideal = Efficiency(calibration="ideal", engine_source="ideal", weight_bw=1.0, layer_overhead_s=0.0, gemm=1.0,
                        moe_gemm=1.0,
                        kv_bw=1.0, attn_compute=1.0, quant_bw={}, host_bw=1.0, link_latency_s=0.0,
                        moe_layer_overhead_s=0.0, linear_layer_overhead_s=0.0, ideal=True)
     st = step(StepModel(**{**sm.__dict__, "eff": ideal, "link_bandwidth": math.inf}), tokens, seqs, q, depth)
-    return st.total - st.comm
+    return st.total - st.comm - st.logits

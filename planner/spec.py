@@ -334,7 +334,9 @@ def cycle_times(m: SpecModel, batch, depth, gamma, alpha=None):
 
     b, d, g = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (batch, depth, gamma)))
     q = g + 1
-    verify = step(m.target, b * q, b, q, d).total
+    # every token of the verification batch returns logits (the server adds each with output = true:
+    # tools/server/server-context.cpp:569-572), so the output head and the logits copy run for all of them
+    verify = step(m.target, b * q, b, q, d, outputs=b * q).total
     if m.spec.block:
         draft = step(m.draft, b * q, b, q, d).total
     else:

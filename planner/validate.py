@@ -331,7 +331,8 @@ def markdown(secs: list[Section], runs_shown: str, command: str, ceilings: dict 
           "runs give a wider interval. Held-out rows never enter a bucket; their coverage above is the check.", "",
           "**Kernel-path factors.** For engines with a kernel-path table (`hwdb/paths/`, docs/kernel-paths.md), "
           "the path factors (float GEMM efficiency, GEMM minimum tokens, mat-vec dot efficiency, quantized-KV "
-          "bandwidth ratio) are fitted at engine level, and every GPU architecture family seen in the fit rows gets "
+          "bandwidth ratio; for llama.cpp the recurrent layers' time per prompt token where hybrid prefill rows "
+          "exist, docs/kernel-paths.md#scan) are fitted at engine level, and every GPU architecture family seen in the fit rows gets "
           "its own ratio to each engine-level factor (weight bandwidth, per-layer time, GEMM efficiencies, ...) "
           "when it has at least 10 fit runs and the engine's runs span two families or more. Each ratio has a "
           "log-normal prior centred on 1 (sigma = log 1.5) against runs whose log errors scatter by 0.15 (the "
