@@ -38,6 +38,7 @@ F16_BYTES = 2  # a batched flash-attention kernel converts a quantized cache to 
 # gated_delta_net_cuda (hwdb/runs/llamacpp-h200.kernels.csv: (20.54 - 12.00) / 16 and (34.77 - 18.64) / 16)
 MAMBA_SCAN_SHARE = 0.53
 SCAN_OP = "recurrent token loop"
+LOGIT_BYTES = 4  # a logit as llama.cpp copies it: f32 (llama-context.cpp:1950, n_outputs * n_vocab * sizeof(float))
 MAX_VEC_TOKENS = 64  # query tokens per sequence searched for the vector attention kernel's range
 MINOR_CLASS_SHARE = 0.01  # weight classes under this share of a stage's weights need no published peak  # weights of start, middle, end of a phase whose depth grows
 
@@ -381,7 +382,7 @@ def compile_steps(r: Resolved, eff: Efficiency, links: LinkTable, host: HostMemo
     obw, _ = pcie_bandwidth((out_gpu,), links)  # the GPU holding the output head
     logits = {}
     if kern.logits_to_host and math.isfinite(obw):
-        logits = dict(logits_bytes=arch.vocab_size * 4.0, logits_copy_bw=obw * links.pinned_copy_eff.si,
+        logits = dict(logits_bytes=float(arch.vocab_size * LOGIT_BYTES), logits_copy_bw=obw * links.pinned_copy_eff.si,
                       logits_copy_latency_s=links.copy_latency.si)
     compute_known = all(np.isfinite(s.gemm_peak[kidx[_kernel_of(r, r.weights[0].storage)]]) or s.kind == "host"
                         for s in stages)
@@ -457,8 +458,7 @@ def _stage_ops(sm: StepModel, s: Stage, tokens, seqs, q, depth, gpu0: Stage, out
     e = sm.eff
     tokens = np.asarray(tokens, dtype=float)
     shape = np.broadcast(tokens, seqs, q, depth).shape
-    outputs = np.where(np.asarray(q) > 1, np.asarray(seqs, dtype=float), tokens) if outputs is None \
-        else np.asarray(outputs, dtype=float)
+    outputs = np.asarray(_outputs(tokens, seqs, q) if outputs is None else outputs, dtype=float)
     etokens = tokens  # the tokens the routed experts see: every rank's, under data-parallel attention
     if sm.dp > 1 and s.kind == "gpu":  # this GPU's own sequences: the busiest rank holds ceil(seqs / dp)
         seqs = np.asarray(seqs, dtype=float) * np.ones(shape)
@@ -675,7 +675,7 @@ def step(sm: StepModel, tokens, seqs, q, depth, outputs=None) -> StepTimes:
     return logits (default one per sequence; a speculative verification step: every token)."""
     tokens, seqs, q, depth = (np.asarray(x, dtype=float) for x in (tokens, seqs, q, depth))
     if outputs is None:
-        outputs = np.where(q > 1, seqs, tokens)
+        outputs = _outputs(tokens, seqs, q)
     g = [_stage_ops(sm, s, tokens, seqs, q, depth, sm.gpus[0], outputs) for s in sm.gpus]
     h = [_stage_ops(sm, sm.host, tokens, seqs, q, depth, sm.gpus[0], outputs)] if sm.host else []
     e, n, tp, grp = sm.eff, len(sm.gpus), sm.tp, sm.tp * sm.dp
@@ -709,6 +709,12 @@ def step(sm: StepModel, tokens, seqs, q, depth, outputs=None) -> StepTimes:
         logits = logits + sm.logits_copy_latency_s + outputs * sm.logits_bytes / sm.logits_copy_bw
     total = gpu_t + host_t + comm + logits
     return StepTimes(g + h, np.asarray(comm) * np.ones_like(tokens), total, np.maximum(bott, host_t), logits)
+
+
+def _outputs(tokens, seqs, q):
+    """The tokens of a step that return logits, by default: the last of each sequence (a decode step:
+    all of them)."""
+    return np.where(np.asarray(q) > 1, np.asarray(seqs, dtype=float), np.asarray(tokens, dtype=float))
 
 
 # --- phases ----------------------------------------------------------------------------------
@@ -847,7 +853,7 @@ def breakdown(sm: StepModel, what: str, tokens: float, seqs: float, q: float, de
                 peak_bytes_per_s=None if not math.isfinite(o.peak_bw[i]) else o.peak_bw[i], bound=bound))
     t = float(np.asarray(st.logits).ravel()[0]) if np.any(st.logits) else 0.0
     if t:  # llama.cpp's copy of the outputs' logits to host memory (StepModel.logits_bytes)
-        b = seqs * sm.logits_bytes
+        b = float(_outputs(tokens, seqs, q)) * sm.logits_bytes
         rows.append(OpRow(stage="PCIe", op="logits to host", flops=0.0, bytes=b, time_s=t, share=t / total,
                           achieved_flops_per_s=0.0, achieved_bytes_per_s=b / t, peak_flops_per_s=None,
                           peak_bytes_per_s=sm.logits_copy_bw, bound="transfer"))

@@ -9,10 +9,10 @@ import numpy as np
 
 from planner.calibration import Calibration
 from planner.llamacpp import SOURCE as LLAMACPP_SOURCE
-
-STEPS_SOURCE = "bench/kernels_device.sh"  # hwdb/runs/llamacpp-h200-steps.csv: llama-bench steps of 1-128 tokens
 from planner.units import GiB
 from planner.runs import Prepared, predict
+
+STEPS_SOURCE = "bench/kernels_device.sh"  # hwdb/runs/llamacpp-h200-steps.csv: llama-bench steps of 1-128 tokens
 
 METRIC_NAMES = {
     "decode_tok_s": "decode tok/s per stream",
